@@ -1,0 +1,93 @@
+"""Pull-time model conversions: code, not hand-edited files, so every derived
+artefact can be rebuilt from its pinned source and checked against its own pin.
+
+`fold_weight_chains` makes the OpenCV-zoo int8 block-quantized exports (SFace
+and YuNet) loadable, runnable and fast under onnxruntime:
+
+* 29 graph inputs named like `conv_1_conv2d_weight` are leftovers that no node
+  consumes (the convolutions read the `*_reshaped` outputs of the
+  DequantizeLinear/Reshape chains). onnxruntime refuses a graph with such inputs,
+  so they are dropped.
+* YuNet's export loads but fails on the first run: some per-tensor
+  DequantizeLinear nodes carry a block_size, which onnxruntime 1.32 rejects.
+* As shipped, every run re-dequantizes every weight (about 41 ms per face on
+  this hardware). The DequantizeLinear -> Reshape chains depend only on
+  initializers, so they are evaluated once here and replaced by float32
+  initializers. The recognizer then runs plain fp32 convolutions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+_FOLDABLE_OPS = frozenset({"DequantizeLinear", "Reshape"})
+
+
+def _constant_chain_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Nodes of the foldable op types whose inputs are all constants (transitively)."""
+    constant_names = {init.name for init in graph.initializer}
+    chain: list[onnx.NodeProto] = []
+    for node in graph.node:  # ONNX graphs are topologically sorted
+        if node.op_type in _FOLDABLE_OPS and all(name in constant_names for name in node.input if name):
+            chain.append(node)
+            constant_names.update(node.output)
+    return chain
+
+
+def fold_weight_chains(source: Path, target: Path) -> None:
+    """Write `target`: `source` with dangling inputs dropped and weight chains folded to fp32."""
+    model = onnx.load(str(source))
+    graph = model.graph
+    chain = _constant_chain_nodes(graph)
+    if not chain:
+        raise ValueError(f"{source.name}: no DequantizeLinear/Reshape weight chains to fold")
+
+    # Evaluate the constant chains in isolation with the ONNX reference runtime.
+    chain_outputs = [out for node in chain for out in node.output]
+    sub_graph = onnx.helper.make_graph(
+        nodes=list(chain),
+        name="weight_chains",
+        inputs=[],
+        outputs=[onnx.helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None) for name in chain_outputs],
+        initializer=list(graph.initializer),
+    )
+    sub_model = onnx.helper.make_model(sub_graph, opset_imports=list(model.opset_import))
+    values = ReferenceEvaluator(sub_model).run(None, {})
+    folded = dict(zip(chain_outputs, values, strict=True))
+
+    chain_ids = {id(node) for node in chain}
+    kept_nodes = [node for node in graph.node if id(node) not in chain_ids]
+    consumed = {name for node in kept_nodes for name in node.input}
+    graph_outputs = {out.name for out in graph.output}
+
+    new_initializers = [
+        init for init in graph.initializer if init.name in consumed and init.name not in folded
+    ]
+    for name, value in folded.items():
+        if name in consumed or name in graph_outputs:
+            new_initializers.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
+
+    initializer_names = {init.name for init in new_initializers}
+    # Keep only real inputs: consumed by a node and not provided by an initializer.
+    new_inputs = [inp for inp in graph.input if inp.name in consumed and inp.name not in initializer_names]
+
+    del graph.node[:]
+    graph.node.extend(kept_nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(new_initializers)
+    del graph.input[:]
+    graph.input.extend(new_inputs)
+    onnx.checker.check_model(model)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(model.SerializeToString(deterministic=True))
+
+
+CONVERTERS = {
+    "fold_weight_chains": fold_weight_chains,
+}
