@@ -25,6 +25,8 @@ import onnx
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from liveness.minifasnet import convert_minifasnet_v1se, convert_minifasnet_v2
+
 _FOLDABLE_OPS = frozenset({"DequantizeLinear", "Reshape"})
 
 
@@ -90,4 +92,7 @@ def fold_weight_chains(source: Path, target: Path) -> None:
 
 CONVERTERS = {
     "fold_weight_chains": fold_weight_chains,
+    # MiniFASNet passive liveness: ONNX graphs built from the upstream weights (.pth or .npz).
+    "minifasnet_v2": convert_minifasnet_v2,
+    "minifasnet_v1se": convert_minifasnet_v1se,
 }

@@ -1,0 +1,151 @@
+"""A small Python client for an idv node: deadlines, TLS, credentials, and retries only where safe.
+
+A call is retried only when the node says it did not process it: UNAVAILABLE
+(starting, draining, store down) or RESOURCE_EXHAUSTED with reason OVERLOADED.
+Verdicts are never retried, and neither is a throttled identity.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from idv.rpc.status import error_info
+from idv.v1 import verification_pb2 as pb
+from idv.v1 import verification_pb2_grpc as pb_grpc
+
+PURPOSES = {"registration": pb.REGISTRATION, "licence_renewal": pb.LICENCE_RENEWAL, "check_in": pb.CHECK_IN}
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    verdict: str  # "PASS" | "FAIL"
+    reason: str
+    request_id: str
+    retry_after_seconds: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"verdict": self.verdict, "reason": self.reason, "request_id": self.request_id}
+        if self.retry_after_seconds:
+            out["retry_after_seconds"] = self.retry_after_seconds
+        return out
+
+
+@dataclass(frozen=True)
+class EnrollResult:
+    request_id: str
+    template_count: int
+    flagged_for_review: bool
+
+
+@dataclass(frozen=True)
+class Challenge:
+    challenge_id: str
+    actions: tuple[str, ...]
+    expires_at_unix: int
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    ca_file: Path
+    cert_file: Path | None = None  # client certificate for mutual TLS
+    key_file: Path | None = None
+    server_name: str | None = None  # override for certificates issued to another host name
+
+
+class IdvClient:
+    def __init__(
+        self,
+        target: str,
+        timeout: float = 10.0,
+        tls: TlsConfig | None = None,
+        api_key: str | None = None,
+        retries: int = 2,
+    ):
+        options = [("grpc.max_send_message_length", 16 * 1024 * 1024)]
+        if tls is not None:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=tls.ca_file.read_bytes(),
+                private_key=tls.key_file.read_bytes() if tls.key_file else None,
+                certificate_chain=tls.cert_file.read_bytes() if tls.cert_file else None,
+            )
+            if tls.server_name:
+                options.append(("grpc.ssl_target_name_override", tls.server_name))
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
+        self._stub = pb_grpc.IdentityVerificationStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._timeout = timeout
+        self._metadata = (("x-api-key", api_key),) if api_key else ()
+        self._retries = retries
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> IdvClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _invoke(self, method, request):
+        deadline = time.monotonic() + self._timeout
+        attempt = 0
+        while True:
+            try:
+                return method(request, timeout=max(deadline - time.monotonic(), 0.01), metadata=self._metadata)
+            except grpc.RpcError as error:
+                attempt += 1
+                if attempt > self._retries or not _safe_to_retry(error) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(0.2 * 2**attempt, max(deadline - time.monotonic(), 0)))
+
+    def verify(self, id_number: str, name: str, frames: Sequence[bytes], purpose: str = "check_in",
+               challenge_id: str = "") -> VerifyResult:
+        request = pb.VerifyRequest(id_number=id_number, name=name, purpose=PURPOSES[purpose],
+                                   frames=list(frames), challenge_id=challenge_id)
+        response = self._invoke(self._stub.Verify, request)
+        return VerifyResult(pb.Verdict.Name(response.verdict), pb.Reason.Name(response.reason),
+                            response.request_id, response.retry_after_seconds)
+
+    def enroll(self, id_number: str, name: str, images: Sequence[bytes], replace: bool = False) -> EnrollResult:
+        request = pb.EnrollRequest(id_number=id_number, name=name, reference_images=list(images), replace=replace)
+        response = self._invoke(self._stub.Enroll, request)
+        return EnrollResult(response.request_id, response.template_count, response.flagged_for_review)
+
+    def create_challenge(self, id_number: str) -> Challenge:
+        response = self._invoke(self._stub.CreateChallenge, pb.CreateChallengeRequest(id_number=id_number))
+        return Challenge(response.challenge_id, tuple(pb.Action.Name(a) for a in response.actions),
+                         response.expires_at_unix)
+
+    def health(self, service: str = "") -> str:
+        response = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self._timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    def wait_until_serving(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.health() == "SERVING":
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() >= deadline:
+                raise TimeoutError("the node did not report SERVING in time")
+            time.sleep(0.1)
+
+
+def _safe_to_retry(error: grpc.RpcError) -> bool:
+    code = error.code()  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return True
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        info = error_info(error)
+        return info is not None and info.reason == "OVERLOADED"
+    return False

@@ -1,0 +1,205 @@
+"""One typed settings object, read from an optional TOML file and `IDV_*` environment variables.
+
+Precedence: built-in defaults < TOML file (`--config` / IDV_CONFIG) < environment
+< explicit overrides (command-line flags). Every value is validated at start and
+a bad one stops the process with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import platformdirs
+
+ENV_PREFIX = "IDV_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or unsafe."""
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("idv"))
+
+
+def _default_model_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("idv")) / "models"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- serving -------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 50051
+    mode: str = "development"  # development | production
+    worker_threads: int = 2
+    # In flight beyond this are refused at once with RESOURCE_EXHAUSTED (load shedding).
+    max_concurrent_rpcs: int = 8
+    # Server-side budget per request; the client's deadline wins when shorter.
+    request_budget_seconds: float = 5.0
+    grace_seconds: float = 10.0
+    reflection: bool = False
+    # --- storage -------------------------------------------------------------
+    data_dir: Path = field(default_factory=_default_data_dir)
+    store: str = "sqlite"  # sqlite (file in data_dir) | postgresql://...
+    # --- models --------------------------------------------------------------
+    model_dir: Path = field(default_factory=_default_model_dir)
+    model_mirror: Path | None = None
+    model_manifest: Path | None = None
+    model_pack: str = "permissive"
+    # An insightface ArcFace-format recognizer instead of the pack's (licensed by the operator).
+    recognizer_file: Path | None = None
+    recognizer_sha256: str = ""
+    recognizer_threshold: float = 0.0
+    intra_op_threads: int = 1
+    # Operating point from the manifest's calibrated thresholds: fmr_1e-3 | fmr_1e-4 | fmr_1e-5
+    security_level: str = "fmr_1e-4"
+    # --- request limits --------------------------------------------------------
+    max_frames: int = 8
+    max_frames_with_challenge: int = 24
+    max_reference_images: int = 8
+    max_frame_bytes: int = 512 * 1024
+    max_frame_width: int = 1920
+    max_frame_height: int = 1920
+    max_frame_pixels: int = 1920 * 1080
+    max_message_bytes: int = 4 * 1024 * 1024
+    # --- quality gate --------------------------------------------------------
+    detector_score_threshold: float = 0.6
+    # A second face at least this fraction of the subject's size fails MULTIPLE_FACES; smaller ones are bystanders.
+    bystander_ratio: float = 0.5
+    min_face_size: int = 60  # pixels, the face box's shorter side
+    min_sharpness: float = 15.0  # variance of the Laplacian on the aligned 112x112 crop
+    min_brightness: float = 40.0  # mean grey level of the aligned crop
+    max_brightness: float = 220.0
+    # --- liveness --------------------------------------------------------------
+    liveness: bool = True
+    # --- logging ---------------------------------------------------------------
+    log_level: str = "INFO"
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "references.sqlite3"
+
+    def validate(self) -> Settings:
+        problems: list[str] = []
+        if not (0 <= self.port <= 65535):
+            problems.append(f"port {self.port} is not a TCP port")
+        if self.mode not in ("development", "production"):
+            problems.append(f"mode must be 'development' or 'production', not {self.mode!r}")
+        for name in ("worker_threads", "max_concurrent_rpcs", "intra_op_threads", "max_frames",
+                     "max_frames_with_challenge", "max_reference_images", "max_frame_bytes"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1")
+        if self.max_frames > self.max_frames_with_challenge:
+            problems.append("max_frames must not exceed max_frames_with_challenge")
+        needed = self.max_frames_with_challenge * self.max_frame_bytes
+        if self.max_message_bytes < min(needed, 64 * 1024 * 1024) // 8:
+            problems.append("max_message_bytes is too small to carry even a single frame burst")
+        if self.security_level not in ("fmr_1e-3", "fmr_1e-4", "fmr_1e-5"):
+            problems.append(f"security_level must be fmr_1e-3, fmr_1e-4 or fmr_1e-5, not {self.security_level!r}")
+        if self.recognizer_file is not None and (not self.recognizer_sha256 or self.recognizer_threshold <= 0):
+            problems.append("recognizer_file needs recognizer_sha256 and a calibrated recognizer_threshold")
+        if self.request_budget_seconds <= 0:
+            problems.append("request_budget_seconds must be positive")
+        if not (0 < self.min_brightness < self.max_brightness <= 255):
+            problems.append("brightness limits must satisfy 0 < min_brightness < max_brightness <= 255")
+        if not (0 < self.bystander_ratio <= 1):
+            problems.append("bystander_ratio must be in (0, 1]")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            problems.append(f"log_level {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
+        if self.mode == "production":
+            if self.reflection:
+                problems.append("production mode refuses reflection = true")
+            if self.log_level.upper() == "DEBUG":
+                problems.append("production mode refuses DEBUG logging")
+            if os.environ.get("GRPC_TRACE"):
+                problems.append("production mode refuses GRPC_TRACE (it logs request payloads)")
+            if not self.liveness:
+                problems.append("production mode refuses liveness = false")
+        if problems:
+            raise ConfigError("invalid settings: " + "; ".join(problems))
+        return self
+
+
+def _convert(name: str, annotation: object, raw: object) -> object:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)][0]
+        if raw is None or raw == "":
+            return None
+        return _convert(name, inner, raw)
+    try:
+        if annotation is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if annotation is int:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return int(raw)
+        if annotation is float:
+            return float(raw)
+        if annotation is Path:
+            return Path(str(raw)).expanduser()
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name}: {raw!r} is not a valid {getattr(annotation, '__name__', annotation)}") from None
+
+
+def load_settings(
+    config_file: Path | None = None,
+    environ: typing.Mapping[str, str] | None = None,
+    overrides: dict[str, object] | None = None,
+) -> Settings:
+    env = os.environ if environ is None else environ
+    hints = typing.get_type_hints(Settings)
+    known = {f.name for f in fields(Settings)}
+    values: dict[str, object] = {}
+
+    path = config_file or (Path(env[f"{ENV_PREFIX}CONFIG"]) if env.get(f"{ENV_PREFIX}CONFIG") else None)
+    if path is not None:
+        try:
+            with Path(path).open("rb") as fh:
+                raw_file = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        for key, value in raw_file.items():
+            if key not in known:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _convert(key, hints[key], value)
+    for name in known:
+        env_key = ENV_PREFIX + name.upper()
+        if env_key in env:
+            values[name] = _convert(name, hints[name], env[env_key])
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            if key not in known:
+                raise ConfigError(f"unknown setting {key!r}")
+            values[key] = _convert(key, hints[key], value)
+    return Settings(**values).validate()
+
+
+SECRET_SETTINGS = frozenset({"store"})  # a DSN may carry a password
+
+
+def masked(settings: Settings) -> dict[str, object]:
+    """The effective settings as plain values, secrets masked (for `idv config show`)."""
+    out: dict[str, object] = {}
+    for name, value in dataclasses.asdict(settings).items():
+        if name in SECRET_SETTINGS and isinstance(value, str) and "@" in value:
+            scheme, _, rest = value.partition("://")
+            value = f"{scheme}://***@{rest.rpartition('@')[2]}"
+        out[name] = str(value) if isinstance(value, Path) else value
+    return out

@@ -1,0 +1,82 @@
+"""Errors that end a request before a verdict, each with its gRPC status and a stable reason.
+
+    IdvError                       (code, reason, message: safe to send; never holds personal data)
+    ├── InvalidRequest             INVALID_ARGUMENT
+    │     reasons: INVALID_ID_FORMAT, INVALID_NAME, MISSING_PURPOSE, FRAME_COUNT,
+    │              FRAME_TOO_LARGE, IMAGE_TOO_LARGE, UNSUPPORTED_FORMAT,
+    │              UNDECODABLE_IMAGE, REFERENCE_NO_FACE, REFERENCE_MULTIPLE_FACES,
+    │              REFERENCE_LOW_QUALITY
+    ├── AlreadyEnrolled            ALREADY_EXISTS       IDENTITY_ENROLLED
+    ├── TemplateMismatch           FAILED_PRECONDITION  TEMPLATE_MODEL_MISMATCH
+    ├── DeadlineExceeded           DEADLINE_EXCEEDED    DEADLINE_EXCEEDED
+    ├── NotServing                 UNAVAILABLE          NOT_SERVING
+    └── StoreUnavailable           UNAVAILABLE          REFERENCE_STORE_UNAVAILABLE
+
+Verdicts (PASS/FAIL with a reason) are not errors: see idv.pipeline.
+The mapping to gRPC status and rich details lives in one place: idv.rpc.status.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Code(Enum):
+    """The gRPC status codes idv uses, without importing grpc into the core."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    UNAVAILABLE = "UNAVAILABLE"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    INTERNAL = "INTERNAL"
+
+
+class IdvError(Exception):
+    code: Code = Code.INTERNAL
+    default_reason: str = "INTERNAL"
+
+    def __init__(self, message: str, reason: str | None = None, metadata: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        # Extra ErrorInfo metadata: only non-personal values (indices, limits).
+        self.metadata = dict(metadata or {})
+
+
+class InvalidRequest(IdvError):
+    code = Code.INVALID_ARGUMENT
+    default_reason = "INVALID_ARGUMENT"
+
+
+class AlreadyEnrolled(IdvError):
+    code = Code.ALREADY_EXISTS
+    default_reason = "IDENTITY_ENROLLED"
+
+
+class TemplateMismatch(IdvError):
+    code = Code.FAILED_PRECONDITION
+    default_reason = "TEMPLATE_MODEL_MISMATCH"
+
+
+class DeadlineExceeded(IdvError):
+    code = Code.DEADLINE_EXCEEDED
+    default_reason = "DEADLINE_EXCEEDED"
+
+
+class NotServing(IdvError):
+    code = Code.UNAVAILABLE
+    default_reason = "NOT_SERVING"
+
+
+class StoreUnavailable(IdvError):
+    code = Code.UNAVAILABLE
+    default_reason = "REFERENCE_STORE_UNAVAILABLE"
+
+
+class Overloaded(IdvError):
+    code = Code.RESOURCE_EXHAUSTED
+    default_reason = "OVERLOADED"

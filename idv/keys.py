@@ -1,0 +1,104 @@
+"""Keys for data at rest: a pseudonymisation key (HMAC-SHA256) and versioned data keys (AES-256-GCM).
+
+Keys live in files under `<data_dir>/keys/` (mode 0600, created on first start)
+or come from the environment (IDV_PSEUDONYM_KEY, IDV_DATA_KEYS as
+"id:base64key,id:base64key"), never from the database. The newest data key
+encrypts; every listed key decrypts, so keys can be rotated while serving.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+_NONCE_BYTES = 12
+
+
+class KeyMaterialError(RuntimeError):
+    """Keys are missing or malformed."""
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    pseudonym_key: bytes
+    data_keys: Mapping[int, bytes]  # key id -> 32-byte AES key
+
+    @property
+    def current_key_id(self) -> int:
+        return max(self.data_keys)
+
+    def pseudonym(self, purpose: str, value: str) -> str:
+        """Keyed hash: the same value under the same key gives the same pseudonym; unreadable without the key."""
+        mac = hmac.new(self.pseudonym_key, purpose.encode() + b"\x00" + value.encode("utf-8"), hashlib.sha256)
+        return mac.hexdigest()
+
+    def encrypt(self, plaintext: bytes, associated: bytes) -> tuple[int, bytes]:
+        key_id = self.current_key_id
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        return key_id, nonce + AESGCM(self.data_keys[key_id]).encrypt(nonce, plaintext, associated)
+
+    def decrypt(self, key_id: int, blob: bytes, associated: bytes) -> bytes:
+        try:
+            key = self.data_keys[key_id]
+        except KeyError:
+            raise KeyMaterialError(f"data key {key_id} is not available; was it removed before re-encryption finished?") from None
+        return AESGCM(key).decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], associated)
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(base64.b64encode(data) + b"\n")
+
+
+def _read_secret(path: Path) -> bytes:
+    raw = base64.b64decode(path.read_bytes().strip())
+    if len(raw) != 32:
+        raise KeyMaterialError(f"key file {path} does not hold a 32-byte key")
+    return raw
+
+
+def key_dir(data_dir: Path) -> Path:
+    return data_dir / "keys"
+
+
+def add_data_key(data_dir: Path) -> int:
+    """Create the next data key file; returns its id. Used by first start and by rotation."""
+    directory = key_dir(data_dir)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    existing = [int(p.stem.split("-")[1]) for p in directory.glob("data-*.key")]
+    key_id = max(existing, default=0) + 1
+    _write_secret(directory / f"data-{key_id}.key", secrets.token_bytes(32))
+    return key_id
+
+
+def load_keyring(data_dir: Path, environ: Mapping[str, str] | None = None, create: bool = True) -> KeyRing:
+    env = os.environ if environ is None else environ
+    if env.get("IDV_PSEUDONYM_KEY") and env.get("IDV_DATA_KEYS"):
+        pseudonym = base64.b64decode(env["IDV_PSEUDONYM_KEY"])
+        data_keys = {}
+        for item in env["IDV_DATA_KEYS"].split(","):
+            key_id, _, value = item.partition(":")
+            data_keys[int(key_id)] = base64.b64decode(value)
+        if len(pseudonym) != 32 or any(len(k) != 32 for k in data_keys.values()) or not data_keys:
+            raise KeyMaterialError("IDV_PSEUDONYM_KEY / IDV_DATA_KEYS must hold base64 32-byte keys")
+        return KeyRing(pseudonym, data_keys)
+    directory = key_dir(data_dir)
+    pseudonym_path = directory / "pseudonym.key"
+    if not pseudonym_path.exists():
+        if not create:
+            raise KeyMaterialError(f"no keys in {directory}")
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_secret(pseudonym_path, secrets.token_bytes(32))
+    if not list(directory.glob("data-*.key")):
+        add_data_key(data_dir)
+    data_keys = {int(p.stem.split("-")[1]): _read_secret(p) for p in directory.glob("data-*.key")}
+    return KeyRing(_read_secret(pseudonym_path), data_keys)

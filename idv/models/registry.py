@@ -1,0 +1,121 @@
+"""Load the configured model pack: verified files, explicit session options, checked warm-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from idv.face.detector import YuNetDetector
+from idv.face.embedder import ArcFaceEmbedder, Embedder, SFaceEmbedder
+from idv.models.manifest import Manifest, ModelContract, ModelEntry
+from idv.models.runtime import LoadedModel, ModelLoadError, RuntimeOptions, open_session
+
+
+@dataclass(frozen=True)
+class RecognizerChoice:
+    """The recognizer to serve: the pack's, or an operator-supplied ArcFace-format file."""
+
+    entry: ModelEntry
+    model_dir: Path
+    expected_sha256: str
+    threshold: float
+
+
+@dataclass(frozen=True)
+class LoadedPack:
+    detector: YuNetDetector
+    embedder: Embedder
+    threshold: float
+    models: tuple[LoadedModel, ...]
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        return {m.entry.role: m.fingerprint for m in self.models}
+
+
+def pack_model_names(manifest: Manifest, pack: str) -> list[str]:
+    return list(manifest.pack(pack).values())
+
+
+def custom_arcface_entry(path: Path, sha256: str) -> ModelEntry:
+    """A manifest-like entry for an operator's ArcFace-format ONNX (NCHW 112x112 in, one embedding out)."""
+    return ModelEntry(
+        name=f"arcface:{path.name}",
+        role="recognizer",
+        file=path.name,
+        sha256=sha256.lower(),
+        licence="operator-supplied",
+        kind="arcface",
+        contract=ModelContract(inputs={"*": (-1, 3, 112, 112)}, outputs={"*": (-1, -1)}),
+    )
+
+
+def _check_arcface_contract(model: LoadedModel) -> None:
+    inputs, outputs = model.session.get_inputs(), model.session.get_outputs()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelLoadError(f"{model.entry.name}: an ArcFace-format model has one input and one output")
+    shape = inputs[0].shape
+    if len(shape) != 4 or shape[1] != 3 or shape[2] != 112 or shape[3] != 112:
+        raise ModelLoadError(f"{model.entry.name}: input shape {shape} is not Nx3x112x112")
+    if len(outputs[0].shape) != 2:
+        raise ModelLoadError(f"{model.entry.name}: output shape {outputs[0].shape} is not NxD")
+
+
+def _warm_up(detector: YuNetDetector, embedder: Embedder) -> None:
+    """Run every model once and check its outputs are sane, before health reports SERVING."""
+    rng = np.random.default_rng(0)
+    canvas = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    faces = detector.detect(canvas)
+    if any(not np.isfinite(f.score) for f in faces):
+        raise ModelLoadError("detector warm-up produced non-finite scores")
+    crops = [rng.integers(0, 255, (112, 112, 3), dtype=np.uint8) for _ in range(2)]
+    vectors = embedder.embed(crops)
+    if vectors.shape != (2, embedder.dimension) or not np.all(np.isfinite(vectors)):
+        raise ModelLoadError("recognizer warm-up produced malformed embeddings")
+    if not np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3):
+        raise ModelLoadError("recognizer warm-up embeddings are not unit vectors")
+    # Two different inputs must not give the same embedding (a constant model is broken).
+    if float(vectors[0] @ vectors[1]) > 0.9999:
+        raise ModelLoadError("recognizer warm-up gives identical embeddings for different inputs")
+
+
+def load_pack(
+    manifest: Manifest,
+    pack: str,
+    model_dir: Path,
+    options: RuntimeOptions,
+    security_level: str,
+    detector_score_threshold: float,
+    custom_recognizer: RecognizerChoice | None = None,
+) -> LoadedPack:
+    names = manifest.pack(pack)
+    detector_model = open_session(manifest.entry(names["detector"]), model_dir, options)
+    detector = YuNetDetector(detector_model, score_threshold=detector_score_threshold)
+
+    if custom_recognizer is not None:
+        recognizer_model = open_session(
+            custom_recognizer.entry, custom_recognizer.model_dir, options, custom_recognizer.expected_sha256
+        )
+        _check_arcface_contract(recognizer_model)
+        embedder: Embedder = ArcFaceEmbedder(recognizer_model)
+        threshold = custom_recognizer.threshold
+    else:
+        entry = manifest.entry(names["recognizer"])
+        recognizer_model = open_session(entry, model_dir, options)
+        if entry.kind == "sface":
+            embedder = SFaceEmbedder(recognizer_model)
+        elif entry.kind == "arcface":
+            _check_arcface_contract(recognizer_model)
+            embedder = ArcFaceEmbedder(recognizer_model)
+        else:
+            raise ModelLoadError(f"{entry.name}: unknown recognizer kind {entry.kind!r}")
+        try:
+            threshold = float(entry.thresholds[security_level])  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError):
+            raise ModelLoadError(
+                f"{entry.name} has no calibrated threshold for {security_level} in {manifest.path}"
+            ) from None
+    _warm_up(detector, embedder)
+    return LoadedPack(detector, embedder, threshold, (detector_model, recognizer_model))

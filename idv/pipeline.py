@@ -1,0 +1,328 @@
+"""The verification core: request values in, a verdict out. No gRPC in here.
+
+    validate (counts, ID number, name, purpose, frame headers)
+    -> look up the reference (keyed hash of the ID)
+    -> decode -> detect (exactly one face) -> align -> quality gate
+    -> embed -> liveness -> fuse frames -> compare at the manifest's threshold
+    -> verdict; every decoded buffer is zeroed before returning
+
+An unknown ID and a name that does not match are not answered early: the
+burst is processed and compared against a random decoy template, so the answer
+and its timing match those of a face mismatch (nothing to learn from either).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
+
+import numpy as np
+
+from idv.errors import AlreadyEnrolled, DeadlineExceeded, InvalidRequest
+from idv.face.detector import YuNetDetector
+from idv.face.embedder import Embedder, align_face
+from idv.face.quality import QualityLimits, assess
+from idv.face.types import FaceDetection
+from idv.identity import IdentityError, normalise_name, parse_id_number
+from idv.imaging import ImageLimits, check_header, decode_frame
+from idv.references import ReferenceVault
+from idv.verdicts import CALLER_REASON, Purpose, Reason, TrueReason, Verdict
+
+log = logging.getLogger(__name__)
+
+
+class Budget:
+    """The time a request may still use; checked between stages (gRPC never interrupts a handler)."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._deadline = clock() + seconds
+
+    def remaining(self) -> float:
+        return self._deadline - self._clock()
+
+    def check(self, stage: str) -> None:
+        if self.remaining() <= 0:
+            raise DeadlineExceeded(f"deadline exceeded before the {stage} stage")
+
+
+@dataclass(frozen=True)
+class VerifyCommand:
+    id_number: str
+    name: str
+    purpose: Purpose | None
+    frames: tuple[bytes, ...]
+    challenge_id: str = ""
+    caller: str = "anonymous"
+
+
+@dataclass(frozen=True)
+class EnrollCommand:
+    id_number: str
+    name: str
+    reference_images: tuple[bytes, ...]
+    replace: bool = False
+    caller: str = "anonymous"
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    request_id: str
+    verdict: Verdict
+    reason: Reason
+    true_reason: TrueReason  # audit only
+    id_key: str  # keyed hash of the ID, audit only ("" when the ID was invalid)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    retry_after_seconds: int = 0
+
+
+@dataclass(frozen=True)
+class EnrollOutcome:
+    request_id: str
+    template_count: int
+    flagged_for_review: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class FaceObservation:
+    """One frame's face after detection, alignment and embedding (buffers owned by the request)."""
+
+    frame_bgr: np.ndarray
+    face: FaceDetection
+    aligned_bgr: np.ndarray
+    embedding: np.ndarray
+
+
+class LivenessGate(Protocol):
+    def is_live(self, observations: Sequence[FaceObservation]) -> bool: ...
+
+
+@dataclass(frozen=True)
+class PipelineLimits:
+    max_frames: int = 8
+    max_frames_with_challenge: int = 24
+    max_reference_images: int = 8
+    bystander_ratio: float = 0.5
+    image: ImageLimits = ImageLimits()
+    quality: QualityLimits = QualityLimits()
+
+
+class _StageTimer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + (time.perf_counter() - start) * 1000.0
+
+
+class _FrameFailure(Exception):
+    def __init__(self, reason: TrueReason):
+        super().__init__(reason.value)
+        self.reason = reason
+
+
+def _zero(arrays: Sequence[np.ndarray]) -> None:
+    """Overwrite request-owned pixel and embedding buffers so nothing of the probe outlives the call."""
+    for array in arrays:
+        if array.flags.writeable:
+            array.fill(0)
+
+
+class VerificationPipeline:
+    def __init__(
+        self,
+        detector: YuNetDetector,
+        embedder: Embedder,
+        vault: ReferenceVault,
+        threshold: float,
+        limits: PipelineLimits,
+        liveness: LivenessGate | None = None,
+    ):
+        self._detector = detector
+        self._embedder = embedder
+        self._vault = vault
+        self._threshold = threshold
+        self._limits = limits
+        self._liveness = liveness
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        return {"detector": self._detector.fingerprint, "recognizer": self._embedder.fingerprint}
+
+    # ------------------------------------------------------------------ checks
+    def _check_frames(self, frames: Sequence[bytes], maximum: int, what: str) -> None:
+        if not frames:
+            raise InvalidRequest(f"no {what} were sent; send 1 to {maximum}", "FRAME_COUNT")
+        if len(frames) > maximum:
+            raise InvalidRequest(f"{len(frames)} {what} were sent; at most {maximum} are accepted", "FRAME_COUNT")
+        for index, data in enumerate(frames):
+            check_header(data, self._limits.image, index)
+
+    @staticmethod
+    def _identity(id_number: str, name: str) -> tuple[str, str]:
+        try:
+            return parse_id_number(id_number).value, normalise_name(name)
+        except IdentityError as exc:
+            raise InvalidRequest(exc.message, exc.reason) from None
+
+    # ------------------------------------------------------------------ stages
+    def _observe(
+        self, frames: Sequence[bytes], timer: _StageTimer, budget: Budget, owned: list[np.ndarray]
+    ) -> list[FaceObservation]:
+        """Decode, detect, align and quality-check every frame, then embed them as a batch."""
+        prepared: list[tuple[np.ndarray, FaceDetection, np.ndarray]] = []
+        for index, data in enumerate(frames):
+            budget.check("decode")
+            with timer.stage("decode"):
+                image = decode_frame(data, self._limits.image, index)
+            owned.append(image)
+            budget.check("detect")
+            with timer.stage("detect"):
+                faces = self._detector.detect(image)
+            subject, others = self._subject(faces)
+            if subject is None:
+                raise _FrameFailure(TrueReason.NO_FACE)
+            if others:
+                raise _FrameFailure(TrueReason.MULTIPLE_FACES)
+            with timer.stage("align"):
+                aligned = align_face(image, subject)
+            owned.append(aligned)
+            with timer.stage("quality"):
+                report = assess(subject, aligned, self._limits.quality)
+            if not report.passed:
+                raise _FrameFailure(TrueReason.LOW_QUALITY)
+            prepared.append((image, subject, aligned))
+        budget.check("embed")
+        with timer.stage("embed"):
+            embeddings = self._embedder.embed([aligned for _, _, aligned in prepared])
+        owned.append(embeddings)
+        return [
+            FaceObservation(image, face, aligned, embeddings[i]) for i, (image, face, aligned) in enumerate(prepared)
+        ]
+
+    def _subject(self, faces: Sequence[FaceDetection]) -> tuple[FaceDetection | None, list[FaceDetection]]:
+        """The largest face, and the other faces big enough to be a second participant.
+
+        Check-in terminals stand in lobbies: a bystander far behind the subject
+        (measured on NUAA: background faces are 0.15-0.4 of the subject's size) must
+        not fail the check; a second face of comparable size (at least
+        `bystander_ratio` of the subject's) makes it ambiguous who is verified.
+        """
+        if not faces:
+            return None, []
+        subject = max(faces, key=lambda f: min(f.width, f.height))
+        size = min(subject.width, subject.height)
+        others = [f for f in faces if f is not subject
+                  and min(f.width, f.height) >= self._limits.bystander_ratio * size]
+        return subject, others
+
+    def _fused(self, observations: Sequence[FaceObservation]) -> np.ndarray:
+        mean = np.mean([obs.embedding for obs in observations], axis=0)
+        return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
+    # ------------------------------------------------------------------ verify
+    def verify(self, command: VerifyCommand, budget: Budget) -> VerifyOutcome:
+        request_id = str(uuid.uuid4())
+        timer = _StageTimer()
+        with timer.stage("validate"):
+            if command.purpose is None:
+                raise InvalidRequest("purpose is required (REGISTRATION, LICENCE_RENEWAL or CHECK_IN)",
+                                     "MISSING_PURPOSE")
+            maximum = self._limits.max_frames_with_challenge if command.challenge_id else self._limits.max_frames
+            self._check_frames(command.frames, maximum, "frames")
+            canonical_id, name = self._identity(command.id_number, command.name)
+        budget.check("reference lookup")
+        with timer.stage("lookup"):
+            record = self._vault.lookup(canonical_id)
+        id_key = self._vault.id_key(canonical_id)
+        identity_problem: TrueReason | None = None
+        if record is None:
+            identity_problem = TrueReason.NO_REFERENCE
+        elif not self._vault.name_matches(record, name):
+            identity_problem = TrueReason.NAME_MISMATCH
+
+        owned: list[np.ndarray] = []
+        try:
+            try:
+                observations = self._observe(command.frames, timer, budget, owned)
+            except _FrameFailure as failure:
+                return self._outcome(request_id, failure.reason, id_key, timer)
+            if self._liveness is not None:
+                budget.check("liveness")
+                with timer.stage("liveness"):
+                    live = self._liveness.is_live(observations)
+                if not live:
+                    return self._outcome(request_id, TrueReason.LIVENESS_FAILED, id_key, timer)
+            budget.check("compare")
+            with timer.stage("compare"):
+                probe = self._fused(observations)
+                owned.append(probe)
+                if identity_problem is None and record is not None:
+                    reference = self._vault.decrypt(record, self._embedder.fingerprint, self._embedder.dimension)
+                    templates = reference.templates
+                else:
+                    # Decoy: same work, same answer as a face mismatch.
+                    decoy = np.random.default_rng(secrets.randbits(64)).standard_normal(
+                        (1, self._embedder.dimension)).astype(np.float32)
+                    templates = decoy / np.linalg.norm(decoy)
+                owned.append(templates)
+                similarity = float(np.max(templates @ probe))
+                matched = similarity >= self._threshold
+            if identity_problem is not None:
+                return self._outcome(request_id, identity_problem, id_key, timer)
+            return self._outcome(request_id, TrueReason.VERIFIED if matched else TrueReason.FACE_MISMATCH, id_key, timer)
+        finally:
+            _zero(owned)
+
+    @staticmethod
+    def _outcome(request_id: str, true_reason: TrueReason, id_key: str, timer: _StageTimer) -> VerifyOutcome:
+        reason = CALLER_REASON[true_reason]
+        verdict = Verdict.PASS if true_reason is TrueReason.VERIFIED else Verdict.FAIL
+        return VerifyOutcome(request_id, verdict, reason, true_reason, id_key, dict(timer.timings))
+
+    # ------------------------------------------------------------------ enroll
+    def enroll(self, command: EnrollCommand, budget: Budget) -> EnrollOutcome:
+        request_id = str(uuid.uuid4())
+        self._check_frames(command.reference_images, self._limits.max_reference_images, "reference images")
+        canonical_id, name = self._identity(command.id_number, command.name)
+        owned: list[np.ndarray] = []
+        try:
+            aligned_crops = []
+            for index, data in enumerate(command.reference_images):
+                budget.check("decode")
+                image = decode_frame(data, self._limits.image, index)
+                owned.append(image)
+                subject, others = self._subject(self._detector.detect(image))
+                meta = {"image_index": str(index)}
+                if subject is None:
+                    raise InvalidRequest(f"reference image {index} shows no face", "REFERENCE_NO_FACE", meta)
+                if others:
+                    raise InvalidRequest(f"reference image {index} shows {len(others) + 1} faces; exactly one is needed",
+                                         "REFERENCE_MULTIPLE_FACES", meta)
+                aligned = align_face(image, subject)
+                owned.append(aligned)
+                report = assess(subject, aligned, self._limits.quality)
+                if not report.passed:
+                    raise InvalidRequest(f"reference image {index} is of too low quality ({report.failure})",
+                                         "REFERENCE_LOW_QUALITY", meta)
+                aligned_crops.append(aligned)
+            budget.check("embed")
+            templates = self._embedder.embed(aligned_crops)
+            owned.append(templates)
+            stored = self._vault.enroll(canonical_id, name, templates, self._embedder.fingerprint, command.replace)
+            if not stored:
+                raise AlreadyEnrolled("this identity is already enrolled; set replace to overwrite its reference")
+            return EnrollOutcome(request_id, len(aligned_crops))
+        finally:
+            _zero(owned)

@@ -1,0 +1,93 @@
+"""The reference vault: protects identities and templates before they reach a store, and back.
+
+ID numbers and names are stored only as keyed hashes (HMAC-SHA256); templates
+are encrypted with AES-256-GCM, bound (as associated data) to the identity's
+keyed hash and the model fingerprint, so a row copied onto another identity or
+relabelled with another model fails to decrypt.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from idv.errors import TemplateMismatch
+from idv.keys import KeyRing
+from idv.store.base import IdentityRecord, ReferenceStore, TemplateRecord
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """Decrypted templates of one identity, in memory only for one comparison."""
+
+    id_key: str
+    templates: np.ndarray  # (K, D) float32 unit vectors
+
+
+class ReferenceVault:
+    def __init__(self, store: ReferenceStore, keys: KeyRing):
+        self._store = store
+        self._keys = keys
+
+    def id_key(self, canonical_id: str) -> str:
+        return self._keys.pseudonym("id", canonical_id)
+
+    def name_key(self, normalised_name: str) -> str:
+        return self._keys.pseudonym("name", normalised_name.casefold())
+
+    @staticmethod
+    def _associated(id_key: str, fingerprint: str) -> bytes:
+        return f"{id_key}|{fingerprint}".encode()
+
+    def enroll(self, canonical_id: str, name: str, templates: np.ndarray, fingerprint: str, replace: bool) -> bool:
+        id_key = self.id_key(canonical_id)
+        records = []
+        for vector in np.asarray(templates, dtype=np.float32):
+            key_id, blob = self._keys.encrypt(vector.tobytes(), self._associated(id_key, fingerprint))
+            records.append(TemplateRecord(fingerprint, key_id, blob))
+        record = IdentityRecord(id_key, self.name_key(name), tuple(records), time.time())
+        return self._store.put(record, replace=replace)
+
+    def lookup(self, canonical_id: str) -> IdentityRecord | None:
+        return self._store.get(self.id_key(canonical_id))
+
+    def name_matches(self, record: IdentityRecord, name: str) -> bool:
+        import hmac
+
+        return hmac.compare_digest(record.name_key, self.name_key(name))
+
+    def decrypt(self, record: IdentityRecord, fingerprint: str, dimension: int) -> Reference:
+        """The identity's templates for `fingerprint`; a template of another model is an error."""
+        foreign = {t.model_fingerprint for t in record.templates if t.model_fingerprint != fingerprint}
+        if foreign or not record.templates:
+            raise TemplateMismatch(
+                "the enrolled reference was made by a different recognizer model; re-enrol the identity "
+                "with the model this node serves"
+            )
+        vectors = []
+        for template in record.templates:
+            plain = self._keys.decrypt(template.key_id, template.ciphertext, self._associated(record.id_key, fingerprint))
+            vector = np.frombuffer(plain, dtype=np.float32)
+            if vector.shape != (dimension,) or not np.all(np.isfinite(vector)):
+                raise TemplateMismatch("an enrolled template has the wrong size for this recognizer", "REFERENCE_INVALID")
+            vectors.append(vector)
+        return Reference(record.id_key, np.stack(vectors))
+
+    def reencrypt_all(self) -> int:
+        """Re-encrypt every template under the newest data key (rotation); returns identities touched."""
+        touched = 0
+        current = self._keys.current_key_id
+        for record in self._store.iter_all():
+            if all(t.key_id == current for t in record.templates):
+                continue
+            fresh = []
+            for t in record.templates:
+                associated = self._associated(record.id_key, t.model_fingerprint)
+                plain = self._keys.decrypt(t.key_id, t.ciphertext, associated)
+                key_id, blob = self._keys.encrypt(plain, associated)
+                fresh.append(TemplateRecord(t.model_fingerprint, key_id, blob))
+            self._store.replace_templates(record.id_key, tuple(fresh))
+            touched += 1
+        return touched

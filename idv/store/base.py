@@ -1,0 +1,45 @@
+"""The reference store contract: opaque, already-protected rows.
+
+Backends never see an ID number, a name or a plaintext template: the vault
+(idv.references) hands them keyed hashes and AES-GCM ciphertexts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+
+@dataclass(frozen=True)
+class TemplateRecord:
+    model_fingerprint: str
+    key_id: int
+    ciphertext: bytes  # nonce || AES-GCM(template float32 bytes)
+
+
+@dataclass(frozen=True)
+class IdentityRecord:
+    id_key: str  # HMAC of the canonical ID number
+    name_key: str  # HMAC of the normalised, case-folded name
+    templates: tuple[TemplateRecord, ...]
+    enrolled_at: float
+
+
+class ReferenceStore(Protocol):
+    def get(self, id_key: str) -> IdentityRecord | None: ...
+
+    def put(self, record: IdentityRecord, replace: bool) -> bool:
+        """Store `record`; returns False (and stores nothing) if it exists and not `replace`."""
+        ...
+
+    def iter_all(self) -> Iterator[IdentityRecord]: ...
+
+    def replace_templates(self, id_key: str, templates: tuple[TemplateRecord, ...]) -> None: ...
+
+    def count(self) -> int: ...
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable if the store cannot answer."""
+        ...
+
+    def close(self) -> None: ...

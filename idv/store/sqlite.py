@@ -1,0 +1,126 @@
+"""Embedded reference store: one SQLite file, created on first start."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from idv.errors import StoreUnavailable
+from idv.store.base import IdentityRecord, TemplateRecord
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS identities (
+    id_key      TEXT PRIMARY KEY,
+    name_key    TEXT NOT NULL,
+    enrolled_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS templates (
+    id_key            TEXT NOT NULL REFERENCES identities(id_key) ON DELETE CASCADE,
+    position          INTEGER NOT NULL,
+    model_fingerprint TEXT NOT NULL,
+    key_id            INTEGER NOT NULL,
+    ciphertext        BLOB NOT NULL,
+    PRIMARY KEY (id_key, position)
+);
+"""
+
+
+class SqliteReferenceStore:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._path = path
+        # One connection shared by the worker threads, serialised by a lock:
+        # SQLite writes are serialised anyway and reads are sub-millisecond.
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        path.chmod(0o600)
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+
+    def _templates(self, id_key: str) -> tuple[TemplateRecord, ...]:
+        rows = self._db.execute(
+            "SELECT model_fingerprint, key_id, ciphertext FROM templates WHERE id_key = ? ORDER BY position",
+            (id_key,),
+        ).fetchall()
+        return tuple(TemplateRecord(fp, key_id, bytes(blob)) for fp, key_id, blob in rows)
+
+    def get(self, id_key: str) -> IdentityRecord | None:
+        try:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT name_key, enrolled_at FROM identities WHERE id_key = ?", (id_key,)
+                ).fetchone()
+                if row is None:
+                    return None
+                return IdentityRecord(id_key, row[0], self._templates(id_key), row[1])
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"reference store error: {type(exc).__name__}") from exc
+
+    def put(self, record: IdentityRecord, replace: bool) -> bool:
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    exists = self._db.execute("SELECT 1 FROM identities WHERE id_key = ?", (record.id_key,)).fetchone()
+                    if exists and not replace:
+                        self._db.execute("ROLLBACK")
+                        return False
+                    self._db.execute("DELETE FROM templates WHERE id_key = ?", (record.id_key,))
+                    self._db.execute(
+                        "INSERT INTO identities(id_key, name_key, enrolled_at) VALUES (?, ?, ?) "
+                        "ON CONFLICT(id_key) DO UPDATE SET name_key = excluded.name_key, enrolled_at = excluded.enrolled_at",
+                        (record.id_key, record.name_key, record.enrolled_at or time.time()),
+                    )
+                    self._insert_templates(record.id_key, record.templates)
+                    self._db.execute("COMMIT")
+                    return True
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"reference store error: {type(exc).__name__}") from exc
+
+    def _insert_templates(self, id_key: str, templates: tuple[TemplateRecord, ...]) -> None:
+        self._db.executemany(
+            "INSERT INTO templates(id_key, position, model_fingerprint, key_id, ciphertext) VALUES (?, ?, ?, ?, ?)",
+            [(id_key, i, t.model_fingerprint, t.key_id, t.ciphertext) for i, t in enumerate(templates)],
+        )
+
+    def replace_templates(self, id_key: str, templates: tuple[TemplateRecord, ...]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM templates WHERE id_key = ?", (id_key,))
+                self._insert_templates(id_key, templates)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def iter_all(self) -> Iterator[IdentityRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT id_key, name_key, enrolled_at FROM identities ORDER BY id_key").fetchall()
+        for id_key, name_key, enrolled_at in rows:
+            with self._lock:
+                templates = self._templates(id_key)
+            yield IdentityRecord(id_key, name_key, templates, enrolled_at)
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM identities").fetchone()[0])
+
+    def ping(self) -> None:
+        try:
+            with self._lock:
+                self._db.execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable("reference store does not answer") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

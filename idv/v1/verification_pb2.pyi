@@ -1,0 +1,136 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Purpose(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PURPOSE_UNSPECIFIED: _ClassVar[Purpose]
+    REGISTRATION: _ClassVar[Purpose]
+    LICENCE_RENEWAL: _ClassVar[Purpose]
+    CHECK_IN: _ClassVar[Purpose]
+
+class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VERDICT_UNSPECIFIED: _ClassVar[Verdict]
+    PASS: _ClassVar[Verdict]
+    FAIL: _ClassVar[Verdict]
+
+class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REASON_UNSPECIFIED: _ClassVar[Reason]
+    VERIFIED: _ClassVar[Reason]
+    NOT_VERIFIED: _ClassVar[Reason]
+    LIVENESS_FAILED: _ClassVar[Reason]
+    NO_FACE: _ClassVar[Reason]
+    MULTIPLE_FACES: _ClassVar[Reason]
+    LOW_QUALITY: _ClassVar[Reason]
+    CHALLENGE_REQUIRED: _ClassVar[Reason]
+    CHALLENGE_FAILED: _ClassVar[Reason]
+    CHALLENGE_INVALID: _ClassVar[Reason]
+    TRY_LATER: _ClassVar[Reason]
+    ALTERNATIVE_METHOD_REQUIRED: _ClassVar[Reason]
+    IMPERSONATION_SUSPECTED: _ClassVar[Reason]
+
+class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACTION_UNSPECIFIED: _ClassVar[Action]
+    TURN_LEFT: _ClassVar[Action]
+    TURN_RIGHT: _ClassVar[Action]
+    NOD: _ClassVar[Action]
+    BLINK: _ClassVar[Action]
+    OPEN_MOUTH: _ClassVar[Action]
+PURPOSE_UNSPECIFIED: Purpose
+REGISTRATION: Purpose
+LICENCE_RENEWAL: Purpose
+CHECK_IN: Purpose
+VERDICT_UNSPECIFIED: Verdict
+PASS: Verdict
+FAIL: Verdict
+REASON_UNSPECIFIED: Reason
+VERIFIED: Reason
+NOT_VERIFIED: Reason
+LIVENESS_FAILED: Reason
+NO_FACE: Reason
+MULTIPLE_FACES: Reason
+LOW_QUALITY: Reason
+CHALLENGE_REQUIRED: Reason
+CHALLENGE_FAILED: Reason
+CHALLENGE_INVALID: Reason
+TRY_LATER: Reason
+ALTERNATIVE_METHOD_REQUIRED: Reason
+IMPERSONATION_SUSPECTED: Reason
+ACTION_UNSPECIFIED: Action
+TURN_LEFT: Action
+TURN_RIGHT: Action
+NOD: Action
+BLINK: Action
+OPEN_MOUTH: Action
+
+class VerifyRequest(_message.Message):
+    __slots__ = ("id_number", "name", "purpose", "frames", "challenge_id")
+    ID_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGE_ID_FIELD_NUMBER: _ClassVar[int]
+    id_number: str
+    name: str
+    purpose: Purpose
+    frames: _containers.RepeatedScalarFieldContainer[bytes]
+    challenge_id: str
+    def __init__(self, id_number: _Optional[str] = ..., name: _Optional[str] = ..., purpose: _Optional[_Union[Purpose, str]] = ..., frames: _Optional[_Iterable[bytes]] = ..., challenge_id: _Optional[str] = ...) -> None: ...
+
+class VerifyResponse(_message.Message):
+    __slots__ = ("verdict", "reason", "request_id", "retry_after_seconds")
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    verdict: Verdict
+    reason: Reason
+    request_id: str
+    retry_after_seconds: int
+    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., reason: _Optional[_Union[Reason, str]] = ..., request_id: _Optional[str] = ..., retry_after_seconds: _Optional[int] = ...) -> None: ...
+
+class EnrollRequest(_message.Message):
+    __slots__ = ("id_number", "name", "reference_images", "replace")
+    ID_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
+    id_number: str
+    name: str
+    reference_images: _containers.RepeatedScalarFieldContainer[bytes]
+    replace: bool
+    def __init__(self, id_number: _Optional[str] = ..., name: _Optional[str] = ..., reference_images: _Optional[_Iterable[bytes]] = ..., replace: _Optional[bool] = ...) -> None: ...
+
+class EnrollResponse(_message.Message):
+    __slots__ = ("request_id", "template_count", "flagged_for_review")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_FOR_REVIEW_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    template_count: int
+    flagged_for_review: bool
+    def __init__(self, request_id: _Optional[str] = ..., template_count: _Optional[int] = ..., flagged_for_review: _Optional[bool] = ...) -> None: ...
+
+class CreateChallengeRequest(_message.Message):
+    __slots__ = ("id_number",)
+    ID_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    id_number: str
+    def __init__(self, id_number: _Optional[str] = ...) -> None: ...
+
+class CreateChallengeResponse(_message.Message):
+    __slots__ = ("challenge_id", "actions", "expires_at_unix")
+    CHALLENGE_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    challenge_id: str
+    actions: _containers.RepeatedScalarFieldContainer[Action]
+    expires_at_unix: int
+    def __init__(self, challenge_id: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[Action, str]]] = ..., expires_at_unix: _Optional[int] = ...) -> None: ...
