@@ -8,12 +8,14 @@ relabelled with another model fails to decrypt.
 
 from __future__ import annotations
 
+import hmac
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from idv.errors import TemplateMismatch
+from idv.identity import name_match_key
 from idv.keys import KeyRing
 from idv.store.base import IdentityRecord, ReferenceStore, TemplateRecord
 
@@ -34,8 +36,9 @@ class ReferenceVault:
     def id_key(self, canonical_id: str) -> str:
         return self._keys.pseudonym("id", canonical_id)
 
-    def name_key(self, normalised_name: str) -> str:
-        return self._keys.pseudonym("name", normalised_name.casefold())
+    def name_key(self, name: str) -> str:
+        # name_match_key is the same comparison form names_match uses (NFKC, case-folded).
+        return self._keys.pseudonym("name", name_match_key(name))
 
     @staticmethod
     def _associated(id_key: str, fingerprint: str) -> bytes:
@@ -54,8 +57,6 @@ class ReferenceVault:
         return self._store.get(self.id_key(canonical_id))
 
     def name_matches(self, record: IdentityRecord, name: str) -> bool:
-        import hmac
-
         return hmac.compare_digest(record.name_key, self.name_key(name))
 
     def decrypt(self, record: IdentityRecord, fingerprint: str, dimension: int) -> Reference:
