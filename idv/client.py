@@ -27,13 +27,9 @@ class VerifyResult:
     verdict: str  # "PASS" | "FAIL"
     reason: str
     request_id: str
-    retry_after_seconds: int = 0
 
     def as_dict(self) -> dict[str, object]:
-        out: dict[str, object] = {"verdict": self.verdict, "reason": self.reason, "request_id": self.request_id}
-        if self.retry_after_seconds:
-            out["retry_after_seconds"] = self.retry_after_seconds
-        return out
+        return {"verdict": self.verdict, "reason": self.reason, "request_id": self.request_id}
 
 
 @dataclass(frozen=True)
@@ -111,8 +107,7 @@ class IdvClient:
         request = pb.VerifyRequest(id_number=id_number, name=name, purpose=PURPOSES[purpose],
                                    frames=list(frames), challenge_id=challenge_id)
         response = self._invoke(self._stub.Verify, request)
-        return VerifyResult(pb.Verdict.Name(response.verdict), pb.Reason.Name(response.reason),
-                            response.request_id, response.retry_after_seconds)
+        return VerifyResult(pb.Verdict.Name(response.verdict), pb.Reason.Name(response.reason), response.request_id)
 
     def enroll(self, id_number: str, name: str, images: Sequence[bytes], replace: bool = False) -> EnrollResult:
         request = pb.EnrollRequest(id_number=id_number, name=name, reference_images=list(images), replace=replace)

@@ -18,6 +18,7 @@ from pathlib import Path
 import platformdirs
 
 ENV_PREFIX = "IDV_"
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
 class ConfigError(ValueError):
@@ -45,6 +46,23 @@ class Settings:
     request_budget_seconds: float = 5.0
     grace_seconds: float = 10.0
     reflection: bool = False
+    # TLS: both files set -> TLS; plus a client CA -> mutual TLS (client certificates required).
+    # Without TLS the node serves plaintext only in development mode on a loopback address.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    # Prometheus /metrics on its own HTTP port (0 picks a free port; -1 disables).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
+    # --- policy ----------------------------------------------------------------
+    # Purposes whose Verify must present an active challenge (comma-separated).
+    challenge_required_for: str = "registration"
+    challenge_ttl_seconds: float = 120.0
+    lockout_after_failures: int = 5
+    lockout_base_seconds: float = 30.0
+    failure_cap: int = 50
+    caller_requests_per_minute: int = 120
+    caller_distinct_identities_per_hour: int = 300
     # --- storage -------------------------------------------------------------
     data_dir: Path = field(default_factory=_default_data_dir)
     store: str = "sqlite"  # sqlite (file in data_dir) | postgresql://...
@@ -86,6 +104,26 @@ class Settings:
     def store_path(self) -> Path:
         return self.data_dir / "references.sqlite3"
 
+    @property
+    def counters_path(self) -> Path:
+        return self.data_dir / "counters.sqlite3"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.data_dir / "audit.log"
+
+    @property
+    def callers_path(self) -> Path:
+        return self.data_dir / "callers.toml"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+    @property
+    def challenge_purposes(self) -> frozenset[str]:
+        return frozenset(p.strip().upper() for p in self.challenge_required_for.split(",") if p.strip())
+
     def validate(self) -> Settings:
         problems: list[str] = []
         if not (0 <= self.port <= 65535):
@@ -111,6 +149,26 @@ class Settings:
             problems.append("brightness limits must satisfy 0 < min_brightness < max_brightness <= 255")
         if not (0 < self.bystander_ratio <= 1):
             problems.append("bystander_ratio must be in (0, 1]")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            problems.append("tls_cert_file and tls_key_file must be set together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            problems.append("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        for path_name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+            path = getattr(self, path_name)
+            if path is not None and not Path(path).is_file():
+                problems.append(f"{path_name} {path} does not exist")
+        if not self.tls and (self.mode != "development" or self.host not in _LOOPBACK):
+            problems.append("plaintext serving is only for development mode on a loopback address; "
+                            "set tls_cert_file and tls_key_file (see `idv tls dev-ca`)")
+        unknown = self.challenge_purposes - {"REGISTRATION", "LICENCE_RENEWAL", "CHECK_IN"}
+        if unknown:
+            problems.append(f"challenge_required_for names unknown purposes {sorted(unknown)}")
+        for name in ("lockout_after_failures", "failure_cap", "caller_requests_per_minute",
+                     "caller_distinct_identities_per_hour"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1")
+        if self.failure_cap < self.lockout_after_failures:
+            problems.append("failure_cap must be at least lockout_after_failures")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append(f"log_level {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
         if self.mode == "production":
@@ -122,6 +180,8 @@ class Settings:
                 problems.append("production mode refuses GRPC_TRACE (it logs request payloads)")
             if not self.liveness:
                 problems.append("production mode refuses liveness = false")
+            if self.tls_client_ca_file is None:
+                problems.append("production mode requires mutual TLS (tls_client_ca_file)")
         if problems:
             raise ConfigError("invalid settings: " + "; ".join(problems))
         return self

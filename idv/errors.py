@@ -10,7 +10,12 @@
     ├── TemplateMismatch           FAILED_PRECONDITION  TEMPLATE_MODEL_MISMATCH
     ├── DeadlineExceeded           DEADLINE_EXCEEDED    DEADLINE_EXCEEDED
     ├── NotServing                 UNAVAILABLE          NOT_SERVING
-    └── StoreUnavailable           UNAVAILABLE          REFERENCE_STORE_UNAVAILABLE
+    ├── StoreUnavailable           UNAVAILABLE          REFERENCE_STORE_UNAVAILABLE
+    ├── Overloaded                 RESOURCE_EXHAUSTED   OVERLOADED
+    ├── Throttled                  RESOURCE_EXHAUSTED   IDENTITY_LOCKED, ALTERNATIVE_METHOD_REQUIRED,
+    │                                                   RATE_LIMITED, VELOCITY_LIMITED (+ RetryInfo)
+    ├── Unauthenticated            UNAUTHENTICATED      UNAUTHENTICATED
+    └── PermissionDenied           PERMISSION_DENIED    PERMISSION_DENIED
 
 Verdicts (PASS/FAIL with a reason) are not errors: see idv.pipeline.
 The mapping to gRPC status and rich details lives in one place: idv.rpc.status.
@@ -80,3 +85,24 @@ class StoreUnavailable(IdvError):
 class Overloaded(IdvError):
     code = Code.RESOURCE_EXHAUSTED
     default_reason = "OVERLOADED"
+
+
+class Throttled(IdvError):
+    """Too many attempts: IDENTITY_LOCKED, ALTERNATIVE_METHOD_REQUIRED, RATE_LIMITED or VELOCITY_LIMITED."""
+
+    code = Code.RESOURCE_EXHAUSTED
+    default_reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, reason: str, retry_after_seconds: float):
+        super().__init__(message, reason)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class Unauthenticated(IdvError):
+    code = Code.UNAUTHENTICATED
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(IdvError):
+    code = Code.PERMISSION_DENIED
+    default_reason = "PERMISSION_DENIED"

@@ -70,6 +70,23 @@ def key_dir(data_dir: Path) -> Path:
     return data_dir / "keys"
 
 
+def load_audit_key(data_dir: Path, environ: Mapping[str, str] | None = None, create: bool = True) -> bytes:
+    """The audit chain's HMAC key (IDV_AUDIT_KEY, or keys/audit.key created on first start)."""
+    env = os.environ if environ is None else environ
+    if env.get("IDV_AUDIT_KEY"):
+        key = base64.b64decode(env["IDV_AUDIT_KEY"])
+        if len(key) != 32:
+            raise KeyMaterialError("IDV_AUDIT_KEY must hold a base64 32-byte key")
+        return key
+    path = key_dir(data_dir) / "audit.key"
+    if not path.exists():
+        if not create:
+            raise KeyMaterialError(f"no audit key at {path}")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_secret(path, secrets.token_bytes(32))
+    return _read_secret(path)
+
+
 def add_data_key(data_dir: Path) -> int:
     """Create the next data key file; returns its id. Used by first start and by rotation."""
     directory = key_dir(data_dir)

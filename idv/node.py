@@ -6,68 +6,51 @@ models, stores, keys or servers.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import resource
 import signal
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from idv.audit import AuditLog
+from idv.challenges import ActionVerifier, ChallengeIssuer, ChallengePolicy
 from idv.config import Settings
 from idv.face.quality import QualityLimits
 from idv.imaging import ImageLimits
-from idv.keys import load_keyring
-from idv.models.manifest import DEFAULT_MANIFEST, load_manifest
+from idv.keys import load_audit_key, load_keyring
+from idv.metrics import Metrics
+from idv.models.manifest import DEFAULT_MANIFEST, Manifest, load_manifest
 from idv.models.registry import RecognizerChoice, custom_arcface_entry, load_pack
 from idv.models.runtime import RuntimeOptions
-from idv.pipeline import PipelineLimits, VerificationPipeline, VerifyCommand, VerifyOutcome
+from idv.node_state import NodeState
+from idv.pipeline import PipelineLimits, VerificationPipeline
 from idv.references import ReferenceVault
+from idv.security.callers import CallerRegistry
+from idv.service import VerificationService, VerifyPolicy
+from idv.state.base import LockoutPolicy
+from idv.state.local import MemoryChallengeStore, SqliteCounterStore
 from idv.store.sqlite import SqliteReferenceStore
+from idv.throttle import CallerLimits, Throttle
+from idv.verdicts import Purpose
 
 log = logging.getLogger("idv.node")
 
-SERVICE_NAME = "idv.v1.IdentityVerification"
 
-
-class NodeState:
-    """What the servicer needs at request time; the pipeline is None until the models are warm."""
-
-    def __init__(self, health_servicer: health.HealthServicer):
-        self._health = health_servicer
-        self.pipeline: VerificationPipeline | None = None
-        self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
-
-    def _set(self, status: int) -> None:
-        for name in ("", SERVICE_NAME):
-            self._health.set(name, status)
-
-    def ready(self, pipeline: VerificationPipeline) -> None:
-        self.pipeline = pipeline
-        self._set(health_pb2.HealthCheckResponse.SERVING)
-
-    def not_serving(self) -> None:
-        self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
-
-    def caller_of(self, context: grpc.ServicerContext) -> str:
-        return "anonymous"
-
-    def record_decision(self, command: VerifyCommand, outcome: VerifyOutcome) -> None:
-        log.info(
-            "decision",
-            extra={
-                "rpc": "Verify",
-                "request_id": outcome.request_id,
-                "caller": command.caller,
-                "purpose": command.purpose.value if command.purpose else "",
-                "verdict": outcome.verdict.value,
-                "reason": outcome.reason.value,
-                "timings_ms": {k: round(v, 2) for k, v in outcome.timings_ms.items()},
-            },
-        )
+def harden_process() -> None:
+    """No core dumps: a dump of a verifying process would hold probe frames and embeddings."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    try:
+        pr_set_dumpable = 4
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the rlimit still applies
+        pass
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -96,6 +79,8 @@ class Node:
     port: int
     state: NodeState
     started_at: float
+    metrics_port: int = -1
+    _closers: list = field(default_factory=list)
 
     def load(self) -> None:
         """Load and warm the models, then report SERVING. Raises (and stays NOT_SERVING) on any problem."""
@@ -119,8 +104,10 @@ class Node:
             settings.detector_score_threshold,
             custom,
         )
+        # Development creates keys on first start; production refuses to run without provisioned keys.
+        keys_may_be_created = settings.mode == "development"
         store = SqliteReferenceStore(settings.store_path)
-        vault = ReferenceVault(store, load_keyring(settings.data_dir))
+        vault = ReferenceVault(store, load_keyring(settings.data_dir, create=keys_may_be_created))
         limits = PipelineLimits(
             max_frames=settings.max_frames,
             max_frames_with_challenge=settings.max_frames_with_challenge,
@@ -139,18 +126,59 @@ class Node:
                 max_brightness=settings.max_brightness,
             ),
         )
-        pipeline = VerificationPipeline(pack.detector, pack.embedder, vault, pack.threshold, limits)
-        self.state.ready(pipeline)
+        actions, challenges = self._challenges(manifest, settings)
+        liveness_gate = self._liveness(manifest, settings)
+        pipeline = VerificationPipeline(pack.detector, pack.embedder, vault, pack.threshold, limits,
+                                        liveness=liveness_gate, actions=actions)
+        counters = SqliteCounterStore(settings.counters_path)
+        throttle = Throttle(
+            counters,
+            LockoutPolicy(max_consecutive_failures=settings.lockout_after_failures,
+                          base_lockout_seconds=settings.lockout_base_seconds, failure_cap=settings.failure_cap),
+            CallerLimits(settings.caller_requests_per_minute, settings.caller_distinct_identities_per_hour),
+        )
+        audit = AuditLog(settings.audit_path, load_audit_key(settings.data_dir, create=keys_may_be_created))
+        policy = VerifyPolicy(frozenset(Purpose(p) for p in settings.challenge_purposes))
+        service = VerificationService(pipeline, throttle, audit, policy, challenges)
+        self._closers += [store.close, counters.close, audit.close]
+        fingerprints = dict(pipeline.fingerprints)
+        self.state.metrics.set_models(fingerprints)
+        self.state.ready(service)
         log.info(
             "serving",
             extra={"port": self.port, "seconds": round(time.monotonic() - self.started_at, 3),
-                   "fingerprints": pack.fingerprints, "mode": settings.mode},
+                   "fingerprints": fingerprints, "mode": settings.mode},
         )
+
+    @staticmethod
+    def _challenges(manifest: Manifest, settings: Settings):
+        """FaceMesh-based action checking and the challenge issuer, when the manifest has FaceMesh."""
+        if "facemesh" not in manifest.models:
+            return None, None
+        from liveness.actions import ActionConfig
+        from liveness.facemesh import load_facemesh
+
+        facemesh = load_facemesh(manifest.entry("facemesh"), settings.model_dir, settings.intra_op_threads)
+        config = ActionConfig()
+        issuer = ChallengeIssuer(MemoryChallengeStore(), ChallengePolicy(ttl_seconds=settings.challenge_ttl_seconds),
+                                 config)
+        return ActionVerifier(facemesh, config), issuer
+
+    @staticmethod
+    def _liveness(manifest: Manifest, settings: Settings):
+        if not settings.liveness:
+            return None
+        from idv.liveness_gate import build_liveness_gate
+
+        return build_liveness_gate(manifest, settings)
 
     def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING at once, let in-flight calls finish within the grace period."""
         self.state.not_serving()
         self.server.stop(self.settings.grace_seconds if grace is None else grace).wait()
+        for close in reversed(self._closers):
+            close()
+        self._closers.clear()
 
 
 def build_node(settings: Settings) -> Node:
@@ -165,8 +193,10 @@ def build_node(settings: Settings) -> Node:
     )
     server = grpc.server(executor, options=server_options(settings))
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    state = NodeState(health_servicer)
+    metrics = Metrics()
+    state = NodeState(health_servicer, CallerRegistry.load(settings.callers_path), metrics)
     admission = Admission(settings.max_concurrent_rpcs, settings.worker_threads)
+    metrics.track_in_flight(lambda: admission.in_flight)
     pb_grpc.add_IdentityVerificationServicer_to_server(
         IdentityVerificationServicer(state, admission, settings.request_budget_seconds), server
     )
@@ -181,17 +211,34 @@ def build_node(settings: Settings) -> Node:
         reflection.enable_server_reflection(names, server)
     address = f"{settings.host}:{settings.port}"
     try:
-        port = server.add_insecure_port(address)
+        if settings.tls:
+            port = server.add_secure_port(address, server_credentials(settings))
+        else:
+            port = server.add_insecure_port(address)
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {address}: {exc} (is another idv already running there?)") from None
     if port == 0:
         raise OSError(f"cannot listen on {address} (is another idv already running there?)")
     server.start()
-    return Node(settings, server, port, state, started)
+    node = Node(settings, server, port, state, started)
+    if settings.metrics_port >= 0:
+        http_server, node.metrics_port = metrics.serve(settings.metrics_host, settings.metrics_port)
+        node._closers.append(http_server.shutdown)
+    return node
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials:
+    assert settings.tls_cert_file is not None and settings.tls_key_file is not None
+    pair = [(Path(settings.tls_key_file).read_bytes(), Path(settings.tls_cert_file).read_bytes())]
+    if settings.tls_client_ca_file is not None:
+        return grpc.ssl_server_credentials(pair, root_certificates=Path(settings.tls_client_ca_file).read_bytes(),
+                                           require_client_auth=True)
+    return grpc.ssl_server_credentials(pair)
 
 
 def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
+    harden_process()
     node = build_node(settings)
     log.info("listening", extra={"port": node.port, "state": "NOT_SERVING"})
     stop_requested = threading.Event()

@@ -24,7 +24,7 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from idv.errors import AlreadyEnrolled, DeadlineExceeded, InvalidRequest
+from idv.errors import AlreadyEnrolled, DeadlineExceeded, InvalidRequest, NotServing
 from idv.face.detector import YuNetDetector
 from idv.face.embedder import Embedder, align_face
 from idv.face.quality import QualityLimits, assess
@@ -79,7 +79,6 @@ class VerifyOutcome:
     true_reason: TrueReason  # audit only
     id_key: str  # keyed hash of the ID, audit only ("" when the ID was invalid)
     timings_ms: dict[str, float] = field(default_factory=dict)
-    retry_after_seconds: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,10 +96,25 @@ class FaceObservation:
     face: FaceDetection
     aligned_bgr: np.ndarray
     embedding: np.ndarray
+    usable: bool  # passed the quality gate: only usable frames are compared with the reference
+
+
+@dataclass(frozen=True)
+class ValidatedVerify:
+    canonical_id: str
+    name: str
+    id_key: str
+    purpose: Purpose
+    frames: tuple[bytes, ...]
 
 
 class LivenessGate(Protocol):
     def is_live(self, observations: Sequence[FaceObservation]) -> bool: ...
+
+
+class ActionCheck(Protocol):
+    def performed(self, frames: Sequence[np.ndarray], faces: Sequence[FaceDetection],
+                  actions: Sequence[str]) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -148,6 +162,7 @@ class VerificationPipeline:
         threshold: float,
         limits: PipelineLimits,
         liveness: LivenessGate | None = None,
+        actions: ActionCheck | None = None,
     ):
         self._detector = detector
         self._embedder = embedder
@@ -155,6 +170,11 @@ class VerificationPipeline:
         self._threshold = threshold
         self._limits = limits
         self._liveness = liveness
+        self._actions = actions
+
+    @property
+    def vault(self) -> ReferenceVault:
+        return self._vault
 
     @property
     def fingerprints(self) -> dict[str, str]:
@@ -181,7 +201,7 @@ class VerificationPipeline:
         self, frames: Sequence[bytes], timer: _StageTimer, budget: Budget, owned: list[np.ndarray]
     ) -> list[FaceObservation]:
         """Decode, detect, align and quality-check every frame, then embed them as a batch."""
-        prepared: list[tuple[np.ndarray, FaceDetection, np.ndarray]] = []
+        prepared: list[tuple[np.ndarray, FaceDetection, np.ndarray, bool]] = []
         for index, data in enumerate(frames):
             budget.check("decode")
             with timer.stage("decode"):
@@ -200,15 +220,18 @@ class VerificationPipeline:
             owned.append(aligned)
             with timer.stage("quality"):
                 report = assess(subject, aligned, self._limits.quality)
-            if not report.passed:
-                raise _FrameFailure(TrueReason.LOW_QUALITY)
-            prepared.append((image, subject, aligned))
+            prepared.append((image, subject, aligned, report.passed))
+        # A burst may hold a few motion-blurred frames (people move); most must be usable.
+        usable = sum(1 for *_, ok in prepared if ok)
+        if usable * 2 < len(prepared) or usable == 0:
+            raise _FrameFailure(TrueReason.LOW_QUALITY)
         budget.check("embed")
         with timer.stage("embed"):
-            embeddings = self._embedder.embed([aligned for _, _, aligned in prepared])
+            embeddings = self._embedder.embed([aligned for _, _, aligned, _ in prepared])
         owned.append(embeddings)
         return [
-            FaceObservation(image, face, aligned, embeddings[i]) for i, (image, face, aligned) in enumerate(prepared)
+            FaceObservation(image, face, aligned, embeddings[i], ok)
+            for i, (image, face, aligned, ok) in enumerate(prepared)
         ]
 
     def _subject(self, faces: Sequence[FaceDetection]) -> tuple[FaceDetection | None, list[FaceDetection]]:
@@ -232,41 +255,55 @@ class VerificationPipeline:
         return mean / max(float(np.linalg.norm(mean)), 1e-12)
 
     # ------------------------------------------------------------------ verify
-    def verify(self, command: VerifyCommand, budget: Budget) -> VerifyOutcome:
+    def validate(self, command: VerifyCommand) -> ValidatedVerify:
+        """Cheap checks before any pixel is decoded: counts, headers, ID number, name, purpose."""
+        if command.purpose is None:
+            raise InvalidRequest("purpose is required (REGISTRATION, LICENCE_RENEWAL or CHECK_IN)",
+                                 "MISSING_PURPOSE")
+        maximum = self._limits.max_frames_with_challenge if command.challenge_id else self._limits.max_frames
+        self._check_frames(command.frames, maximum, "frames")
+        canonical_id, name = self._identity(command.id_number, command.name)
+        return ValidatedVerify(canonical_id, name, self._vault.id_key(canonical_id), command.purpose, command.frames)
+
+    def evaluate(
+        self, request: ValidatedVerify, budget: Budget, actions: tuple[str, ...] | None = None
+    ) -> VerifyOutcome:
+        """Decode, detect, check liveness (and the challenge's actions), compare: a verdict."""
         request_id = str(uuid.uuid4())
         timer = _StageTimer()
-        with timer.stage("validate"):
-            if command.purpose is None:
-                raise InvalidRequest("purpose is required (REGISTRATION, LICENCE_RENEWAL or CHECK_IN)",
-                                     "MISSING_PURPOSE")
-            maximum = self._limits.max_frames_with_challenge if command.challenge_id else self._limits.max_frames
-            self._check_frames(command.frames, maximum, "frames")
-            canonical_id, name = self._identity(command.id_number, command.name)
         budget.check("reference lookup")
         with timer.stage("lookup"):
-            record = self._vault.lookup(canonical_id)
-        id_key = self._vault.id_key(canonical_id)
+            record = self._vault.lookup(request.canonical_id)
         identity_problem: TrueReason | None = None
         if record is None:
             identity_problem = TrueReason.NO_REFERENCE
-        elif not self._vault.name_matches(record, name):
+        elif not self._vault.name_matches(record, request.name):
             identity_problem = TrueReason.NAME_MISMATCH
 
         owned: list[np.ndarray] = []
         try:
             try:
-                observations = self._observe(command.frames, timer, budget, owned)
+                observations = self._observe(request.frames, timer, budget, owned)
             except _FrameFailure as failure:
-                return self._outcome(request_id, failure.reason, id_key, timer)
+                return self._outcome(request_id, failure.reason, request.id_key, timer)
             if self._liveness is not None:
                 budget.check("liveness")
                 with timer.stage("liveness"):
                     live = self._liveness.is_live(observations)
                 if not live:
-                    return self._outcome(request_id, TrueReason.LIVENESS_FAILED, id_key, timer)
+                    return self._outcome(request_id, TrueReason.LIVENESS_FAILED, request.id_key, timer)
+            if actions is not None:
+                if self._actions is None:
+                    raise NotServing("active challenges need the FaceMesh model, which this node has not loaded")
+                budget.check("challenge")
+                with timer.stage("challenge"):
+                    performed = self._actions.performed([o.frame_bgr for o in observations],
+                                                        [o.face for o in observations], actions)
+                if not performed:
+                    return self._outcome(request_id, TrueReason.CHALLENGE_FAILED, request.id_key, timer)
             budget.check("compare")
             with timer.stage("compare"):
-                probe = self._fused(observations)
+                probe = self._fused([o for o in observations if o.usable])
                 owned.append(probe)
                 if identity_problem is None and record is not None:
                     reference = self._vault.decrypt(record, self._embedder.fingerprint, self._embedder.dimension)
@@ -277,13 +314,17 @@ class VerificationPipeline:
                         (1, self._embedder.dimension)).astype(np.float32)
                     templates = decoy / np.linalg.norm(decoy)
                 owned.append(templates)
-                similarity = float(np.max(templates @ probe))
-                matched = similarity >= self._threshold
+                matched = float(np.max(templates @ probe)) >= self._threshold
             if identity_problem is not None:
-                return self._outcome(request_id, identity_problem, id_key, timer)
-            return self._outcome(request_id, TrueReason.VERIFIED if matched else TrueReason.FACE_MISMATCH, id_key, timer)
+                return self._outcome(request_id, identity_problem, request.id_key, timer)
+            true_reason = TrueReason.VERIFIED if matched else TrueReason.FACE_MISMATCH
+            return self._outcome(request_id, true_reason, request.id_key, timer)
         finally:
             _zero(owned)
+
+    def verify(self, command: VerifyCommand, budget: Budget) -> VerifyOutcome:
+        """Validate and evaluate without throttling or challenges (tools and benchmarks)."""
+        return self.evaluate(self.validate(command), budget)
 
     @staticmethod
     def _outcome(request_id: str, true_reason: TrueReason, id_key: str, timer: _StageTimer) -> VerifyOutcome:

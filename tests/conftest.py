@@ -64,7 +64,7 @@ def nuaa_sequences(testdata: Path, kind: str, subject: str) -> dict[str, list[Pa
 def node_settings(tmp_path: Path, model_dir: Path) -> Settings:
     return load_settings(
         environ={},
-        overrides={"port": 0, "data_dir": tmp_path / "data", "model_dir": model_dir, "grace_seconds": 1.0,
+        overrides={"port": 0, "data_dir": tmp_path / "data", "model_dir": model_dir, "grace_seconds": 1.0, "metrics_port": -1,
                    "model_manifest": os.environ.get("IDV_MODEL_MANIFEST")},
     )
 

@@ -64,7 +64,7 @@ def _burst(testdata: Path, subject: str) -> tuple[bytes, ...]:
 def test_arcface_format_recognizer_serves_through_insightface(arcface_settings: Settings, testdata: Path) -> None:
     node = start_node(arcface_settings)
     try:
-        pipeline = node.state.pipeline
+        pipeline = node.state.service.pipeline
         assert pipeline.fingerprints["recognizer"].startswith("arcface:tiny_arcface.onnx:")
         reference = nuaa_frames(testdata, "print", "0001")[0].read_bytes()
         pipeline.enroll(EnrollCommand(ID_SUBJECT_1, "张三", (reference,)), Budget(30))
@@ -83,13 +83,13 @@ def test_templates_of_another_model_are_an_error_not_a_low_score(
     sface_node = start_node(node_settings)
     try:
         reference = nuaa_frames(testdata, "print", "0001")[0].read_bytes()
-        sface_node.state.pipeline.enroll(EnrollCommand(ID_SUBJECT_1, "张三", (reference,)), Budget(30))
+        sface_node.state.service.pipeline.enroll(EnrollCommand(ID_SUBJECT_1, "张三", (reference,)), Budget(30))
     finally:
         sface_node.stop(0)
     arcface_node = start_node(arcface_settings)  # same data dir: same store and keys
     try:
         with pytest.raises(TemplateMismatch, match="different recognizer"):
-            arcface_node.state.pipeline.verify(
+            arcface_node.state.service.pipeline.verify(
                 VerifyCommand(ID_SUBJECT_1, "张三", Purpose.CHECK_IN, _burst(testdata, "0001")), Budget(30))
     finally:
         arcface_node.stop(0)

@@ -117,6 +117,8 @@ class _Chunk:
 def _embed_chunk(chunk: _Chunk) -> dict[str, np.ndarray]:
     # skimage's deprecation notice from insightface's aligner says nothing about our results.
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # OpenCV's own thread pool would compete with the other workers for the same cores.
+    cv2.setNumThreads(1)
     manifest = load_manifest(chunk.models.manifest_path)
     options = RuntimeOptions(intra_op_threads=chunk.models.intra_op_threads)
     detector = YuNetDetector(

@@ -1,18 +1,26 @@
-"""Thin gRPC servicer: protobuf <-> core commands, admission control, error mapping."""
+"""Thin gRPC servicer: authenticate, authorize, admit, convert, call the service, map errors.
+
+Credentials and scopes are checked first, before any frame is decoded; then the
+admission control sheds load for the expensive RPCs only (health checks are
+another service and stay answered when the node is saturated).
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
 
-from idv.node import NodeState
-from idv.errors import DeadlineExceeded, IdvError, NotServing, Overloaded
-from idv.pipeline import Budget, EnrollCommand, VerificationPipeline, VerifyCommand
+from idv.errors import DeadlineExceeded, IdvError, InvalidRequest, NotServing, Overloaded
+from idv.node_state import NodeState
+from idv.pipeline import Budget, EnrollCommand, VerifyCommand
 from idv.rpc.status import internal_status, to_status
+from idv.security.callers import METADATA_KEY, Caller
+from idv.service import VerificationService
 from idv.v1 import verification_pb2 as pb
 from idv.v1 import verification_pb2_grpc as pb_grpc
 from idv.verdicts import Purpose
@@ -29,20 +37,22 @@ _PURPOSES = {
 
 
 class Admission:
-    """Load shedding for the expensive RPCs only, so health checks are still answered when saturated.
-
-    At most `max_in_flight` requests are admitted (the rest get RESOURCE_EXHAUSTED at
-    once); of those, at most `compute_slots` run the models at a time, the others wait
-    within their own deadline.
+    """At most `max_in_flight` expensive requests are admitted (the rest get RESOURCE_EXHAUSTED at
+    once); of those, at most `compute_slots` run the models at a time, the others wait within
+    their own deadline.
     """
 
     def __init__(self, max_in_flight: int, compute_slots: int):
         self._admitted = threading.BoundedSemaphore(max_in_flight)
         self._compute = threading.BoundedSemaphore(compute_slots)
+        self._lock = threading.Lock()
+        self.in_flight = 0
 
     def run(self, budget: Budget, work: Callable[[], T]) -> T:
         if not self._admitted.acquire(blocking=False):
             raise Overloaded("the node is at capacity; retry with backoff")
+        with self._lock:
+            self.in_flight += 1
         try:
             if not self._compute.acquire(timeout=max(budget.remaining(), 0.0)):
                 raise DeadlineExceeded("deadline exceeded while queued for a worker")
@@ -51,7 +61,16 @@ class Admission:
             finally:
                 self._compute.release()
         finally:
+            with self._lock:
+                self.in_flight -= 1
             self._admitted.release()
+
+
+def _api_key(context: grpc.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == METADATA_KEY:
+            return value if isinstance(value, str) else None
+    return None
 
 
 class IdentityVerificationServicer(pb_grpc.IdentityVerificationServicer):
@@ -65,60 +84,85 @@ class IdentityVerificationServicer(pb_grpc.IdentityVerificationServicer):
         seconds = self._budget_seconds if remaining is None else min(self._budget_seconds, remaining)
         return Budget(seconds)
 
-    def _pipeline(self) -> VerificationPipeline:
-        pipeline = self._node.pipeline
-        if pipeline is None:
-            raise NotServing("the node is starting or stopping; retry shortly")
-        return pipeline
-
-    def _call(self, rpc: str, context: grpc.ServicerContext, work: Callable[[VerificationPipeline, Budget], T]) -> T:
+    def _call(self, rpc: str, context: grpc.ServicerContext, scope: Callable[[], str],
+              work: Callable[[VerificationService, Caller, Budget], T]) -> T:
         budget = self._budget(context)
+        started = time.perf_counter()
+        caller_name = "-"
         try:
-            pipeline = self._pipeline()
-            return self._admission.run(budget, lambda: work(pipeline, budget))
+            caller = self._node.callers.authenticate(_api_key(context))
+            caller_name = caller.name
+            self._node.callers.authorize(caller, scope())
+            service = self._node.service
+            if service is None:
+                raise NotServing("the node is starting or stopping; retry shortly")
+            result = self._admission.run(budget, lambda: work(service, caller, budget))
+            self._node.metrics.observe_rpc(rpc, "OK", time.perf_counter() - started)
+            return result
         except IdvError as error:
-            log.info("request refused", extra={"rpc": rpc, "code": error.code.value, "error_reason": error.reason})
+            self._node.metrics.observe_rpc(rpc, error.code.value, time.perf_counter() - started, error.reason)
+            log.info("request refused", extra={"rpc": rpc, "caller": caller_name, "code": error.code.value,
+                                               "error_reason": error.reason})
             context.abort_with_status(to_status(error))
         except Exception:  # a bug: generic status to the caller, traceback (no payload) to the log
-            log.exception("unhandled error", extra={"rpc": rpc})
+            self._node.metrics.observe_rpc(rpc, "INTERNAL", time.perf_counter() - started, "INTERNAL")
+            log.exception("unhandled error", extra={"rpc": rpc, "caller": caller_name})
             context.abort_with_status(internal_status())
         raise AssertionError("unreachable")  # abort_with_status raises
 
     def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:
-        command = VerifyCommand(
-            id_number=request.id_number,
-            name=request.name,
-            purpose=_PURPOSES.get(request.purpose),
-            frames=tuple(request.frames),
-            challenge_id=request.challenge_id,
-            caller=self._node.caller_of(context),
-        )
-        outcome = self._call("Verify", context, lambda p, b: p.verify(command, b))
-        self._node.record_decision(command, outcome)
+        purpose = _PURPOSES.get(request.purpose)
+
+        def scope() -> str:
+            if purpose is None:
+                raise InvalidRequest("purpose is required (REGISTRATION, LICENCE_RENEWAL or CHECK_IN)",
+                                     "MISSING_PURPOSE")
+            return f"verify:{purpose.value.lower()}"
+
+        def work(service: VerificationService, caller: Caller, budget: Budget):
+            command = VerifyCommand(request.id_number, request.name, purpose, tuple(request.frames),
+                                    request.challenge_id, caller.name)
+            outcome = service.verify(command, budget)
+            self._node.record_decision(command, outcome)
+            return outcome
+
+        outcome = self._call("Verify", context, scope, work)
         return pb.VerifyResponse(
             verdict=pb.Verdict.Value(outcome.verdict.value),
             reason=pb.Reason.Value(outcome.reason.value),
             request_id=outcome.request_id,
-            retry_after_seconds=outcome.retry_after_seconds,
         )
 
     def Enroll(self, request: pb.EnrollRequest, context: grpc.ServicerContext) -> pb.EnrollResponse:
-        command = EnrollCommand(
-            id_number=request.id_number,
-            name=request.name,
-            reference_images=tuple(request.reference_images),
-            replace=request.replace,
-            caller=self._node.caller_of(context),
-        )
-        outcome = self._call("Enroll", context, lambda p, b: p.enroll(command, b))
+        def work(service: VerificationService, caller: Caller, budget: Budget):
+            command = EnrollCommand(request.id_number, request.name, tuple(request.reference_images),
+                                    request.replace, caller.name)
+            return service.enroll(command, budget)
+
+        outcome = self._call("Enroll", context, lambda: "enroll", work)
         log.info("enrolled", extra={"rpc": "Enroll", "request_id": outcome.request_id,
                                     "template_count": outcome.template_count})
-        return pb.EnrollResponse(
-            request_id=outcome.request_id,
-            template_count=outcome.template_count,
-            flagged_for_review=outcome.flagged_for_review,
+        return pb.EnrollResponse(request_id=outcome.request_id, template_count=outcome.template_count,
+                                 flagged_for_review=outcome.flagged_for_review)
+
+    def CreateChallenge(self, request: pb.CreateChallengeRequest,
+                        context: grpc.ServicerContext) -> pb.CreateChallengeResponse:
+        def work(service: VerificationService, caller: Caller, budget: Budget):
+            return service.create_challenge(caller.name, request.id_number)
+
+        challenge = self._call("CreateChallenge", context, lambda: _any_verify_scope(self._node, context), work)
+        return pb.CreateChallengeResponse(
+            challenge_id=challenge.challenge_id,
+            actions=[pb.Action.Value(a) for a in challenge.actions],
+            expires_at_unix=int(challenge.expires_at),
         )
 
-    def CreateChallenge(self, request: pb.CreateChallengeRequest, context: grpc.ServicerContext):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "active challenges are not enabled on this node")
 
+def _any_verify_scope(node: NodeState, context: grpc.ServicerContext) -> str:
+    """CreateChallenge needs some verify scope: return one the caller has, or the first to deny."""
+    caller = node.callers.authenticate(_api_key(context))
+    for purpose in Purpose:
+        scope = f"verify:{purpose.value.lower()}"
+        if caller.may(scope):
+            return scope
+    return "verify:registration"

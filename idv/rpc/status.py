@@ -7,6 +7,8 @@ by idv and never echo request content.
 
 from __future__ import annotations
 
+import math
+
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -35,11 +37,12 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
-def to_status(error: IdvError, retry_after_seconds: float | None = None) -> grpc.Status:
+def to_status(error: IdvError) -> grpc.Status:
     _, numeric = _GRPC_CODES[error.code]
+    retry_after_seconds = getattr(error, "retry_after_seconds", None)
     details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata))]
     if retry_after_seconds is not None:
-        delay = duration_pb2.Duration(seconds=int(retry_after_seconds))
+        delay = duration_pb2.Duration(seconds=max(1, math.ceil(retry_after_seconds)))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     return rpc_status.to_status(status_pb2.Status(code=numeric, message=error.message, details=details))
 

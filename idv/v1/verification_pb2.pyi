@@ -32,8 +32,6 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHALLENGE_REQUIRED: _ClassVar[Reason]
     CHALLENGE_FAILED: _ClassVar[Reason]
     CHALLENGE_INVALID: _ClassVar[Reason]
-    TRY_LATER: _ClassVar[Reason]
-    ALTERNATIVE_METHOD_REQUIRED: _ClassVar[Reason]
     IMPERSONATION_SUSPECTED: _ClassVar[Reason]
 
 class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -61,8 +59,6 @@ LOW_QUALITY: Reason
 CHALLENGE_REQUIRED: Reason
 CHALLENGE_FAILED: Reason
 CHALLENGE_INVALID: Reason
-TRY_LATER: Reason
-ALTERNATIVE_METHOD_REQUIRED: Reason
 IMPERSONATION_SUSPECTED: Reason
 ACTION_UNSPECIFIED: Action
 TURN_LEFT: Action
@@ -86,16 +82,14 @@ class VerifyRequest(_message.Message):
     def __init__(self, id_number: _Optional[str] = ..., name: _Optional[str] = ..., purpose: _Optional[_Union[Purpose, str]] = ..., frames: _Optional[_Iterable[bytes]] = ..., challenge_id: _Optional[str] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("verdict", "reason", "request_id", "retry_after_seconds")
+    __slots__ = ("verdict", "reason", "request_id")
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
-    RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     verdict: Verdict
     reason: Reason
     request_id: str
-    retry_after_seconds: int
-    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., reason: _Optional[_Union[Reason, str]] = ..., request_id: _Optional[str] = ..., retry_after_seconds: _Optional[int] = ...) -> None: ...
+    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., reason: _Optional[_Union[Reason, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class EnrollRequest(_message.Message):
     __slots__ = ("id_number", "name", "reference_images", "replace")

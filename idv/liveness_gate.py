@@ -1,0 +1,34 @@
+"""Adapter from the pipeline's observations to the `liveness` library (passive + multi-frame cues)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from idv.config import Settings
+from idv.models.manifest import Manifest
+from idv.models.runtime import RuntimeOptions, open_session
+from liveness import MAX_BURST, FaceObservation, LivenessChecker, LivenessConfig
+
+
+class LibraryLivenessGate:
+    def __init__(self, checker: LivenessChecker):
+        self._checker = checker
+
+    def is_live(self, observations: Sequence) -> bool:
+        # Challenge bursts carry up to 24 frames; the multi-frame cues were calibrated on
+        # bursts of at most MAX_BURST, so judge an evenly spread subset of that size.
+        if len(observations) > MAX_BURST:
+            picks = np.linspace(0, len(observations) - 1, MAX_BURST).round().astype(int)
+            observations = [observations[i] for i in picks]
+        return self._checker.check([
+            FaceObservation(o.frame_bgr, o.face.box_xywh, o.face.landmarks, o.embedding) for o in observations
+        ]).passed
+
+
+def build_liveness_gate(manifest: Manifest, settings: Settings) -> LibraryLivenessGate:
+    options = RuntimeOptions(intra_op_threads=settings.intra_op_threads)
+    v2 = open_session(manifest.entry("minifasnet_v2"), settings.model_dir, options)
+    v1se = open_session(manifest.entry("minifasnet_v1se"), settings.model_dir, options)
+    return LibraryLivenessGate(LivenessChecker(v2.session, v1se.session, LivenessConfig()))

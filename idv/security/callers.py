@@ -1,0 +1,113 @@
+"""Per-caller API keys with scopes.
+
+Keys are random 256-bit tokens shown once when created; only their SHA-256 is
+stored (a slow hash adds nothing for keys of that entropy). Authentication
+compares the presented key's hash with every stored hash in constant time.
+
+Scopes: `verify:registration`, `verify:licence_renewal`, `verify:check_in`
+(or `verify:*`), `enroll`, `admin`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from idv.errors import PermissionDenied, Unauthenticated
+
+KNOWN_SCOPES = frozenset({"verify:registration", "verify:licence_renewal", "verify:check_in", "verify:*",
+                          "enroll", "admin"})
+KEY_PREFIX = "idv_"
+METADATA_KEY = "x-api-key"
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str
+    scopes: frozenset[str]
+
+    def may(self, scope: str) -> bool:
+        if scope in self.scopes:
+            return True
+        return scope.startswith("verify:") and "verify:*" in self.scopes
+
+
+ANONYMOUS = Caller("anonymous", KNOWN_SCOPES)  # development mode without any configured caller
+
+
+@dataclass(frozen=True)
+class _StoredCaller:
+    caller: Caller
+    key_sha256: bytes
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+class CallerRegistry:
+    """Callers from `<data_dir>/callers.toml`; empty means anonymous development access."""
+
+    def __init__(self, entries: list[_StoredCaller]):
+        self._entries = entries
+
+    @property
+    def required(self) -> bool:
+        return bool(self._entries)
+
+    @classmethod
+    def load(cls, path: Path) -> CallerRegistry:
+        if not path.exists():
+            return cls([])
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+        entries = []
+        for item in raw.get("caller", []):
+            scopes = frozenset(item["scopes"])
+            unknown = scopes - KNOWN_SCOPES
+            if unknown:
+                raise ValueError(f"{path}: caller {item['name']!r} has unknown scopes {sorted(unknown)}")
+            entries.append(_StoredCaller(Caller(item["name"], scopes), bytes.fromhex(item["key_sha256"])))
+        return cls(entries)
+
+    def authenticate(self, presented: str | None) -> Caller:
+        if not self._entries:
+            return ANONYMOUS
+        if not presented:
+            raise Unauthenticated("an API key is required (metadata x-api-key)")
+        digest = _digest(presented)
+        found: Caller | None = None
+        for entry in self._entries:  # no early exit: the time does not depend on which entry matches
+            if hmac.compare_digest(entry.key_sha256, digest):
+                found = entry.caller
+        if found is None:
+            raise Unauthenticated("the API key is not valid")
+        return found
+
+    @staticmethod
+    def authorize(caller: Caller, scope: str) -> None:
+        if not caller.may(scope):
+            raise PermissionDenied(f"caller {caller.name} lacks the scope {scope}")
+
+
+def add_caller(path: Path, name: str, scopes: list[str]) -> str:
+    """Append a caller to the registry file; returns the new key (shown once, never stored)."""
+    unknown = set(scopes) - KNOWN_SCOPES
+    if unknown:
+        raise ValueError(f"unknown scopes {sorted(unknown)}; known: {sorted(KNOWN_SCOPES)}")
+    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ValueError("a caller name is letters, digits, '-', '_' and '.'")
+    existing = CallerRegistry.load(path)
+    if any(e.caller.name == name for e in existing._entries):
+        raise ValueError(f"caller {name!r} already exists")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(f'\n[[caller]]\nname = "{name}"\nscopes = {sorted(scopes)!r}\nkey_sha256 = "{_digest(key).hex()}"\n'
+                 .replace("'", '"'))
+    path.chmod(0o600)
+    return key

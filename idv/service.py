@@ -1,0 +1,156 @@
+"""The verification service: policy around the pipeline. No gRPC in here.
+
+    caller rate -> validate -> caller's distinct-identity velocity -> identity lockout
+    -> challenge (required by purpose? valid, bound, unexpired, unused?)
+    -> pipeline (decode, detect, liveness, actions, compare) -> count the attempt -> audit
+
+Callers are authenticated and their scopes checked by the rpc layer before any
+of this runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from idv.audit import AuditLog
+from idv.challenges import ChallengeIssuer
+from idv.errors import InvalidRequest, NotServing, Throttled
+from idv.identity import IdentityError, parse_id_number
+from idv.pipeline import (
+    Budget,
+    EnrollCommand,
+    EnrollOutcome,
+    VerificationPipeline,
+    VerifyCommand,
+    VerifyOutcome,
+)
+from idv.state.base import StoredChallenge
+from idv.throttle import Throttle
+from idv.verdicts import CALLER_REASON, Purpose, TrueReason, Verdict
+
+log = logging.getLogger(__name__)
+
+# Outcomes that say something about the claimed identity count as failed attempts;
+# capture problems (no face, blur) do not, so a clumsy user is not locked out.
+_FAILED_ATTEMPT = frozenset({
+    TrueReason.FACE_MISMATCH, TrueReason.NO_REFERENCE, TrueReason.NAME_MISMATCH, TrueReason.LIVENESS_FAILED,
+    TrueReason.CHALLENGE_FAILED, TrueReason.CHALLENGE_INVALID, TrueReason.IMPERSONATION_SUSPECTED,
+})
+
+
+@dataclass(frozen=True)
+class VerifyPolicy:
+    challenge_required_for: frozenset[Purpose] = frozenset({Purpose.REGISTRATION})
+
+
+class VerificationService:
+    def __init__(
+        self,
+        pipeline: VerificationPipeline,
+        throttle: Throttle,
+        audit: AuditLog,
+        policy: VerifyPolicy,
+        challenges: ChallengeIssuer | None = None,
+    ):
+        self._pipeline = pipeline
+        self._throttle = throttle
+        self._audit = audit
+        self._policy = policy
+        self._challenges = challenges
+
+    @property
+    def pipeline(self) -> VerificationPipeline:
+        return self._pipeline
+
+    def _audit_decision(self, command: VerifyCommand, outcome: VerifyOutcome) -> None:
+        self._audit.append({
+            "event": "verify",
+            "request_id": outcome.request_id,
+            "caller": command.caller,
+            "purpose": command.purpose.value if command.purpose else "",
+            "id_key": outcome.id_key,
+            "verdict": outcome.verdict.value,
+            "true_reason": outcome.true_reason.value,
+            "models": self._pipeline.fingerprints,
+            "timings_ms": {k: round(v, 2) for k, v in outcome.timings_ms.items()},
+        })
+
+    def _audit_refusal(self, command: VerifyCommand, id_key: str, error: Throttled) -> None:
+        self._audit.append({
+            "event": "verify_refused",
+            "request_id": str(uuid.uuid4()),
+            "caller": command.caller,
+            "purpose": command.purpose.value if command.purpose else "",
+            "id_key": id_key,
+            "verdict": "REFUSED",
+            "true_reason": error.reason,
+        })
+
+    def verify(self, command: VerifyCommand, budget: Budget) -> VerifyOutcome:
+        self._throttle.admit_caller(command.caller)
+        request = self._pipeline.validate(command)
+        try:
+            self._throttle.admit_identity_for_caller(command.caller, request.id_key)
+            ticket = self._throttle.begin(request.id_key)
+        except Throttled as refused:
+            self._audit_refusal(command, request.id_key, refused)
+            raise
+        try:
+            outcome = self._decide(command, request, budget)
+        except BaseException:
+            self._throttle.neutral(ticket)  # errors (deadline, store down) are not the person's failure
+            raise
+        if outcome.true_reason is TrueReason.VERIFIED:
+            self._throttle.succeeded(ticket)
+        elif outcome.true_reason in _FAILED_ATTEMPT:
+            self._throttle.failed(ticket)
+        else:
+            self._throttle.neutral(ticket)
+        self._audit_decision(command, outcome)
+        return outcome
+
+    def _decide(self, command: VerifyCommand, request, budget: Budget) -> VerifyOutcome:
+        actions: tuple[str, ...] | None = None
+        if command.challenge_id:
+            if self._challenges is not None:
+                actions = self._challenges.redeem(command.challenge_id, command.caller, request.id_key)
+            if actions is None:
+                return _early(TrueReason.CHALLENGE_INVALID, request.id_key)
+        elif request.purpose in self._policy.challenge_required_for:
+            return _early(TrueReason.CHALLENGE_REQUIRED, request.id_key)
+        return self._pipeline.evaluate(request, budget, actions)
+
+    def enroll(self, command: EnrollCommand, budget: Budget) -> EnrollOutcome:
+        outcome = self._pipeline.enroll(command, budget)
+        try:
+            id_key = self._pipeline.vault.id_key(parse_id_number(command.id_number).value)
+        except IdentityError:  # enroll already validated it; kept total for safety
+            id_key = ""
+        self._audit.append({
+            "event": "enroll",
+            "request_id": outcome.request_id,
+            "caller": command.caller,
+            "id_key": id_key,
+            "templates": outcome.template_count,
+            "models": self._pipeline.fingerprints,
+        })
+        if id_key:
+            self._throttle.reset_identity(id_key)  # a fresh reference starts with a clean slate
+        return outcome
+
+    def create_challenge(self, caller: str, id_number: str) -> StoredChallenge:
+        if self._challenges is None:
+            raise NotServing("active challenges need the FaceMesh model, which this node has not loaded")
+        self._throttle.admit_caller(caller)
+        try:
+            canonical = parse_id_number(id_number).value
+        except IdentityError as exc:
+            raise InvalidRequest(exc.message, exc.reason) from None
+        return self._challenges.issue(caller, self._pipeline.vault.id_key(canonical))
+
+
+def _early(true_reason: TrueReason, id_key: str) -> VerifyOutcome:
+    """A verdict reached before any frame was decoded."""
+    return VerifyOutcome(str(uuid.uuid4()), Verdict.FAIL, CALLER_REASON[true_reason], true_reason, id_key, {})

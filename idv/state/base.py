@@ -1,0 +1,91 @@
+"""Contracts for state shared by replicas: throttling counters and one-time challenges.
+
+The embedded defaults (idv.state.local) keep counters in a SQLite file (they must
+survive a restart: a lockout that a restart forgets is no lockout) and challenges
+in process memory; idv.state.redis_state shares both between replicas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class AttemptState:
+    consecutive_failures: int
+    locked_until: float  # unix time; 0 when not locked
+
+
+@dataclass(frozen=True)
+class AttemptTicket:
+    """What `begin_attempt` reserved, so a neutral outcome can give it back exactly."""
+
+    key: str
+    previous: AttemptState
+    granted: bool
+    state: AttemptState  # after the reservation (or the refusing state when not granted)
+
+
+@dataclass(frozen=True)
+class LockoutPolicy:
+    max_consecutive_failures: int = 5
+    base_lockout_seconds: float = 30.0
+    growth: float = 2.0
+    max_lockout_seconds: float = 24 * 3600.0
+    # After this many consecutive failures the identity needs another method
+    # (in person, or an operator reset): NIST SP 800-63B 5.2.2 caps at 100.
+    failure_cap: int = 50
+
+    def lock_for(self, consecutive: int) -> float:
+        if consecutive < self.max_consecutive_failures:
+            return 0.0
+        exponent = consecutive - self.max_consecutive_failures
+        return min(self.base_lockout_seconds * self.growth**exponent, self.max_lockout_seconds)
+
+
+class CounterStore(Protocol):
+    def begin_attempt(self, key: str, policy: LockoutPolicy, now: float) -> AttemptTicket:
+        """Atomically: refuse if locked or capped; otherwise count this attempt as a failure in advance.
+
+        Counting in advance means parallel attempts from many terminals cannot run
+        past the limit before the first failures are recorded.
+        """
+        ...
+
+    def succeed(self, key: str) -> None:
+        """The attempt passed: clear the identity's failures and lock."""
+        ...
+
+    def refund(self, ticket: AttemptTicket) -> None:
+        """The attempt ended without a face comparison (capture problem, error): give it back."""
+        ...
+
+    def reset(self, key: str) -> None: ...
+
+    def hit(self, bucket: str, window_seconds: int, now: float) -> int:
+        """Count one event in the fixed window containing `now`; returns the window's count."""
+        ...
+
+    def add_distinct(self, bucket: str, member: str, window_seconds: int, now: float) -> int:
+        """Add `member` to the window's set; returns the set's size."""
+        ...
+
+    def ping(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class StoredChallenge:
+    challenge_id: str
+    caller: str
+    id_key: str
+    actions: tuple[str, ...]
+    expires_at: float
+
+
+class ChallengeStore(Protocol):
+    def put(self, challenge: StoredChallenge) -> None: ...
+
+    def consume(self, challenge_id: str) -> StoredChallenge | None:
+        """Atomically remove and return the challenge: of concurrent callers exactly one gets it."""
+        ...

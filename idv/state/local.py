@@ -1,0 +1,144 @@
+"""Embedded state for a single replica: counters in SQLite (durable), challenges in memory."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from idv.state.base import AttemptState, AttemptTicket, LockoutPolicy, StoredChallenge
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS attempts (
+    key          TEXT PRIMARY KEY,
+    consecutive  INTEGER NOT NULL,
+    locked_until REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS windows (
+    bucket     TEXT NOT NULL,
+    start      INTEGER NOT NULL,
+    count      INTEGER NOT NULL,
+    PRIMARY KEY (bucket, start)
+);
+CREATE TABLE IF NOT EXISTS window_members (
+    bucket TEXT NOT NULL,
+    start  INTEGER NOT NULL,
+    member TEXT NOT NULL,
+    PRIMARY KEY (bucket, start, member)
+);
+"""
+
+
+class SqliteCounterStore:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        path.chmod(0o600)
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+
+    def _state(self, key: str) -> AttemptState:
+        row = self._db.execute("SELECT consecutive, locked_until FROM attempts WHERE key = ?", (key,)).fetchone()
+        return AttemptState(row[0], row[1]) if row else AttemptState(0, 0.0)
+
+    def _write(self, key: str, state: AttemptState) -> None:
+        self._db.execute(
+            "INSERT INTO attempts(key, consecutive, locked_until) VALUES (?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET consecutive = excluded.consecutive, locked_until = excluded.locked_until",
+            (key, state.consecutive_failures, state.locked_until),
+        )
+
+    def begin_attempt(self, key: str, policy: LockoutPolicy, now: float) -> AttemptTicket:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                previous = self._state(key)
+                if previous.consecutive_failures >= policy.failure_cap or previous.locked_until > now:
+                    self._db.execute("COMMIT")
+                    return AttemptTicket(key, previous, False, previous)
+                consecutive = previous.consecutive_failures + 1
+                lock = policy.lock_for(consecutive)
+                state = AttemptState(consecutive, now + lock if lock else previous.locked_until)
+                self._write(key, state)
+                self._db.execute("COMMIT")
+                return AttemptTicket(key, previous, True, state)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def succeed(self, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM attempts WHERE key = ?", (key,))
+
+    def refund(self, ticket: AttemptTicket) -> None:
+        if not ticket.granted:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            current = self._state(ticket.key)
+            # Only undo our own increment; other attempts may have counted since.
+            restored = AttemptState(max(current.consecutive_failures - 1, 0),
+                                    ticket.previous.locked_until if current == ticket.state else current.locked_until)
+            self._write(ticket.key, restored)
+            self._db.execute("COMMIT")
+
+    def reset(self, key: str) -> None:
+        self.succeed(key)
+
+    def hit(self, bucket: str, window_seconds: int, now: float) -> int:
+        start = int(now // window_seconds) * window_seconds
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO windows(bucket, start, count) VALUES (?, ?, 1) "
+                "ON CONFLICT(bucket, start) DO UPDATE SET count = count + 1",
+                (bucket, start),
+            )
+            count = self._db.execute("SELECT count FROM windows WHERE bucket = ? AND start = ?",
+                                     (bucket, start)).fetchone()[0]
+            self._db.execute("DELETE FROM windows WHERE start < ?", (start - window_seconds,))
+            self._db.execute("COMMIT")
+            return int(count)
+
+    def add_distinct(self, bucket: str, member: str, window_seconds: int, now: float) -> int:
+        start = int(now // window_seconds) * window_seconds
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT OR IGNORE INTO window_members(bucket, start, member) VALUES (?, ?, ?)",
+                             (bucket, start, member))
+            count = self._db.execute("SELECT COUNT(*) FROM window_members WHERE bucket = ? AND start = ?",
+                                     (bucket, start)).fetchone()[0]
+            self._db.execute("DELETE FROM window_members WHERE start < ?", (start - window_seconds,))
+            self._db.execute("COMMIT")
+            return int(count)
+
+    def ping(self) -> None:
+        with self._lock:
+            self._db.execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class MemoryChallengeStore:
+    """One replica's challenges; a restart forgets them (they then fail closed as CHALLENGE_INVALID)."""
+
+    def __init__(self, clock=time.time):
+        self._lock = threading.Lock()
+        self._items: dict[str, StoredChallenge] = {}
+        self._clock = clock
+
+    def put(self, challenge: StoredChallenge) -> None:
+        with self._lock:
+            now = self._clock()
+            for key in [k for k, v in self._items.items() if v.expires_at < now]:
+                del self._items[key]
+            self._items[challenge.challenge_id] = challenge
+
+    def consume(self, challenge_id: str) -> StoredChallenge | None:
+        with self._lock:
+            return self._items.pop(challenge_id, None)

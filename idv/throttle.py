@@ -1,0 +1,63 @@
+"""Throttling: per identity (lockouts with growing delays, then a failure cap) and per caller
+(request rate and distinct-identity velocity). Counters are keyed by the keyed hash of the ID.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from idv.errors import Throttled
+from idv.state.base import AttemptTicket, CounterStore, LockoutPolicy
+
+
+@dataclass(frozen=True)
+class CallerLimits:
+    requests_per_minute: int = 120
+    distinct_identities_per_hour: int = 300
+
+
+class Throttle:
+    def __init__(self, store: CounterStore, lockout: LockoutPolicy, callers: CallerLimits,
+                 clock: Callable[[], float] = time.time):
+        self._store = store
+        self._lockout = lockout
+        self._callers = callers
+        self._clock = clock
+
+    def admit_caller(self, caller: str) -> None:
+        now = self._clock()
+        count = self._store.hit(f"rate:{caller}", 60, now)
+        if count > self._callers.requests_per_minute:
+            raise Throttled("this caller is over its request rate; retry later", "RATE_LIMITED", 60 - now % 60)
+
+    def admit_identity_for_caller(self, caller: str, id_key: str) -> None:
+        now = self._clock()
+        distinct = self._store.add_distinct(f"ids:{caller}", id_key, 3600, now)
+        if distinct > self._callers.distinct_identities_per_hour:
+            raise Throttled("this caller has tried too many different identities; retry later",
+                            "VELOCITY_LIMITED", 3600 - now % 3600)
+
+    def begin(self, id_key: str) -> AttemptTicket:
+        now = self._clock()
+        ticket = self._store.begin_attempt(f"id:{id_key}", self._lockout, now)
+        if not ticket.granted:
+            if ticket.state.consecutive_failures >= self._lockout.failure_cap:
+                raise Throttled("too many failed attempts for this identity; verify by another method",
+                                "ALTERNATIVE_METHOD_REQUIRED", self._lockout.max_lockout_seconds)
+            raise Throttled("too many failed attempts for this identity; retry later", "IDENTITY_LOCKED",
+                            ticket.state.locked_until - now)
+        return ticket
+
+    def succeeded(self, ticket: AttemptTicket) -> None:
+        self._store.succeed(ticket.key)
+
+    def failed(self, ticket: AttemptTicket) -> None:
+        """Nothing to do: the failure was counted when the attempt began."""
+
+    def neutral(self, ticket: AttemptTicket) -> None:
+        self._store.refund(ticket)
+
+    def reset_identity(self, id_key: str) -> None:
+        self._store.reset(f"id:{id_key}")
