@@ -124,10 +124,30 @@ def models_list(config: Path | None) -> None:
 
 
 # ------------------------------------------------------------- client commands
-def _client(target: str, timeout: float):
-    from idv.client import IdvClient
+def client_options(command):
+    """--target, --timeout, credentials and TLS for every command that calls a node."""
+    options = [
+        click.option("--target", default="127.0.0.1:50051", show_default=True, envvar="IDV_TARGET"),
+        click.option("--timeout", default=30.0, show_default=True, help="Deadline per call, seconds."),
+        click.option("--api-key", envvar="IDV_API_KEY", default=None, help="Caller key (IDV_API_KEY)."),
+        click.option("--tls-ca", envvar="IDV_TLS_CA", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     default=None, help="CA certificate: use TLS."),
+        click.option("--tls-cert", envvar="IDV_TLS_CERT", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     default=None, help="Client certificate (mutual TLS)."),
+        click.option("--tls-key", envvar="IDV_TLS_KEY", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     default=None, help="Client key (mutual TLS)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
-    return IdvClient(target, timeout=timeout, api_key=os.environ.get("IDV_API_KEY"))
+
+def _client(target: str, timeout: float, api_key: str | None = None, tls_ca: Path | None = None,
+            tls_cert: Path | None = None, tls_key: Path | None = None):
+    from idv.client import IdvClient, TlsConfig
+
+    tls = TlsConfig(tls_ca, tls_cert, tls_key) if tls_ca else None
+    return IdvClient(target, timeout=timeout, api_key=api_key, tls=tls)
 
 
 def _rpc_failure(error) -> click.ClickException:
@@ -139,17 +159,16 @@ def _rpc_failure(error) -> click.ClickException:
 
 
 @main.command()
-@click.option("--target", default="127.0.0.1:50051", show_default=True)
+@client_options
 @click.option("--id", "id_number", required=True, help="18-character ID number.")
 @click.option("--name", required=True)
 @click.option("--replace", is_flag=True, help="Replace an existing enrolment.")
-@click.option("--timeout", default=30.0, show_default=True)
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def enroll(target: str, id_number: str, name: str, replace: bool, timeout: float, images: tuple[Path, ...]) -> None:
+def enroll(id_number: str, name: str, replace: bool, images: tuple[Path, ...], **conn) -> None:
     """Enroll an identity from reference photos."""
     import grpc
 
-    with _client(target, timeout) as client:
+    with _client(**conn) as client:
         try:
             result = client.enroll(id_number, name, [p.read_bytes() for p in images], replace=replace)
         except grpc.RpcError as error:
@@ -158,21 +177,20 @@ def enroll(target: str, id_number: str, name: str, replace: bool, timeout: float
 
 
 @main.command()
-@click.option("--target", default="127.0.0.1:50051", show_default=True)
+@client_options
 @click.option("--id", "id_number", required=True)
 @click.option("--name", required=True)
 @click.option("--purpose", type=click.Choice(["registration", "licence_renewal", "check_in"]),
               default="check_in", show_default=True)
 @click.option("--challenge", "challenge_id", default="", help="Challenge id from `idv challenge`.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--timeout", default=30.0, show_default=True)
 @click.argument("frames", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def verify(target: str, id_number: str, name: str, purpose: str, challenge_id: str, as_json: bool, timeout: float,
-           frames: tuple[Path, ...]) -> None:
+def verify(id_number: str, name: str, purpose: str, challenge_id: str, as_json: bool, frames: tuple[Path, ...],
+           **conn) -> None:
     """Verify live frames against an enrolled identity. Exit 0 on PASS, 1 on FAIL."""
     import grpc
 
-    with _client(target, timeout) as client:
+    with _client(**conn) as client:
         try:
             result = client.verify(id_number, name, [p.read_bytes() for p in frames], purpose, challenge_id)
         except grpc.RpcError as error:
@@ -182,6 +200,197 @@ def verify(target: str, id_number: str, name: str, purpose: str, challenge_id: s
     else:
         click.echo(f"{result.verdict} ({result.reason}) request {result.request_id}")
     sys.exit(0 if result.verdict == "PASS" else 1)
+
+
+@main.command()
+@client_options
+@click.option("--id", "id_number", required=True)
+def challenge(id_number: str, **conn) -> None:
+    """Ask for a one-time active challenge; prints its id, actions and expiry as JSON."""
+    import grpc
+
+    with _client(**conn) as client:
+        try:
+            issued = client.create_challenge(id_number)
+        except grpc.RpcError as error:
+            raise _rpc_failure(error) from None
+    click.echo(json.dumps({"challenge_id": issued.challenge_id, "actions": list(issued.actions),
+                           "expires_at_unix": issued.expires_at_unix}))
+
+
+def _bulk_items(source: Path) -> list[tuple[str, str, list[Path]]]:
+    """(id, name, images) from a CSV (id_number,name,image[;image...]) or a folder of
+    `<ID>_<name>.<jpg|png>` files or `<ID>_<name>/` sub-folders."""
+    import csv
+
+    items: list[tuple[str, str, list[Path]]] = []
+    if source.is_file():
+        with source.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                images = [(source.parent / p.strip()) for p in row["image"].split(";") if p.strip()]
+                items.append((row["id_number"], row["name"], images))
+        return items
+    for entry in sorted(source.iterdir()):
+        stem = entry.stem if entry.is_file() else entry.name
+        id_number, sep, name = stem.partition("_")
+        if not sep:
+            continue
+        if entry.is_dir():
+            images = sorted(p for p in entry.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        elif entry.suffix.lower() in (".jpg", ".jpeg", ".png"):
+            images = [entry]
+        else:
+            continue
+        items.append((id_number, name, images))
+    return items
+
+
+@main.command("enroll-bulk")
+@client_options
+@click.option("--replace", is_flag=True, help="Replace existing enrolments.")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+def enroll_bulk(source: Path, replace: bool, **conn) -> None:
+    """Enroll many identities from a folder or a CSV, with progress; prints a summary of failures."""
+    import grpc
+    from tqdm import tqdm
+
+    from idv.rpc.status import error_info
+
+    items = _bulk_items(source)
+    failures: list[tuple[str, str]] = []
+    with _client(**conn) as client:
+        for index, (id_number, name, images) in enumerate(tqdm(items, desc="enrolling", unit="id", file=sys.stderr)):
+            try:
+                client.enroll(id_number, name, [p.read_bytes() for p in images], replace=replace)
+            except grpc.RpcError as error:
+                info = error_info(error)
+                # The row number, not the ID or name: the summary may be pasted into a ticket.
+                failures.append((f"row {index + 1}", info.reason if info else error.code().name))
+            except OSError as error:
+                failures.append((f"row {index + 1}", f"unreadable image ({error.strerror})"))
+    click.echo(f"enrolled {len(items) - len(failures)} of {len(items)}")
+    for where, why in failures:
+        click.echo(f"  {where}: {why}")
+    if failures:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--every", default=1, show_default=True, help="Use every n-th frame.")
+@click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def signals(config: Path | None, every: int, video: Path) -> None:
+    """Print the per-frame action signals (yaw, pitch, eyes, mouth) of a video file."""
+    from idv.face.detector import YuNetDetector
+    from idv.models.runtime import RuntimeOptions, open_session
+    from liveness.actions import ActionConfig, find_events
+    from liveness.facemesh import load_facemesh
+    from liveness.video_signals import signals_for_video
+
+    settings = _settings(config)
+    manifest = _manifest(settings)
+    pack = manifest.pack(settings.model_pack)
+    detector = YuNetDetector(open_session(manifest.entry(pack["detector"]), settings.model_dir, RuntimeOptions()))
+    facemesh = load_facemesh(manifest.entry("facemesh"), settings.model_dir)
+    rows = signals_for_video(video, detector, facemesh, every_nth=every)
+    click.echo(f"{'frame':>6} {'yaw':>7} {'pitch':>7} {'eyes':>6} {'mouth':>6}")
+    for row in rows:
+        if not row.face_found:
+            click.echo(f"{row.frame_index:>6}   no face")
+            continue
+        click.echo(f"{row.frame_index:>6} {row.yaw:>7.3f} {row.pitch:>7.3f} {row.eye_openness:>6.3f} "
+                   f"{row.mouth_opening:>6.3f}")
+    events = find_events(rows, ActionConfig())
+    click.echo("events: " + (", ".join(f"{e.action.value}@{e.start}-{e.end}" for e in events) or "none"))
+
+
+# ------------------------------------------------------------------ keys, tls
+@main.group()
+def keys() -> None:
+    """Caller credentials and data-at-rest keys."""
+
+
+@keys.command("add-caller")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--scope", "scopes", multiple=True, required=True,
+              help="verify:registration | verify:licence_renewal | verify:check_in | verify:* | enroll | admin")
+@click.argument("name")
+def keys_add_caller(config: Path | None, data_dir: Path | None, scopes: tuple[str, ...], name: str) -> None:
+    """Create a caller and print its API key once (only its hash is stored). Restart the node to load it."""
+    from idv.security.callers import add_caller
+
+    settings = _settings(config, data_dir=data_dir)
+    try:
+        key = add_caller(settings.callers_path, name, list(scopes))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(key)
+
+
+@keys.command("rotate")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+def keys_rotate(config: Path | None, data_dir: Path | None) -> None:
+    """Add a new data key and re-encrypt every template under it, while the node keeps serving."""
+    from idv.keys import add_data_key, load_keyring
+    from idv.references import ReferenceVault
+    from idv.store.sqlite import SqliteReferenceStore
+
+    settings = _settings(config, data_dir=data_dir)
+    key_id = add_data_key(settings.data_dir)
+    store = SqliteReferenceStore(settings.store_path)
+    try:
+        touched = ReferenceVault(store, load_keyring(settings.data_dir, create=False)).reencrypt_all()
+    finally:
+        store.close()
+    click.echo(f"data key {key_id} is current; re-encrypted {touched} identities")
+
+
+@main.group()
+def tls() -> None:
+    """TLS certificates."""
+
+
+@tls.command("dev-ca")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option("--host", "hosts", multiple=True, default=("127.0.0.1", "localhost"), show_default=True)
+@click.option("--days", default=30, show_default=True)
+def tls_dev_ca(out: Path, hosts: tuple[str, ...], days: int) -> None:
+    """Make a development CA with a server and a client certificate (for TLS and mutual TLS)."""
+    from idv.security.devca import make_dev_pki
+
+    pki = make_dev_pki(out, list(hosts), days=days)
+    for label, path in (("CA", pki.ca_cert), ("server certificate", pki.server_cert), ("server key", pki.server_key),
+                        ("client certificate", pki.client_cert), ("client key", pki.client_key)):
+        click.echo(f"{label:20s} {path}")
+
+
+# ----------------------------------------------------------------------- audit
+@main.group()
+def audit() -> None:
+    """The decision audit log."""
+
+
+@audit.command("verify")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--log", "log_path", type=click.Path(path_type=Path, dir_okay=False), default=None)
+def audit_verify(config: Path | None, data_dir: Path | None, log_path: Path | None) -> None:
+    """Check the audit log's hash chain; exit 1 and name the first bad line if it was tampered with."""
+    from idv.audit import verify_audit_log
+    from idv.keys import load_audit_key
+
+    settings = _settings(config, data_dir=data_dir)
+    path = log_path or settings.audit_path
+    if not path.exists():
+        raise click.ClickException(f"no audit log at {path}")
+    result = verify_audit_log(path, load_audit_key(settings.data_dir, create=False))
+    if result.ok:
+        click.echo(f"ok: {result.records} records, chain intact")
+        return
+    click.echo(f"TAMPERED: line {result.first_bad_line}: {result.problem} ({result.records} records verified before it)")
+    sys.exit(1)
 
 
 # ---------------------------------------------------------------------- config

@@ -107,7 +107,8 @@ class Node:
         # Development creates keys on first start; production refuses to run without provisioned keys.
         keys_may_be_created = settings.mode == "development"
         store = SqliteReferenceStore(settings.store_path)
-        vault = ReferenceVault(store, load_keyring(settings.data_dir, create=keys_may_be_created))
+        vault = ReferenceVault(store, load_keyring(settings.data_dir, create=keys_may_be_created),
+                               reload_keys=lambda: load_keyring(settings.data_dir, create=False))
         limits = PipelineLimits(
             max_frames=settings.max_frames,
             max_frames_with_challenge=settings.max_frames_with_challenge,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,9 +30,17 @@ class Reference:
 
 
 class ReferenceVault:
-    def __init__(self, store: ReferenceStore, keys: KeyRing):
+    def __init__(self, store: ReferenceStore, keys: KeyRing, reload_keys: Callable[[], KeyRing] | None = None):
         self._store = store
         self._keys = keys
+        # `idv keys rotate` adds a key and re-encrypts while the node serves: a template under
+        # a key this process has not seen yet triggers one reload of the key files.
+        self._reload_keys = reload_keys
+
+    def _decrypt(self, key_id: int, blob: bytes, associated: bytes) -> bytes:
+        if key_id not in self._keys.data_keys and self._reload_keys is not None:
+            self._keys = self._reload_keys()
+        return self._keys.decrypt(key_id, blob, associated)
 
     def id_key(self, canonical_id: str) -> str:
         return self._keys.pseudonym("id", canonical_id)
@@ -69,7 +78,7 @@ class ReferenceVault:
             )
         vectors = []
         for template in record.templates:
-            plain = self._keys.decrypt(template.key_id, template.ciphertext, self._associated(record.id_key, fingerprint))
+            plain = self._decrypt(template.key_id, template.ciphertext, self._associated(record.id_key, fingerprint))
             vector = np.frombuffer(plain, dtype=np.float32)
             if vector.shape != (dimension,) or not np.all(np.isfinite(vector)):
                 raise TemplateMismatch("an enrolled template has the wrong size for this recognizer", "REFERENCE_INVALID")

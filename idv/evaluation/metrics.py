@@ -88,8 +88,8 @@ def allowed_false_matches(n_impostor: int, target_fmr: float) -> int:
     """The most false matches that keep FMR <= target on n_impostor comparisons."""
     if not (0.0 < target_fmr <= 1.0):
         raise ValueError(f"target FMR must be in (0, 1], not {target_fmr}")
-    # The relative nudge absorbs binary rounding (1e-3 * 3000 is 3.0000000000000004,
-    # 0.07 * 100 is 7.000000000000001): the product is a count, not a measurement.
+    # The relative nudge absorbs binary rounding in either direction (0.07 * 100 is
+    # 7.000000000000001, other products land just below an integer): it is a count.
     return math.floor(target_fmr * n_impostor * (1 + 1e-12))
 
 
@@ -116,8 +116,12 @@ def threshold_for_fmr(impostor_sorted: np.ndarray, target_fmr: float) -> float:
 def ceil_to_decimals(value: float, decimals: int) -> float:
     """Round up on a 10**-decimals grid, so a rounded threshold is never laxer than the exact one."""
     scale = 10**decimals
-    rounded = round(math.ceil(value * scale) / scale, decimals)
-    # value * scale can land a hair below a grid point's float; never return less than value.
+    scaled = value * scale
+    nearest = round(scaled)
+    # A value already on the grid can scale to a hair above the integer (k + 5e-13): keep k.
+    steps = nearest if abs(scaled - nearest) <= 1e-9 * max(1.0, abs(scaled)) else math.ceil(scaled)
+    rounded = round(steps / scale, decimals)
+    # ...but never return less than value.
     while rounded < value:
         rounded = round(rounded + 1 / scale, decimals)
     return rounded
