@@ -1,0 +1,244 @@
+"""No retention of probe biometrics, proven: canaries through every path, no files, zeroed buffers,
+no core dumps, protected reference data at rest, indistinguishable answers and timing."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+
+import idv.pipeline
+from idv.client import IdvClient
+from idv.logs import JsonFormatter
+from idv.v1 import verification_pb2 as pb
+from idv.v1 import verification_pb2_grpc as pb_grpc
+from tests.conftest import ID_SUBJECT_1, nuaa_frames, nuaa_sequences, start_node
+
+CANARY_NAME = "金丝雀测试"
+CANARY_BYTES = b"CANARY-7f3a9c51e2d84b06"
+CANARY_ID = "11010119900307643X"  # valid check digit; never enrolled
+
+
+def _with_canary(jpeg: bytes) -> bytes:
+    """The same picture with a unique byte pattern after the end-of-image marker (decoders ignore it)."""
+    return jpeg + CANARY_BYTES
+
+
+def _canary_forms() -> list[bytes]:
+    forms = [CANARY_BYTES, CANARY_BYTES.hex().encode(), base64.b64encode(CANARY_BYTES)[:20],
+             CANARY_NAME.encode(), CANARY_ID.encode(), repr(CANARY_BYTES)[2:-1].encode()]
+    forms.append(CANARY_NAME.encode("unicode_escape"))
+    return forms
+
+
+def _scan(blob: bytes) -> list[bytes]:
+    return [form for form in _canary_forms() if form in blob]
+
+
+@pytest.fixture()
+def captured_logs():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(previous)
+
+
+def _tree_snapshot(*roots: Path) -> dict[Path, int]:
+    snapshot = {}
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file():
+                snapshot[path] = path.stat().st_size
+    return snapshot
+
+
+def test_canaries_reach_no_log_response_error_metric_file_or_audit(node_settings, testdata, captured_logs, tmp_path,
+                                                                   monkeypatch) -> None:
+    from dataclasses import replace
+
+    settings = replace(node_settings, metrics_port=0)
+    node = start_node(settings)
+    target = f"127.0.0.1:{node.port}"
+    channel = grpc.insecure_channel(target)
+    stub = pb_grpc.IdentityVerificationStub(channel)
+    live = [_with_canary(p.read_bytes()) for p in next(iter(nuaa_sequences(testdata, "live", "0001").values()))[:9:3]]
+    other = [_with_canary(p.read_bytes()) for p in next(iter(nuaa_sequences(testdata, "live", "0002").values()))[:9:3]]
+    group = _with_canary((testdata / "images" / "group_six_faces.jpg").read_bytes())
+    ok, blank = cv2.imencode(".jpg", np.full((480, 640, 3), 128, np.uint8))
+    blank_canary = _with_canary(blank.tobytes())
+    still = [live[0], live[0]]
+    seen: list[bytes] = []
+    temp_roots = [Path("/tmp"), Path(os.environ.get("TMPDIR", "/tmp")), tmp_path]
+    try:
+        stub.Enroll(pb.EnrollRequest(id_number=ID_SUBJECT_1, name=CANARY_NAME,
+                                     reference_images=[nuaa_frames(testdata, "print", "0001")[0].read_bytes()]),
+                    timeout=30)
+        before = _tree_snapshot(*temp_roots)
+        requests = [
+            pb.VerifyRequest(id_number=ID_SUBJECT_1, name=CANARY_NAME, purpose=pb.CHECK_IN, frames=live),  # PASS
+            pb.VerifyRequest(id_number=ID_SUBJECT_1, name=CANARY_NAME, purpose=pb.CHECK_IN, frames=other),  # mismatch
+            pb.VerifyRequest(id_number=CANARY_ID, name=CANARY_NAME, purpose=pb.CHECK_IN, frames=live),  # unknown ID
+            pb.VerifyRequest(id_number=ID_SUBJECT_1, name=CANARY_NAME + "乙", purpose=pb.CHECK_IN, frames=live),
+            pb.VerifyRequest(id_number=ID_SUBJECT_1, name=CANARY_NAME, purpose=pb.CHECK_IN, frames=[group]),
+            pb.VerifyRequest(id_number=ID_SUBJECT_1, name=CANARY_NAME, purpose=pb.CHECK_IN, frames=[blank_canary] * 2),
+            pb.VerifyRequest(id_number=ID_SUBJECT_1, name=CANARY_NAME, purpose=pb.CHECK_IN, frames=still),  # liveness
+            pb.VerifyRequest(id_number=ID_SUBJECT_1, name=CANARY_NAME, purpose=pb.REGISTRATION, frames=live),
+            pb.VerifyRequest(id_number=CANARY_ID[:-1] + "0", name=CANARY_NAME, purpose=pb.CHECK_IN, frames=live),
+            pb.VerifyRequest(id_number=CANARY_ID, name=CANARY_NAME + "\u202e", purpose=pb.CHECK_IN, frames=live),
+            pb.VerifyRequest(id_number=CANARY_ID, name=CANARY_NAME, purpose=pb.CHECK_IN, frames=[CANARY_BYTES * 10]),
+            pb.VerifyRequest(id_number=CANARY_ID, name=CANARY_NAME, purpose=pb.CHECK_IN,
+                             frames=[b"\xff\xd8\xff\xe0" + CANARY_BYTES]),
+            pb.VerifyRequest(id_number=CANARY_ID, name=CANARY_NAME, purpose=pb.CHECK_IN, frames=live,
+                             challenge_id=CANARY_BYTES.decode()),
+        ]
+        reasons = []
+        for request in requests:
+            try:
+                response, call = stub.Verify.with_call(request, timeout=30)
+                seen.append(response.SerializeToString())
+                seen.append(repr(call.trailing_metadata()).encode())
+                reasons.append(pb.Reason.Name(response.reason))
+            except grpc.RpcError as error:
+                seen.append(str(error.details()).encode())
+                seen.append(repr(error.trailing_metadata()).encode())
+                reasons.append(error.code().name)
+        # An exception inside the pipeline (a bug) must not leak either.
+        def explode(*args, **kwargs):
+            raise RuntimeError(f"boom with {CANARY_NAME} and {CANARY_BYTES!r}")
+
+        monkeypatch.setattr(node.state.service.pipeline._embedder, "embed", explode)
+        with pytest.raises(grpc.RpcError) as failure:
+            stub.Verify(requests[0], timeout=30)
+        assert failure.value.code() == grpc.StatusCode.INTERNAL
+        seen.append(str(failure.value.details()).encode())
+        seen.append(repr(failure.value.trailing_metadata()).encode())
+        after = _tree_snapshot(*temp_roots)
+
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/metrics", timeout=5).read()
+    finally:
+        node.stop(0)
+    assert set(reasons) >= {"VERIFIED", "NOT_VERIFIED", "MULTIPLE_FACES", "NO_FACE", "LIVENESS_FAILED",
+                            "CHALLENGE_REQUIRED", "INVALID_ARGUMENT", "CHALLENGE_INVALID"}, reasons
+    assert _scan(b"\n".join(seen)) == [], "a canary reached a response, trailer or error detail"
+    assert _scan(captured_logs.getvalue().encode()) == [], "a canary reached the log"
+    assert _scan(metrics) == [], "a canary reached a metric label"
+    assert _scan(settings.audit_path.read_bytes()) == [], "a canary reached the audit log"
+    new_files = [p for p in after if p not in before and not str(p).startswith(str(settings.data_dir))]
+    assert new_files == [], f"files were created while verifying: {new_files}"
+    for path in _tree_snapshot(settings.data_dir):
+        assert _scan(path.read_bytes()) == [], f"a canary reached {path.name}"
+
+
+def test_request_owned_buffers_are_zeroed_after_the_call(node_settings, testdata, monkeypatch) -> None:
+    kept: list[np.ndarray] = []
+    original_decode = idv.pipeline.decode_frame
+    original_align = idv.pipeline.align_face
+
+    def keep_decode(*args, **kwargs):
+        image = original_decode(*args, **kwargs)
+        kept.append(image)
+        return image
+
+    def keep_align(*args, **kwargs):
+        crop = original_align(*args, **kwargs)
+        kept.append(crop)
+        return crop
+
+    monkeypatch.setattr(idv.pipeline, "decode_frame", keep_decode)
+    monkeypatch.setattr(idv.pipeline, "align_face", keep_align)
+    node = start_node(node_settings)
+    try:
+        service = node.state.service
+        embeddings: list[np.ndarray] = []
+        embed = service.pipeline._embedder.embed
+
+        def keep_embed(crops):
+            vectors = embed(crops)
+            embeddings.append(vectors)
+            return vectors
+
+        monkeypatch.setattr(service.pipeline._embedder, "embed", keep_embed)
+        with IdvClient(f"127.0.0.1:{node.port}", retries=0) as client:
+            client.enroll(ID_SUBJECT_1, "张三", [nuaa_frames(testdata, "print", "0001")[0].read_bytes()])
+            frames = [p.read_bytes() for p in next(iter(nuaa_sequences(testdata, "live", "0001").values()))[:9:3]]
+            assert client.verify(ID_SUBJECT_1, "张三", frames).verdict == "PASS"
+    finally:
+        node.stop(0)
+    assert len(kept) >= 8 and len(embeddings) == 2
+    for array in [*kept, *embeddings]:
+        assert not np.any(array), "a frame, crop or embedding buffer still holds data after the call"
+
+
+def test_reference_data_at_rest_is_protected(node_settings, testdata) -> None:
+    node = start_node(node_settings)
+    try:
+        with IdvClient(f"127.0.0.1:{node.port}", retries=0) as client:
+            client.enroll(ID_SUBJECT_1, "阿依古丽·买买提", [nuaa_frames(testdata, "print", "0001")[0].read_bytes()])
+        pipeline = node.state.service.pipeline
+        crop = idv.pipeline.align_face(
+            cv2.imread(str(nuaa_frames(testdata, "print", "0001")[0])),
+            pipeline._detector.detect(cv2.imread(str(nuaa_frames(testdata, "print", "0001")[0])))[0])
+        template = pipeline._embedder.embed([crop])[0]
+    finally:
+        node.stop(0)
+    raw = node_settings.store_path.read_bytes()
+    for wal in node_settings.store_path.parent.glob("*.sqlite3-wal"):
+        raw += wal.read_bytes()
+    assert ID_SUBJECT_1.encode() not in raw and "阿依古丽".encode() not in raw
+    assert template.tobytes()[:32] not in raw, "the template is stored in clear"
+    with sqlite3.connect(node_settings.store_path) as db:
+        (blob,) = db.execute("SELECT ciphertext FROM templates").fetchone()
+    assert len(blob) == 12 + template.nbytes + 16  # nonce + AES-GCM ciphertext + tag
+    for path in (node_settings.data_dir / "keys").iterdir():
+        assert path.stat().st_mode & 0o077 == 0, f"{path.name} is readable by others"
+
+
+def test_server_process_disables_core_dumps(tmp_path: Path, model_dir: Path) -> None:
+    code = ("import ctypes, resource; from idv.node import harden_process; harden_process(); "
+            "print(resource.getrlimit(resource.RLIMIT_CORE), ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "(0, 0) 0"
+
+
+def test_unknown_id_and_face_mismatch_take_the_same_time(node, testdata) -> None:
+    """Medians of 200 interleaved calls each differ by less than 5 ms (an outsider's timing probe)."""
+    from idv.identity import make_id_number
+    from datetime import date
+
+    stub = pb_grpc.IdentityVerificationStub(grpc.insecure_channel(f"127.0.0.1:{node.port}"))
+    stub.Enroll(pb.EnrollRequest(id_number=ID_SUBJECT_1, name="张三",
+                                 reference_images=[nuaa_frames(testdata, "print", "0001")[0].read_bytes()]), timeout=30)
+    frames = [p.read_bytes() for p in next(iter(nuaa_sequences(testdata, "live", "0002").values()))[:4:3]]
+    node.state.service._throttle._callers = type(node.state.service._throttle._callers)(10**6, 10**6)
+    timings: dict[str, list[float]] = {"unknown": [], "mismatch": []}
+    for i in range(200):
+        for kind in ("unknown", "mismatch") if i % 2 else ("mismatch", "unknown"):
+            id_number = make_id_number("110101", date(1990, 1, 1), i) if kind == "unknown" else ID_SUBJECT_1
+            request = pb.VerifyRequest(id_number=id_number, name="张三", purpose=pb.CHECK_IN, frames=frames)
+            if kind == "mismatch":
+                node.state.service._throttle.reset_identity(node.state.service.pipeline.vault.id_key(ID_SUBJECT_1))
+            start = time.perf_counter()
+            response = stub.Verify(request, timeout=30)
+            timings[kind].append((time.perf_counter() - start) * 1000)
+            assert response.reason == pb.NOT_VERIFIED
+    difference = abs(statistics.median(timings["unknown"]) - statistics.median(timings["mismatch"]))
+    assert difference < 5.0, f"median difference {difference:.2f} ms"
