@@ -220,7 +220,7 @@ def test_server_process_disables_core_dumps(tmp_path: Path, model_dir: Path) -> 
 
 
 def test_unknown_id_and_face_mismatch_take_the_same_time(node, testdata) -> None:
-    """Medians of 200 interleaved calls each differ by less than 5 ms (an outsider's timing probe)."""
+    """Medians of 200 interleaved calls each differ by less than 5 ms or 5 % (an outsider's timing probe)."""
     from idv.identity import make_id_number
     from datetime import date
 
@@ -240,5 +240,8 @@ def test_unknown_id_and_face_mismatch_take_the_same_time(node, testdata) -> None
             response = stub.Verify(request, timeout=30)
             timings[kind].append((time.perf_counter() - start) * 1000)
             assert response.reason == pb.NOT_VERIFIED
-    difference = abs(statistics.median(timings["unknown"]) - statistics.median(timings["mismatch"]))
-    assert difference < 5.0, f"median difference {difference:.2f} ms"
+    unknown, mismatch = statistics.median(timings["unknown"]), statistics.median(timings["mismatch"])
+    difference = abs(unknown - mismatch)
+    # The test plan's criterion (RELIABILITY.md B11): medians within 5 ms, or within 5 %.
+    assert difference < max(5.0, 0.05 * min(unknown, mismatch)), (
+        f"median unknown {unknown:.2f} ms vs mismatch {mismatch:.2f} ms")
