@@ -186,7 +186,10 @@ def embed_images(
     progress: Callable[[int, int], None] | None = None,
 ) -> FaceTable:
     """One FaceTable row per path, in order. With `cache_dir`, a finished table is stored
-    there (keyed by paths, policy and model digests) and reused on the next run."""
+    there (keyed by paths, policy and model digests) and reused on the next run.
+
+    With workers > 1 the pool spawns fresh interpreters, so a calling script must
+    guard its entry point with `if __name__ == "__main__":`."""
     names = tuple(str(p) for p in paths)
     cache_file = None
     if cache_dir is not None:

@@ -35,6 +35,7 @@ def plot_curves(
     series: list[Series], path: Path, title: str, kind: str, markers: list[Marker] | None = None
 ) -> None:
     """kind "roc": TMR against FMR (log); kind "det": FNMR against FMR (both log).
+    Either comes with a histogram of the first series' genuine and impostor scores.
 
     Markers show where fixed thresholds (e.g. the service's) fall on the first series.
     """
@@ -45,10 +46,14 @@ def plot_curves(
     # Log axes cannot show a zero rate: a zero FNMR is drawn at half of 1/genuine-count
     # (a dotted floor line says so); points with FMR = 0 are left out.
     fnmr_floor = min(0.5 / max(item.scores.n_genuine, 1) for item in series) if series else 1e-4
+    # A ROC's left end rests on a handful of impostor scores; start it where at least
+    # ten false matches stand behind each point, so the operating region fills the plot.
+    floor = min(1.0 / max(s.scores.n_impostor, 1) for s in series) if series else 1e-6
+    x_min = 10 * floor if kind == "roc" else floor / 2
     lowest_y = 1.0
     for item in series:
         curve = error_curve(item.scores, plot_thresholds(item.scores))
-        keep = curve.fmr > 0
+        keep = curve.fmr >= x_min
         y = 1.0 - curve.fnmr if kind == "roc" else np.maximum(curve.fnmr, fnmr_floor)
         if keep.any():
             lowest_y = min(lowest_y, float(y[keep].min()))
@@ -57,14 +62,13 @@ def plot_curves(
         first = series[0].scores
         for marker in markers:
             fmr, fnmr = first.fmr(marker.threshold), first.fnmr(marker.threshold)
-            if fmr <= 0:
+            if fmr < x_min or fmr <= 0:
                 continue
             y = 1.0 - fnmr if kind == "roc" else max(fnmr, fnmr_floor)
             ax.plot([fmr], [y], marker="o", color="black", markersize=4)
             ax.annotate(marker.label, (fmr, y), textcoords="offset points", xytext=(5, 6), fontsize=8)
     ax.set_xscale("log")
-    floor = min(1.0 / max(s.scores.n_impostor, 1) for s in series) if series else 1e-6
-    ax.set_xlim(max(floor / 2, 1e-8), 1.0)
+    ax.set_xlim(max(x_min, 1e-8), 1.0)
     ax.set_xlabel("FMR (false match rate)")
     if kind == "roc":
         ax.set_ylabel("TMR = 1 - FNMR")
