@@ -334,12 +334,12 @@ def keys_add_caller(config: Path | None, data_dir: Path | None, scopes: tuple[st
 def keys_rotate(config: Path | None, data_dir: Path | None) -> None:
     """Add a new data key and re-encrypt every template under it, while the node keeps serving."""
     from idv.keys import add_data_key, load_keyring
+    from idv.node import open_reference_store
     from idv.references import ReferenceVault
-    from idv.store.sqlite import SqliteReferenceStore
 
     settings = _settings(config, data_dir=data_dir)
     key_id = add_data_key(settings.data_dir)
-    store = SqliteReferenceStore(settings.store_path)
+    store = open_reference_store(settings)
     try:
         touched = ReferenceVault(store, load_keyring(settings.data_dir, create=False)).reencrypt_all()
     finally:
@@ -364,6 +364,38 @@ def tls_dev_ca(out: Path, hosts: tuple[str, ...], days: int) -> None:
     for label, path in (("CA", pki.ca_cert), ("server certificate", pki.server_cert), ("server key", pki.server_key),
                         ("client certificate", pki.client_cert), ("client key", pki.client_key)):
         click.echo(f"{label:20s} {path}")
+
+
+# -------------------------------------------------------------------------- db
+@main.group()
+def db() -> None:
+    """The reference store's schema (PostgreSQL)."""
+
+
+@db.command("migrate")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False))
+def db_migrate(config: Path | None) -> None:
+    """Apply pending schema migrations to the PostgreSQL store named by the `store` setting."""
+    from idv.errors import StoreUnavailable
+    from idv.node import postgres_config
+    from idv.store.postgres import PostgresReferenceStore
+
+    settings = _settings(config)
+    if settings.store_kind != "postgresql":
+        click.echo("store is the embedded SQLite file: its schema is created and upgraded on start")
+        return
+    try:
+        store = PostgresReferenceStore(postgres_config(settings), migrate=False, require_current=False)
+        try:
+            applied = store.migrate()
+            version = store.schema_version()
+        finally:
+            store.close()
+    except StoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    for name in applied:
+        click.echo(f"applied {name}")
+    click.echo(f"schema {settings.postgres_schema} is at version {version}")
 
 
 # ----------------------------------------------------------------------- audit
@@ -391,6 +423,24 @@ def audit_verify(config: Path | None, data_dir: Path | None, log_path: Path | No
         return
     click.echo(f"TAMPERED: line {result.first_bad_line}: {result.problem} ({result.records} records verified before it)")
     sys.exit(1)
+
+
+# ------------------------------------------------------------------------ eval
+@main.group()
+def eval() -> None:  # noqa: A001 (the command is called `idv eval`)
+    """Accuracy evaluations; results as JSON and plots (see benchmarks/README.md)."""
+
+
+_PASSTHROUGH = {"ignore_unknown_options": True, "help_option_names": []}
+
+
+@eval.command("verification", context_settings=_PASSTHROUGH)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def eval_verification(args: tuple[str, ...]) -> None:
+    """LFW (folds, all-vs-all FNMR at FMR 1e-3..1e-5) and NUAA ID-photo vs live; --help for options."""
+    from idv.evaluation.verification_run import main as run
+
+    sys.exit(run(list(args), echo=click.echo))
 
 
 # ---------------------------------------------------------------------- config
