@@ -35,10 +35,12 @@ def testdata(shared_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Path:
-    """Every model of the manifest, pulled once per session (from the cache the README command filled if set)."""
+    """Every model of the manifest, in the cache `idv models pull` fills (IDV_MODEL_DIR or the user cache).
+
+    Already-pulled files are only re-verified; missing ones come from IDV_MODEL_MIRROR or ../shared/models.
+    """
     manifest = load_manifest()
-    configured = os.environ.get("IDV_MODEL_DIR")
-    target = Path(configured) if configured else tmp_path_factory.mktemp("models")
+    target = load_settings().model_dir
     mirror = Path(os.environ.get("IDV_MODEL_MIRROR", shared_dir / "models"))
     served = [name for name, e in manifest.models.items() if e.role != "source"]
     pull_models(manifest, served, target, mirror=mirror, allow_network=False)
