@@ -13,11 +13,12 @@ second. Bursts are cut to match:
 * video/: clips decoded with cv2.VideoCapture; every third frame (about 100 ms
   at 30 fps). live_d*.mp4 and replay_pair_real.webm -> bona fide;
   replay_pair_screen.webm -> species "screen".
-* "still": one frame of a bona fide burst repeated, either byte-identical or
-  re-encoded as JPEG with a little noise per copy (the cheapest fake burst).
+* "still": one frame of a bona fide burst repeated: byte-identical, re-encoded as
+  JPEG, with added noise, or with brightness varied per copy (the cheapest fake bursts).
 
 Subjects are used for the held-out split: NUAA subject id, "replay" for the
-replay crops, the clip name for videos.
+replay crops, the clip name for videos (the replay pair clips split in two halves
+in time, `_a` and `_b`, because there is only one screen clip).
 """
 
 from __future__ import annotations
@@ -106,22 +107,40 @@ def video_bursts(root: Path, burst_len: int = BURST_LEN) -> Iterator[Burst]:
         species = "screen" if "screen" in path.stem else BONA_FIDE
         frames = video_frames(path)
         for start in range(0, len(frames) - burst_len + 1, burst_len):
-            yield Burst(f"video/{path.name}@{start}", species, path.stem, "video", tuple(frames[start : start + burst_len]))
+            subject = path.stem
+            if path.stem.startswith("replay_pair"):
+                # The only screen clip (and its live twin): first half and second half are kept
+                # apart so one can calibrate while the other is held out.
+                subject += "_a" if start < len(frames) // 2 else "_b"
+            yield Burst(f"video/{path.name}@{start}", species, subject, "video", tuple(frames[start : start + burst_len]))
+
+
+def _reencode(image: np.ndarray, rng: np.random.Generator, noise: float, quality: tuple[int, int]) -> np.ndarray:
+    noisy = np.clip(image.astype(np.float32) + rng.normal(0, noise, image.shape), 0, 255).astype(np.uint8)
+    _, jpeg = cv2.imencode(".jpg", noisy, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(*quality))])
+    return cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+
+
+def _relit(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    gain, offset = rng.uniform(0.85, 1.15), rng.uniform(-12, 12)
+    return np.clip(image.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8)
 
 
 def still_bursts(bona_fide: list[Burst], seed: int = 0, burst_len: int = BURST_LEN) -> Iterator[Burst]:
-    """For each bona fide burst: its first frame repeated, exactly and re-encoded with noise."""
+    """For each bona fide burst, its first frame repeated: byte-identical; re-encoded per copy
+    (JPEG quality 60..95, faint noise); with strong added noise (sigma 6) per copy; and with
+    its brightness and contrast changed per copy."""
     rng = np.random.default_rng(seed)
     for burst in bona_fide:
         still = burst.frames[0]
-        yield Burst(f"still-exact/{burst.name}", "still", burst.subject, "still", (still,) * burst_len)
-        copies = []
-        for _ in range(burst_len):
-            noisy = np.clip(still.astype(np.float32) + rng.normal(0, 1.5, still.shape), 0, 255).astype(np.uint8)
-            quality = int(rng.integers(75, 96))
-            _, jpeg = cv2.imencode(".jpg", noisy, [cv2.IMWRITE_JPEG_QUALITY, quality])
-            copies.append(cv2.imdecode(jpeg, cv2.IMREAD_COLOR))
-        yield Burst(f"still-reencoded/{burst.name}", "still", burst.subject, "still", tuple(copies))
+        variants = {
+            "exact": (still,) * burst_len,
+            "reencoded": tuple(_reencode(still, rng, 1.5, (60, 96)) for _ in range(burst_len)),
+            "noisy": tuple(_reencode(still, rng, 6.0, (85, 96)) for _ in range(burst_len)),
+            "brightness": tuple(_reencode(_relit(still, rng), rng, 1.5, (80, 96)) for _ in range(burst_len)),
+        }
+        for variant, frames in variants.items():
+            yield Burst(f"still-{variant}/{burst.name}", "still", burst.subject, "still", frames)
 
 
 def all_bursts(root: Path) -> list[Burst]:

@@ -1,0 +1,98 @@
+"""The liveness check of one burst: measure every enabled cue, then decide."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from liveness.decision import (
+    LivenessConfig,
+    LivenessDecision,
+    LivenessEvidence,
+    burst_length_ok,
+    decide,
+    judge,
+)
+from liveness.identity import min_pairwise_cosine
+from liveness.motion import measure_motion
+from liveness.passive import PassiveScorer
+from liveness.planarity import measure_planarity
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class FaceObservation:
+    """One frame of the burst with the face the caller detected in it.
+
+    frame_bgr: HxWx3 uint8; box_xywh: the detector's face box in pixels;
+    landmarks5: 5x2 (ArcFace order); embedding: the recognizer's vector for this
+    face (needed when the identity cue is enabled).
+    """
+
+    frame_bgr: np.ndarray
+    box_xywh: tuple[float, float, float, float]
+    landmarks5: np.ndarray
+    embedding: np.ndarray | None = None
+
+
+class LivenessChecker:
+    """Stateless apart from the two sessions: safe to share between threads
+    as far as onnxruntime sessions are (run() is thread-safe)."""
+
+    def __init__(self, passive_v2_session: Any, passive_v1se_session: Any, config: LivenessConfig = LivenessConfig()):
+        self._passive = PassiveScorer(passive_v2_session, passive_v1se_session)
+        self._config = config
+
+    @property
+    def config(self) -> LivenessConfig:
+        return self._config
+
+    def check(self, observations: Sequence[FaceObservation]) -> LivenessDecision:
+        if not observations:
+            raise ValueError("a liveness check needs at least one observation")
+        cfg = self._config
+        evidence = self.measure(observations) if burst_length_ok(len(observations), cfg) else _unmeasured(len(observations))
+        verdicts = judge(evidence, cfg)
+        passed = decide(verdicts)
+        # Scores only: frames, crops and embeddings are never logged.
+        log.debug("liveness decided", extra={"frames": evidence.frames, "passed": passed, "passive": evidence.passive_score})
+        return LivenessDecision(passed, verdicts, evidence)
+
+    def measure(self, observations: Sequence[FaceObservation]) -> LivenessEvidence:
+        """Every enabled cue's raw values (the multi-frame cues need 2+ frames)."""
+        cfg = self._config
+        n = len(observations)
+        frames = [o.frame_bgr for o in observations]
+        boxes = [tuple(float(v) for v in o.box_xywh) for o in observations]
+        landmarks = [np.asarray(o.landmarks5, dtype=np.float64).reshape(5, 2) for o in observations]
+        multi = n >= 2
+
+        v2: tuple[float, ...] = ()
+        v1se: tuple[float, ...] = ()
+        passive_score = None
+        if cfg.passive_enabled:
+            chosen = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(cfg.passive_frames, n))})
+            scores = self._passive.score([frames[i] for i in chosen], [boxes[i] for i in chosen])
+            v2, v1se = scores.v2, scores.v1se
+            passive_score = float(np.mean(scores.per_frame))
+
+        motion = measure_motion(frames, boxes, landmarks) if cfg.motion_enabled and multi else None
+
+        identity = None
+        if cfg.identity_enabled and multi:
+            if any(o.embedding is None for o in observations):
+                raise ValueError("the identity cue is enabled but an observation has no embedding")
+            identity = min_pairwise_cosine([o.embedding for o in observations])
+
+        planarity = measure_planarity(frames, boxes, landmarks) if cfg.planarity_enabled and multi else None
+        return LivenessEvidence(n, v2, v1se, passive_score, motion, identity, planarity)
+
+
+def _unmeasured(frames: int) -> LivenessEvidence:
+    # A burst of the wrong length is refused whatever it shows: measuring it would only cost time.
+    return LivenessEvidence(frames, (), (), None, None, None, None)
