@@ -15,7 +15,6 @@ import pytest
 from idv.face.detector import YuNetDetector
 from idv.face.embedder import SFaceEmbedder, align_face
 from idv.models.manifest import load_manifest
-from idv.models.pull import pull_models
 from idv.models.runtime import LoadedModel, RuntimeOptions, open_session
 from liveness import FaceObservation
 
@@ -27,20 +26,13 @@ _NUAA_NAME = re.compile(r"^(\d{4}_\d{2}_\d{2}_\d{2})_(\d+)\.jpg$")
 
 def _require_shared() -> None:
     if not (SHARED / "models").is_dir() or not (SHARED / "testdata").is_dir():
-        pytest.skip(f"shared models/testdata not found at {SHARED} (set IDV_SHARED_DIR)")
+        pytest.fail(f"shared models/testdata not found at {SHARED} (set IDV_SHARED_DIR)")
 
 
 @pytest.fixture(scope="session")
 def shared() -> Path:
     _require_shared()
     return SHARED
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
-    cache = tmp_path_factory.mktemp("models")
-    pull_models(load_manifest(), list(MODELS), cache, mirror=shared / "models", allow_network=False)
-    return cache
 
 
 @pytest.fixture(scope="session")

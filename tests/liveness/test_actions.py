@@ -11,20 +11,17 @@ import pytest
 
 from idv.face.detector import YuNetDetector
 from idv.models.manifest import load_manifest
-from idv.models.pull import pull_models
 from idv.models.runtime import ModelLoadError, RuntimeOptions, open_session
 from liveness.actions import Action, ActionConfig, FrameSignals, detect_actions
 from liveness.facemesh import load_facemesh
 from liveness.video_signals import iter_video_frames, signals_for_frame
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = Path("/work/shared")
+from tests.conftest import SHARED  # noqa: E402  (IDV_SHARED_DIR or ../shared beside the repository)
+
 VIDEOS = SHARED / "testdata" / "video"
-MIRROR = SHARED / "models"
 SEGMENTS_FILE = REPO / "benchmarks" / "accuracy" / "action_segments.toml"
 BURST = 24
-
-pytestmark = pytest.mark.skipif(not VIDEOS.is_dir() or not MIRROR.is_dir(), reason="shared test data not present")
 
 with SEGMENTS_FILE.open("rb") as _fh:
     SEGMENTS = {s["id"]: s for s in tomllib.load(_fh)["segments"]}
@@ -36,10 +33,9 @@ KNOWN_BLINK_FALSE_ACCEPT = {("d3_nod_b", Action.BLINK)}
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("models")
+def models(model_dir):
+    cache = model_dir
     manifest = load_manifest()
-    pull_models(manifest, ["yunet", "facemesh"], cache, mirror=MIRROR, allow_network=False)
     detector = YuNetDetector(open_session(manifest.entry("yunet"), cache, RuntimeOptions()))
     facemesh = load_facemesh(manifest.entry("facemesh"), cache, num_threads=1)
     return manifest, cache, detector, facemesh
