@@ -1,0 +1,238 @@
+"""Markdown tables from benchmarks/results/*.json, written into benchmarks/README.md between the markers
+
+    <!-- results:begin -->
+    <!-- results:end -->
+
+    .venv/bin/python benchmarks/report.py [--print]
+
+latency.json gets full tables (its format is known here); summary.json's keys are
+listed as they are; any other result file (accuracy, liveness, ...) is shown by
+its top-level numbers and strings, so a new file appears without changing this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+README = BENCH / "README.md"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _lat(summary: dict[str, Any] | None, key: str) -> Any:
+    return (summary or {}).get(key)
+
+
+def latency_section(data: dict[str, Any]) -> list[str]:
+    out = ["### Latency (`latency.json`)", ""]
+    machine, git = data.get("machine", {}), data.get("git", {})
+    chosen = data.get("chosen_default") or {}
+    noise = data.get("phase_cpu", {})
+    out.append(f"Run {data.get('generated_at')} at commit `{str(git.get('commit', ''))[:12]}`"
+               + (f" (uncommitted request-path files: {len(git.get('request_path_uncommitted', []))})"
+                  if git.get("request_path_uncommitted") else "")
+               + f" on {machine.get('cpu_model')} × {machine.get('cpu_count')}, onnxruntime {machine.get('onnxruntime')},"
+               f" OpenCV {machine.get('opencv')}, grpcio {machine.get('grpcio')}. Other processes kept "
+               + ", ".join(f"{_fmt(v.get('others_cores'), 2)} cores busy during {k}" for k, v in noise.items())
+               + ". Command: `benchmarks/latency/run.sh`.")
+    if not data.get("manifest", {}).get("committed", True):
+        out.append("")
+        out.append("**Development run on a non-committed manifest: not a result.**")
+    out.append("")
+
+    h = data.get("headline", {})
+    out += _table(["headline", "value", "definition"],
+                  [[k, _fmt(v, 3 if k == "peer_latency_ratio" else 1), data.get("definitions", {}).get(k, "")]
+                   for k, v in h.items()])
+
+    st = data.get("stages", {})
+    rows = [[name, _lat(s, "p50"), _lat(s, "p99"), _lat(s, "n"), "per frame"]
+            for name, s in st.get("per_frame_ms", {}).items()]
+    burst = st.get("per_burst_ms", {})
+    for name in ("liveness", "lookup", "compare"):
+        s = burst.get(name)
+        if isinstance(s, dict) and s.get("available", True):
+            rows.append([name, _lat(s, "p50"), _lat(s, "p99"), _lat(s, "n"), f"per {burst.get('burst_frames')}-frame burst"])
+        elif isinstance(s, dict):
+            rows.append([name, "–", "–", "–", f"not available: {s.get('reason', '')}"])
+    out.append(f"Per stage, the service's own classes, one thread, intra-op {st.get('intra_op_threads')}, "
+               f"{st.get('frames', {}).get('count')} NUAA 640x480 JPEG frames cycled ({st.get('frames', {}).get('source')}):")
+    out.append("")
+    out += _table(["stage", "p50 ms", "p99 ms", "n", "unit"], rows)
+
+    fold = st.get("recognizer_fold", {})
+    if fold.get("available"):
+        out.append(f"SFace int8bq as shipped (dangling inputs dropped) p50 {_fmt(fold['int8bq_as_shipped_ms']['p50'])} ms"
+                   f" / p99 {_fmt(fold['int8bq_as_shipped_ms']['p99'])} ms vs fp32-folded p50 "
+                   f"{_fmt(fold['fp32_folded_ms']['p50'])} ms / p99 {_fmt(fold['fp32_folded_ms']['p99'])} ms: "
+                   f"speed-up {fold['speedup_p50']}x at p50; embeddings agree to cosine ≥ {fold['embedding_cosine_min']}.")
+        out.append("")
+
+    e2e = data.get("e2e", {})
+    sweep = e2e.get("sweep") or []
+    if sweep:
+        out.append(f"Thread sweep (5 frames; unloaded = closed loop c=1; capacity = closed loop "
+                   f"c={e2e.get('plan', {}).get('sweep_concurrency')}):")
+        out.append("")
+        out += _table(["workers", "intra-op", "unloaded p50 ms", "unloaded p99 ms", "capacity rps",
+                       "p50 at capacity ms", "peak RSS MiB", "others' cores"],
+                      [[r["worker_threads"], r["intra_op_threads"], _lat(r["unloaded"]["latency_ms"], "p50"),
+                        _lat(r["unloaded"]["latency_ms"], "p99"), r["capacity"]["throughput_rps"],
+                        _lat(r["capacity"]["latency_ms"], "p50"), r.get("node_peak_rss_mib"),
+                        _fmt(r["capacity"]["cpu"]["others_cores"], 2)] for r in sweep])
+        out.append(f"Chosen default: **worker_threads={chosen.get('worker_threads')}, "
+                   f"intra_op_threads={chosen.get('intra_op_threads')}** ({chosen.get('rule')}).")
+        out.append("")
+
+    matrix = e2e.get("matrix", {})
+    rows = []
+    for frames, entry in sorted(matrix.get("frames", {}).items()):
+        for c, r in entry["closed_loop"].items():
+            rows.append([frames, f"closed c={c}", "–", r["throughput_rps"], _lat(r["latency_ms"], "p50"),
+                         _lat(r["latency_ms"], "p99"), r["requests"], _errors(r), _verdicts(r)])
+        for fraction, r in entry["open_loop"].items():
+            rows.append([frames, f"open {fraction}x cap", r["offered_rps"], r["throughput_rps"],
+                         _lat(r["latency_ms"], "p50"), _lat(r["latency_ms"], "p99"), r["requests"], _errors(r),
+                         _verdicts(r)])
+    if rows:
+        threads = matrix.get("threads", {})
+        out.append(f"End to end over gRPC against `python server.py` (workers {threads.get('worker_threads')}, "
+                   f"intra-op {threads.get('intra_op_threads')}, max_concurrent_rpcs {matrix.get('max_concurrent_rpcs')}); "
+                   f"open loop latency counts from the scheduled send time; node peak RSS "
+                   f"{_fmt(matrix.get('node_peak_rss_mib'))} MiB:")
+        out.append("")
+        out += _table(["frames", "load", "offered rps", "goodput rps", "p50 ms", "p99 ms", "requests", "errors",
+                       "answers"], rows)
+
+    comp = data.get("comparison", {})
+    if comp.get("frames"):
+        peer = comp.get("peer", {})
+        out.append(f"Peer: {peer.get('package')} {peer.get('version')} (OpenCV {peer.get('opencv')}, "
+                   f"{peer.get('cv2_threads')} threads, in process, own venv), same probe frames and reference, "
+                   f"interleaved with idv ({comp.get('method')}); idv unloaded over gRPC, liveness on:")
+        out.append("")
+        rows = []
+        for k, r in comp["frames"].items():
+            rows.append([k, _lat(r.get("idv"), "p50"), _lat(r.get("idv"), "p99"), _lat(r.get("peer"), "p50"),
+                         _lat(r.get("peer"), "p99"), _fmt(r.get("ratio_p50_idv_over_peer"), 2),
+                         _lat(r.get("peer_liveness_auto"), "p50"),
+                         _fmt(r.get("ratio_p50_idv_over_peer_liveness_auto"), 2),
+                         ", ".join(f"{a} {n}" for a, n in r.get("idv_answers", {}).items())])
+        out += _table(["frames", "idv p50 ms", "idv p99 ms", "peer p50 ms", "peer p99 ms", "idv/peer",
+                       "peer+liveness p50 ms", "idv/(peer+liveness)", "idv answers"], rows)
+        out += where_time_goes(data)
+    return out
+
+
+def where_time_goes(data: dict[str, Any]) -> list[str]:
+    """5 frames, unloaded: idv's server-side stage p50s against the peer's per-frame stages x 5."""
+    run = data.get("e2e", {}).get("matrix", {}).get("frames", {}).get("5", {}).get("closed_loop", {}).get("1")
+    peer = data.get("comparison", {}).get("peer_per_frame_stages_ms", {})
+    if not run:
+        return []
+    server = run.get("server_stages_ms", {})
+    rows = []
+    for name in [n for n in server if n != "sum_of_stages"]:
+        peer_ms = _lat(peer.get(name), "p50")
+        rows.append([name, _lat(server[name], "p50"), peer_ms * 5 if isinstance(peer_ms, (int, float)) else None])
+    rows.append(["sum of server stages", _lat(server.get("sum_of_stages"), "p50"), None])
+    rows.append(["client-observed (adds gRPC, queueing, bookkeeping outside stages)",
+                 _lat(run.get("latency_ms"), "p50"), None])
+    return ["Where the time goes, 5 frames, unloaded (idv: per-stage p50 the node logged in the closed-loop c=1 run; "
+            "peer: its per-frame building blocks' p50 × 5):", ""] + _table(["stage", "idv ms", "peer ms (5 frames)"], rows)
+
+
+def _errors(run: dict[str, Any]) -> str:
+    errors = run.get("errors") or {}
+    return ", ".join(f"{k} {v}" for k, v in errors.items()) or "0"
+
+
+def _verdicts(run: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in (run.get("verdicts") or {}).items()) or "–"
+
+
+def generic_section(name: str, data: Any) -> list[str]:
+    out = [f"### {name}", ""]
+    if isinstance(data, dict) and isinstance(data.get("what"), str):
+        out += [data["what"], ""]
+    rows = []
+
+    def walk(prefix: str, value: Any, depth: int) -> None:
+        if isinstance(value, bool) or isinstance(value, (int, float)):
+            rows.append([prefix, _fmt(value, 4) if isinstance(value, float) else str(value)])
+        elif isinstance(value, str) and len(value) <= 60 and prefix != "what":
+            rows.append([prefix, value])
+        elif isinstance(value, dict) and depth < 2:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v, depth + 1)
+
+    walk("", data, 0)
+    if not rows:
+        return out + ["(no top-level numbers)", ""]
+    return out + _table(["key", "value"], rows[:40])
+
+
+def render() -> str:
+    parts: list[str] = []
+    summary = RESULTS / "summary.json"
+    if summary.is_file():
+        data = json.loads(summary.read_text())
+        parts += ["### Summary (`summary.json`)", ""] + _table(["key", "value"], [[k, _fmt(v, 3)] for k, v in sorted(data.items())])
+    latency = RESULTS / "latency.json"
+    if latency.is_file():
+        parts += latency_section(json.loads(latency.read_text()))
+    for path in sorted(RESULTS.glob("*.json")):
+        if path.name in ("summary.json", "latency.json") or path.name.startswith("latency"):
+            continue
+        try:
+            parts += generic_section(f"`{path.name}`", json.loads(path.read_text()))
+        except json.JSONDecodeError:
+            parts += [f"### `{path.name}`", "", "(not valid JSON)", ""]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def write_readme(body: str, readme: Path = README) -> None:
+    block = f"{BEGIN}\n<!-- generated by benchmarks/report.py; edits here are overwritten -->\n\n{body}\n{END}"
+    text = readme.read_text() if readme.is_file() else "# Benchmarks\n\n## Results\n\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    readme.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--print", action="store_true", help="print the tables instead of writing README.md")
+    args = parser.parse_args(argv)
+    body = render()
+    if args.print:
+        sys.stdout.write(body)
+    else:
+        write_readme(body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
