@@ -18,6 +18,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
@@ -86,6 +87,7 @@ class EnrollOutcome:
     request_id: str
     template_count: int
     flagged_for_review: bool = False
+    duplicate_of: str = ""  # keyed hash of the identity the face also matched; audit only
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,6 +114,18 @@ class LivenessGate(Protocol):
     def is_live(self, observations: Sequence[FaceObservation]) -> bool: ...
 
 
+class Screening(Protocol):
+    """1:N checks against the enrolled gallery (idv.gallery.Screening)."""
+
+    def before_enroll(self, id_key: str, templates: np.ndarray) -> str:
+        """Raise to refuse a duplicate face; return the other identity's key to flag it ('' if none)."""
+        ...
+
+    def after_enroll(self, id_key: str, templates: np.ndarray) -> None: ...
+
+    def impersonated(self, id_key: str, probe: np.ndarray, claimed_score: float) -> bool: ...
+
+
 class ActionCheck(Protocol):
     def performed(self, frames: Sequence[np.ndarray], faces: Sequence[FaceDetection],
                   actions: Sequence[str]) -> bool: ...
@@ -119,6 +133,8 @@ class ActionCheck(Protocol):
 
 @dataclass(frozen=True)
 class PipelineLimits:
+    # Liveness cannot judge a single frame: shorter bursts are refused before decoding.
+    min_frames: int = 1
     max_frames: int = 8
     max_frames_with_challenge: int = 24
     max_reference_images: int = 8
@@ -131,6 +147,11 @@ class _StageTimer:
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
 
+    def merge(self, timings: dict[str, float]) -> None:
+        """Add another timer's stages (per-frame work summed: CPU time spent, not wall time)."""
+        for name, ms in timings.items():
+            self.timings[name] = self.timings.get(name, 0.0) + ms
+
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
@@ -138,6 +159,18 @@ class _StageTimer:
             yield
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + (time.perf_counter() - start) * 1000.0
+
+
+@dataclass(eq=False)
+class _PreparedFrame:
+    """One frame's result from the frame pool: an observation, a verdict-level failure or an error."""
+
+    index: int
+    owned: list[np.ndarray]
+    timings: dict[str, float]
+    observation: FaceObservation | None = None
+    failure: TrueReason | None = None
+    error: BaseException | None = None
 
 
 class _FrameFailure(Exception):
@@ -163,6 +196,8 @@ class VerificationPipeline:
         limits: PipelineLimits,
         liveness: LivenessGate | None = None,
         actions: ActionCheck | None = None,
+        screening: Screening | None = None,
+        frame_pool: Executor | None = None,
     ):
         self._detector = detector
         self._embedder = embedder
@@ -171,6 +206,8 @@ class VerificationPipeline:
         self._limits = limits
         self._liveness = liveness
         self._actions = actions
+        self._screening = screening
+        self._frame_pool = frame_pool
 
     @property
     def vault(self) -> ReferenceVault:
@@ -181,9 +218,10 @@ class VerificationPipeline:
         return {"detector": self._detector.fingerprint, "recognizer": self._embedder.fingerprint}
 
     # ------------------------------------------------------------------ checks
-    def _check_frames(self, frames: Sequence[bytes], maximum: int, what: str) -> None:
-        if not frames:
-            raise InvalidRequest(f"no {what} were sent; send 1 to {maximum}", "FRAME_COUNT")
+    def _check_frames(self, frames: Sequence[bytes], maximum: int, what: str, minimum: int = 1) -> None:
+        if len(frames) < minimum:
+            raise InvalidRequest(f"{len(frames)} {what} were sent; send {minimum} to {maximum} of one live capture",
+                                 "FRAME_COUNT")
         if len(frames) > maximum:
             raise InvalidRequest(f"{len(frames)} {what} were sent; at most {maximum} are accepted", "FRAME_COUNT")
         for index, data in enumerate(frames):
@@ -197,12 +235,11 @@ class VerificationPipeline:
             raise InvalidRequest(exc.message, exc.reason) from None
 
     # ------------------------------------------------------------------ stages
-    def _observe(
-        self, frames: Sequence[bytes], timer: _StageTimer, budget: Budget, owned: list[np.ndarray]
-    ) -> list[FaceObservation]:
-        """Decode, detect, align and quality-check every frame, then embed them as a batch."""
-        prepared: list[tuple[np.ndarray, FaceDetection, np.ndarray, bool]] = []
-        for index, data in enumerate(frames):
+    def _prepare_frame(self, index: int, data: bytes, budget: Budget) -> _PreparedFrame:
+        """Decode, detect, align, quality-check and embed one frame (runs on the frame pool)."""
+        timer = _StageTimer()
+        owned: list[np.ndarray] = []
+        try:
             budget.check("decode")
             with timer.stage("decode"):
                 image = decode_frame(data, self._limits.image, index)
@@ -211,28 +248,50 @@ class VerificationPipeline:
             with timer.stage("detect"):
                 faces = self._detector.detect(image)
             subject, others = self._subject(faces)
-            if subject is None:
-                raise _FrameFailure(TrueReason.NO_FACE)
-            if others:
-                raise _FrameFailure(TrueReason.MULTIPLE_FACES)
+            if subject is None or others:
+                failure = TrueReason.NO_FACE if subject is None else TrueReason.MULTIPLE_FACES
+                return _PreparedFrame(index, owned, timer.timings, failure=failure)
             with timer.stage("align"):
                 aligned = align_face(image, subject)
             owned.append(aligned)
             with timer.stage("quality"):
-                report = assess(subject, aligned, self._limits.quality)
-            prepared.append((image, subject, aligned, report.passed))
+                usable = assess(subject, aligned, self._limits.quality).passed
+            budget.check("embed")
+            with timer.stage("embed"):
+                embedding = self._embedder.embed([aligned])
+            owned.append(embedding)
+            observation = FaceObservation(image, subject, aligned, embedding[0], usable)
+            return _PreparedFrame(index, owned, timer.timings, observation=observation)
+        except BaseException as error:  # hand the buffers back for zeroing, then re-raise in the request thread
+            return _PreparedFrame(index, owned, timer.timings, error=error)
+
+    def _observe(
+        self, frames: Sequence[bytes], timer: _StageTimer, budget: Budget, owned: list[np.ndarray]
+    ) -> list[FaceObservation]:
+        """Every frame decoded, checked and embedded; frames run in parallel on the shared frame pool.
+
+        One request then uses every core when the node is quiet; under load the pool is the
+        node's compute queue, so throughput is what it was with one thread per request.
+        """
+        if self._frame_pool is None:
+            prepared = [self._prepare_frame(i, data, budget) for i, data in enumerate(frames)]
+        else:
+            futures = [self._frame_pool.submit(self._prepare_frame, i, data, budget) for i, data in enumerate(frames)]
+            prepared = [future.result() for future in futures]
+        for frame in prepared:  # every buffer is the request's to zero, whatever happened
+            owned.extend(frame.owned)
+            timer.merge(frame.timings)
+        for frame in prepared:  # in frame order: the first problem is the answer
+            if frame.error is not None:
+                raise frame.error
+            if frame.failure is not None:
+                raise _FrameFailure(frame.failure)
+        observations = [frame.observation for frame in prepared if frame.observation is not None]
         # A burst may hold a few motion-blurred frames (people move); most must be usable.
-        usable = sum(1 for *_, ok in prepared if ok)
-        if usable * 2 < len(prepared) or usable == 0:
+        usable = sum(1 for o in observations if o.usable)
+        if usable * 2 < len(observations) or usable == 0:
             raise _FrameFailure(TrueReason.LOW_QUALITY)
-        budget.check("embed")
-        with timer.stage("embed"):
-            embeddings = self._embedder.embed([aligned for _, _, aligned, _ in prepared])
-        owned.append(embeddings)
-        return [
-            FaceObservation(image, face, aligned, embeddings[i], ok)
-            for i, (image, face, aligned, ok) in enumerate(prepared)
-        ]
+        return observations
 
     def _subject(self, faces: Sequence[FaceDetection]) -> tuple[FaceDetection | None, list[FaceDetection]]:
         """The largest face, and the other faces big enough to be a second participant.
@@ -261,7 +320,7 @@ class VerificationPipeline:
             raise InvalidRequest("purpose is required (REGISTRATION, LICENCE_RENEWAL or CHECK_IN)",
                                  "MISSING_PURPOSE")
         maximum = self._limits.max_frames_with_challenge if command.challenge_id else self._limits.max_frames
-        self._check_frames(command.frames, maximum, "frames")
+        self._check_frames(command.frames, maximum, "frames", self._limits.min_frames)
         canonical_id, name = self._identity(command.id_number, command.name)
         return ValidatedVerify(canonical_id, name, self._vault.id_key(canonical_id), command.purpose, command.frames)
 
@@ -314,9 +373,18 @@ class VerificationPipeline:
                         (1, self._embedder.dimension)).astype(np.float32)
                     templates = decoy / np.linalg.norm(decoy)
                 owned.append(templates)
-                matched = float(np.max(templates @ probe)) >= self._threshold
+                claimed_score = float(np.max(templates @ probe))
+                matched = claimed_score >= self._threshold
             if identity_problem is not None:
                 return self._outcome(request_id, identity_problem, request.id_key, timer)
+            # Screened only when the claim would pass: a failed claim answers NOT_VERIFIED whatever
+            # else the face matches, so the answer never tells whether a face is enrolled elsewhere.
+            if matched and self._screening is not None:
+                budget.check("screening")
+                with timer.stage("screen"):
+                    impersonated = self._screening.impersonated(request.id_key, probe, claimed_score)
+                if impersonated:
+                    return self._outcome(request_id, TrueReason.IMPERSONATION_SUSPECTED, request.id_key, timer)
             true_reason = TrueReason.VERIFIED if matched else TrueReason.FACE_MISMATCH
             return self._outcome(request_id, true_reason, request.id_key, timer)
         finally:
@@ -361,9 +429,16 @@ class VerificationPipeline:
             budget.check("embed")
             templates = self._embedder.embed(aligned_crops)
             owned.append(templates)
+            id_key = self._vault.id_key(canonical_id)
+            duplicate_of = ""
+            if self._screening is not None:
+                budget.check("screening")
+                duplicate_of = self._screening.before_enroll(id_key, templates)
             stored = self._vault.enroll(canonical_id, name, templates, self._embedder.fingerprint, command.replace)
             if not stored:
                 raise AlreadyEnrolled("this identity is already enrolled; set replace to overwrite its reference")
-            return EnrollOutcome(request_id, len(aligned_crops))
+            if self._screening is not None:
+                self._screening.after_enroll(id_key, templates)
+            return EnrollOutcome(request_id, len(aligned_crops), bool(duplicate_of), duplicate_of)
         finally:
             _zero(owned)

@@ -183,7 +183,7 @@ def test_request_owned_buffers_are_zeroed_after_the_call(node_settings, testdata
             assert client.verify(ID_SUBJECT_1, "张三", frames).verdict == "PASS"
     finally:
         node.stop(0)
-    assert len(kept) >= 8 and len(embeddings) == 2
+    assert len(kept) >= 8 and len(embeddings) >= 2  # the enrolment, and one per verified frame
     for array in [*kept, *embeddings]:
         assert not np.any(array), "a frame, crop or embedding buffer still holds data after the call"
 
