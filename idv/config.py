@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -40,6 +41,8 @@ class Settings:
     port: int = 50051
     mode: str = "development"  # development | production
     worker_threads: int = 2
+    # Threads that decode, detect and embed the frames of all requests (about the core count).
+    frame_threads: int = 2
     # In flight beyond this are refused at once with RESOURCE_EXHAUSTED (load shedding).
     max_concurrent_rpcs: int = 8
     # Server-side budget per request; the client's deadline wins when shorter.
@@ -66,6 +69,49 @@ class Settings:
     # --- storage -------------------------------------------------------------
     data_dir: Path = field(default_factory=_default_data_dir)
     store: str = "sqlite"  # sqlite (file in data_dir) | postgresql://...
+    # Replicas sharing a data_dir each need their own audit log (one hash chain per writer):
+    # a non-empty replica_id writes <data_dir>/audit-<replica_id>.log and is named in the logs.
+    replica_id: str = ""
+    # PostgreSQL (store = postgresql://...): tables live in this schema, created if missing.
+    postgres_schema: str = "public"
+    postgres_pool_min: int = 1
+    postgres_pool_max: int = 10
+    # Both bound a store call well inside request_budget_seconds, so a slow or stopped
+    # database answers UNAVAILABLE before the caller's deadline, never a verdict.
+    postgres_pool_timeout_seconds: float = 1.0  # waiting for a pooled connection
+    postgres_statement_timeout_ms: int = 1500  # per statement, enforced by the server
+    postgres_connect_timeout_seconds: int = 2  # libpq's minimum useful value is 2
+    # Apply pending schema migrations on start (else `idv db migrate` must have run).
+    postgres_migrate_on_start: bool = True
+    # Shared state for several replicas (challenges, throttling counters, lockouts); empty:
+    # this process keeps them itself (counters in a SQLite file in data_dir, challenges in memory).
+    redis_url: str = ""
+    redis_prefix: str = "idv:"
+    redis_timeout_seconds: float = 0.5
+    # Failure counts and the failure cap are forgotten this long after an identity's last attempt.
+    redis_attempt_ttl_seconds: float = 30 * 86400.0
+    # Readiness: the store is pinged this often; after this many failures in a row health turns
+    # NOT_SERVING, and back to SERVING at the first answer.
+    store_probe_interval_seconds: float = 1.0
+    store_probe_failures: int = 3
+    # --- 1:N screening (idv.gallery) ------------------------------------------
+    # An enrolment whose face matches another identity at or above duplicate_threshold
+    # (0: the recognizer's calibrated fmr_1e-5 threshold) is refused (ALREADY_EXISTS,
+    # DUPLICATE_FACE), or stored and flagged for review; off: no gallery for enrolment.
+    duplicate_policy: str = "refuse"  # refuse | flag | off
+    duplicate_threshold: float = 0.0
+    # Verify fails IMPERSONATION_SUSPECTED when the live face, although matching the
+    # claimed identity, matches another enrolled identity at or above duplicate_threshold
+    # and by at least impersonation_margin more than the claimed one.
+    impersonation_check: bool = False
+    impersonation_margin: float = 0.1
+    # Exact search up to this many templates; above, an IVF index (nprobe lists searched).
+    # Exact is the default up to 1M: an approximate index misses near-threshold duplicates
+    # (recall measured in benchmarks/results/scale.json, see docs/scaling.md).
+    gallery_exact_max: int = 1_000_000
+    gallery_nprobe: int = 256
+    # Other replicas' enrolments reach this replica's gallery within this period.
+    gallery_refresh_seconds: float = 2.0
     # --- models --------------------------------------------------------------
     model_dir: Path = field(default_factory=_default_model_dir)
     model_mirror: Path | None = None
@@ -110,7 +156,15 @@ class Settings:
 
     @property
     def audit_path(self) -> Path:
-        return self.data_dir / "audit.log"
+        return self.data_dir / (f"audit-{self.replica_id}.log" if self.replica_id else "audit.log")
+
+    @property
+    def store_kind(self) -> str:
+        return "postgresql" if self.store.startswith(("postgresql://", "postgres://")) else self.store
+
+    @property
+    def gallery_enabled(self) -> bool:
+        return self.duplicate_policy != "off" or self.impersonation_check
 
     @property
     def callers_path(self) -> Path:
@@ -130,7 +184,7 @@ class Settings:
             problems.append(f"port {self.port} is not a TCP port")
         if self.mode not in ("development", "production"):
             problems.append(f"mode must be 'development' or 'production', not {self.mode!r}")
-        for name in ("worker_threads", "max_concurrent_rpcs", "intra_op_threads", "max_frames",
+        for name in ("worker_threads", "frame_threads", "max_concurrent_rpcs", "intra_op_threads", "max_frames",
                      "max_frames_with_challenge", "max_reference_images", "max_frame_bytes"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
@@ -169,6 +223,36 @@ class Settings:
                 problems.append(f"{name} must be at least 1")
         if self.failure_cap < self.lockout_after_failures:
             problems.append("failure_cap must be at least lockout_after_failures")
+        if self.store_kind not in ("sqlite", "postgresql"):
+            problems.append("store must be 'sqlite' or a postgresql://... DSN")
+        if self.replica_id and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.replica_id):
+            problems.append("replica_id may hold only letters, digits, '_', '.' and '-' (at most 64)")
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", self.postgres_schema):
+            problems.append("postgres_schema must be a lower-case SQL identifier")
+        if not (1 <= self.postgres_pool_min <= self.postgres_pool_max):
+            problems.append("postgres pool sizes must satisfy 1 <= postgres_pool_min <= postgres_pool_max")
+        store_call = self.postgres_pool_timeout_seconds + self.postgres_statement_timeout_ms / 1000
+        if self.store_kind == "postgresql" and store_call >= self.request_budget_seconds:
+            problems.append("postgres_pool_timeout_seconds + postgres_statement_timeout_ms must stay below "
+                            "request_budget_seconds (a slow store must answer UNAVAILABLE within the deadline)")
+        if self.postgres_statement_timeout_ms < 1 or self.postgres_pool_timeout_seconds <= 0:
+            problems.append("postgres timeouts must be positive")
+        if self.postgres_connect_timeout_seconds < 2:
+            problems.append("postgres_connect_timeout_seconds must be at least 2")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            problems.append("redis_url must be a redis://, rediss:// or unix:// URL")
+        if self.redis_timeout_seconds <= 0 or self.redis_attempt_ttl_seconds < 3600:
+            problems.append("redis_timeout_seconds must be positive and redis_attempt_ttl_seconds at least 3600")
+        if self.store_probe_interval_seconds <= 0 or self.store_probe_failures < 1:
+            problems.append("store_probe_interval_seconds must be positive and store_probe_failures at least 1")
+        if self.duplicate_policy not in ("refuse", "flag", "off"):
+            problems.append(f"duplicate_policy must be refuse, flag or off, not {self.duplicate_policy!r}")
+        if not (0 <= self.duplicate_threshold < 1):
+            problems.append("duplicate_threshold must be in [0, 1) (0: the manifest's fmr_1e-5 threshold)")
+        if not (0 <= self.impersonation_margin < 1):
+            problems.append("impersonation_margin must be in [0, 1)")
+        if self.gallery_exact_max < 1 or self.gallery_nprobe < 1 or self.gallery_refresh_seconds <= 0:
+            problems.append("gallery_exact_max and gallery_nprobe must be at least 1, gallery_refresh_seconds positive")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append(f"log_level {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
         if self.mode == "production":
@@ -251,7 +335,7 @@ def load_settings(
     return Settings(**values).validate()
 
 
-SECRET_SETTINGS = frozenset({"store"})  # a DSN may carry a password
+SECRET_SETTINGS = frozenset({"store", "redis_url"})  # a DSN or URL may carry a password
 
 
 def masked(settings: Settings) -> dict[str, object]:

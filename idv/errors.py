@@ -6,11 +6,14 @@
     │              FRAME_TOO_LARGE, IMAGE_TOO_LARGE, UNSUPPORTED_FORMAT,
     │              UNDECODABLE_IMAGE, REFERENCE_NO_FACE, REFERENCE_MULTIPLE_FACES,
     │              REFERENCE_LOW_QUALITY
-    ├── AlreadyEnrolled            ALREADY_EXISTS       IDENTITY_ENROLLED
+    ├── AlreadyEnrolled            ALREADY_EXISTS       IDENTITY_ENROLLED,
+    │                                                   DUPLICATE_FACE (idv.gallery.DuplicateFace: the face
+    │                                                   is enrolled under another ID number; never says which)
     ├── TemplateMismatch           FAILED_PRECONDITION  TEMPLATE_MODEL_MISMATCH
     ├── DeadlineExceeded           DEADLINE_EXCEEDED    DEADLINE_EXCEEDED
     ├── NotServing                 UNAVAILABLE          NOT_SERVING
-    ├── StoreUnavailable           UNAVAILABLE          REFERENCE_STORE_UNAVAILABLE
+    ├── StoreUnavailable           UNAVAILABLE          REFERENCE_STORE_UNAVAILABLE,
+    │                                                   STATE_STORE_UNAVAILABLE (Redis: counters, challenges)
     ├── Overloaded                 RESOURCE_EXHAUSTED   OVERLOADED
     ├── Throttled                  RESOURCE_EXHAUSTED   IDENTITY_LOCKED, ALTERNATIVE_METHOD_REQUIRED,
     │                                                   RATE_LIMITED, VELOCITY_LIMITED (+ RetryInfo)

@@ -9,12 +9,17 @@ import numpy as np
 from idv.config import Settings
 from idv.models.manifest import Manifest
 from idv.models.runtime import RuntimeOptions, open_session
-from liveness import MAX_BURST, FaceObservation, LivenessChecker, LivenessConfig
+from liveness import MAX_BURST, MIN_BURST, FaceObservation, LivenessChecker, LivenessConfig
 
 
 class LibraryLivenessGate:
     def __init__(self, checker: LivenessChecker):
         self._checker = checker
+
+    @property
+    def min_frames(self) -> int:
+        """Shorter bursts cannot pass, so Verify refuses them before decoding (FRAME_COUNT)."""
+        return 1 if self._checker.config.allow_single_frame else MIN_BURST
 
     def is_live(self, observations: Sequence) -> bool:
         # Challenge bursts carry up to 24 frames; the multi-frame cues were calibrated on

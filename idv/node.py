@@ -34,8 +34,10 @@ from idv.pipeline import PipelineLimits, VerificationPipeline
 from idv.references import ReferenceVault
 from idv.security.callers import CallerRegistry
 from idv.service import VerificationService, VerifyPolicy
-from idv.state.base import LockoutPolicy
+from idv.readiness import ReadinessProbe
+from idv.state.base import ChallengeStore, CounterStore, LockoutPolicy
 from idv.state.local import MemoryChallengeStore, SqliteCounterStore
+from idv.store.base import ReferenceStore
 from idv.store.sqlite import SqliteReferenceStore
 from idv.throttle import CallerLimits, Throttle
 from idv.verdicts import Purpose
@@ -81,6 +83,7 @@ class Node:
     started_at: float
     metrics_port: int = -1
     _closers: list = field(default_factory=list)
+    _stoppers: list = field(default_factory=list)  # background threads, stopped before anything closes
 
     def load(self) -> None:
         """Load and warm the models, then report SERVING. Raises (and stays NOT_SERVING) on any problem."""
@@ -106,10 +109,14 @@ class Node:
         )
         # Development creates keys on first start; production refuses to run without provisioned keys.
         keys_may_be_created = settings.mode == "development"
-        store = SqliteReferenceStore(settings.store_path)
+        store = open_reference_store(settings)
+        self._closers.append(store.close)
         vault = ReferenceVault(store, load_keyring(settings.data_dir, create=keys_may_be_created),
                                reload_keys=lambda: load_keyring(settings.data_dir, create=False))
+        counters, challenge_store = open_shared_state(settings, self._closers)
+        liveness_gate = self._liveness(manifest, settings)
         limits = PipelineLimits(
+            min_frames=liveness_gate.min_frames if liveness_gate is not None else 1,
             max_frames=settings.max_frames,
             max_frames_with_challenge=settings.max_frames_with_challenge,
             max_reference_images=settings.max_reference_images,
@@ -127,11 +134,15 @@ class Node:
                 max_brightness=settings.max_brightness,
             ),
         )
-        actions, challenges = self._challenges(manifest, settings)
-        liveness_gate = self._liveness(manifest, settings)
+        actions, challenges = self._challenges(manifest, settings, challenge_store)
+        screening = self._screening(manifest, settings, vault, pack)
+        # One pool for the frames of every request: a lone request uses all cores, and under
+        # load the pool is the node's compute queue (benchmarks/README.md has the sweep).
+        frame_pool = futures.ThreadPoolExecutor(max_workers=settings.frame_threads, thread_name_prefix="idv-frame")
+        self._closers.append(frame_pool.shutdown)
         pipeline = VerificationPipeline(pack.detector, pack.embedder, vault, pack.threshold, limits,
-                                        liveness=liveness_gate, actions=actions)
-        counters = SqliteCounterStore(settings.counters_path)
+                                        liveness=liveness_gate, actions=actions, screening=screening,
+                                        frame_pool=frame_pool)
         throttle = Throttle(
             counters,
             LockoutPolicy(max_consecutive_failures=settings.lockout_after_failures,
@@ -141,18 +152,24 @@ class Node:
         audit = AuditLog(settings.audit_path, load_audit_key(settings.data_dir, create=keys_may_be_created))
         policy = VerifyPolicy(frozenset(Purpose(p) for p in settings.challenge_purposes))
         service = VerificationService(pipeline, throttle, audit, policy, challenges)
-        self._closers += [store.close, counters.close, audit.close]
+        self._closers.append(audit.close)
         fingerprints = dict(pipeline.fingerprints)
         self.state.metrics.set_models(fingerprints)
         self.state.ready(service)
+        probe = ReadinessProbe([store.ping, counters.ping], settings.store_probe_interval_seconds,
+                               settings.store_probe_failures, on_ready=lambda: self.state.ready(service),
+                               on_not_ready=self.state.not_serving)
+        probe.start()
+        self._stoppers.append(probe.stop)
         log.info(
             "serving",
             extra={"port": self.port, "seconds": round(time.monotonic() - self.started_at, 3),
-                   "fingerprints": fingerprints, "mode": settings.mode},
+                   "fingerprints": fingerprints, "mode": settings.mode, "store": settings.store_kind,
+                   "shared_state": "redis" if settings.redis_url else "local", "replica": settings.replica_id},
         )
 
     @staticmethod
-    def _challenges(manifest: Manifest, settings: Settings):
+    def _challenges(manifest: Manifest, settings: Settings, store: ChallengeStore):
         """FaceMesh-based action checking and the challenge issuer, when the manifest has FaceMesh."""
         if "facemesh" not in manifest.models:
             return None, None
@@ -161,9 +178,26 @@ class Node:
 
         facemesh = load_facemesh(manifest.entry("facemesh"), settings.model_dir, settings.intra_op_threads)
         config = ActionConfig()
-        issuer = ChallengeIssuer(MemoryChallengeStore(), ChallengePolicy(ttl_seconds=settings.challenge_ttl_seconds),
-                                 config)
+        issuer = ChallengeIssuer(store, ChallengePolicy(ttl_seconds=settings.challenge_ttl_seconds), config)
         return ActionVerifier(facemesh, config), issuer
+
+    def _screening(self, manifest: Manifest, settings: Settings, vault: ReferenceVault, pack):
+        """The 1:N gallery, loaded from the store, and its policies; None when both are off."""
+        if not settings.gallery_enabled:
+            return None
+        from idv.gallery import Gallery, GalleryConfig, GallerySync, Screening, ScreeningPolicy
+
+        embedder = pack.embedder
+        gallery = Gallery(GalleryConfig(embedder.dimension, exact_max=settings.gallery_exact_max,
+                                        nprobe=settings.gallery_nprobe))
+        sync = GallerySync(vault, gallery, embedder.fingerprint, embedder.dimension)
+        sync.load()
+        sync.start(settings.gallery_refresh_seconds)
+        self._stoppers.append(sync.stop)
+        policy = ScreeningPolicy(duplicate_threshold(manifest, settings, pack.threshold),
+                                 settings.duplicate_policy, settings.impersonation_check,
+                                 settings.impersonation_margin)
+        return Screening(gallery, policy, refresh=sync.refresh)
 
     @staticmethod
     def _liveness(manifest: Manifest, settings: Settings):
@@ -175,11 +209,70 @@ class Node:
 
     def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING at once, let in-flight calls finish within the grace period."""
+        for stop in self._stoppers:  # first: the readiness probe must not report SERVING again
+            stop()
+        self._stoppers.clear()
         self.state.not_serving()
         self.server.stop(self.settings.grace_seconds if grace is None else grace).wait()
         for close in reversed(self._closers):
             close()
         self._closers.clear()
+
+
+def open_reference_store(settings: Settings, migrate: bool | None = None) -> ReferenceStore:
+    """The configured reference store: the embedded SQLite file, or PostgreSQL shared by replicas."""
+    if settings.store_kind != "postgresql":
+        return SqliteReferenceStore(settings.store_path)
+    from idv.store.postgres import PostgresReferenceStore
+
+    return PostgresReferenceStore(postgres_config(settings),
+                                  settings.postgres_migrate_on_start if migrate is None else migrate)
+
+
+def postgres_config(settings: Settings):
+    from idv.store.postgres import PostgresConfig
+
+    return PostgresConfig(
+        dsn=settings.store, schema=settings.postgres_schema, pool_min=settings.postgres_pool_min,
+        pool_max=settings.postgres_pool_max, pool_timeout_seconds=settings.postgres_pool_timeout_seconds,
+        statement_timeout_ms=settings.postgres_statement_timeout_ms,
+        connect_timeout_seconds=settings.postgres_connect_timeout_seconds,
+    )
+
+
+def open_shared_state(settings: Settings, closers: list) -> tuple[CounterStore, ChallengeStore]:
+    """Throttling counters and challenges: in Redis when replicas share them, else this process's own."""
+    if not settings.redis_url:
+        counters = SqliteCounterStore(settings.counters_path)
+        closers.append(counters.close)
+        return counters, MemoryChallengeStore()
+    from idv.state.redis_state import RedisChallengeStore, RedisConfig, RedisCounterStore, connect
+
+    config = RedisConfig(settings.redis_url, settings.redis_prefix, settings.redis_timeout_seconds,
+                         settings.redis_attempt_ttl_seconds)
+    client = connect(config)
+    closers.append(client.close)
+    counters = RedisCounterStore(client, config)
+    counters.ping()  # refuse to start without it, like a missing reference store
+    return counters, RedisChallengeStore(client, config)
+
+
+def duplicate_threshold(manifest: Manifest, settings: Settings, verify_threshold: float) -> float:
+    """The 1:N match threshold: the setting, else the recognizer's calibrated fmr_1e-5 threshold.
+
+    Never below the verification threshold: a face that would not pass 1:1 against an
+    identity is not evidence that it belongs to that identity.
+    """
+    if settings.duplicate_threshold > 0:
+        return max(settings.duplicate_threshold, verify_threshold)
+    calibrated = verify_threshold
+    if settings.recognizer_file is None:
+        entry = manifest.entry(manifest.pack(settings.model_pack)["recognizer"])
+        try:
+            calibrated = float(entry.thresholds["fmr_1e-5"])  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError):
+            log.warning("no calibrated fmr_1e-5 threshold: 1:N screening uses the verification threshold")
+    return max(calibrated, verify_threshold)
 
 
 def build_node(settings: Settings) -> Node:

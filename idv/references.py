@@ -29,6 +29,16 @@ class Reference:
     templates: np.ndarray  # (K, D) float32 unit vectors
 
 
+@dataclass(frozen=True, eq=False)
+class ReferencePage:
+    """Identities changed after a revision, decrypted (for the in-memory gallery only)."""
+
+    references: tuple[Reference, ...]
+    last_revision: int  # pass back to read the next page
+    fetched: int  # identities read from the store (0: nothing more changed)
+    foreign: tuple[str, ...]  # id_keys whose templates another recognizer made: not comparable
+
+
 class ReferenceVault:
     def __init__(self, store: ReferenceStore, keys: KeyRing, reload_keys: Callable[[], KeyRing] | None = None):
         self._store = store
@@ -84,6 +94,19 @@ class ReferenceVault:
                 raise TemplateMismatch("an enrolled template has the wrong size for this recognizer", "REFERENCE_INVALID")
             vectors.append(vector)
         return Reference(record.id_key, np.stack(vectors))
+
+    def references_since(self, revision: int, fingerprint: str, dimension: int, limit: int = 1000) -> ReferencePage:
+        """Decrypt up to `limit` identities put after `revision` (-1: all), in revision order."""
+        records = self._store.changes_since(revision, limit)
+        references: list[Reference] = []
+        foreign: list[str] = []
+        for record in records:
+            try:
+                references.append(self.decrypt(record, fingerprint, dimension))
+            except TemplateMismatch:
+                foreign.append(record.id_key)
+        last = records[-1].revision if records else revision
+        return ReferencePage(tuple(references), last, len(records), tuple(foreign))
 
     def reencrypt_all(self) -> int:
         """Re-encrypt every template under the newest data key (rotation); returns identities touched."""

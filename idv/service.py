@@ -2,7 +2,9 @@
 
     caller rate -> validate -> caller's distinct-identity velocity -> identity lockout
     -> challenge (required by purpose? valid, bound, unexpired, unused?)
-    -> pipeline (decode, detect, liveness, actions, compare) -> count the attempt -> audit
+    -> pipeline (decode, detect, liveness, actions, compare, 1:N screen) -> count the attempt -> audit
+
+Enroll: pipeline (decode, detect, embed, duplicate screen against the gallery, store) -> audit.
 
 Callers are authenticated and their scopes checked by the rpc layer before any
 of this runs.
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from idv.audit import AuditLog
 from idv.challenges import ChallengeIssuer
 from idv.errors import InvalidRequest, NotServing, Throttled
+from idv.gallery.screening import DuplicateFace
 from idv.identity import IdentityError, parse_id_number
 from idv.pipeline import (
     Budget,
@@ -123,22 +126,43 @@ class VerificationService:
         return self._pipeline.evaluate(request, budget, actions)
 
     def enroll(self, command: EnrollCommand, budget: Budget) -> EnrollOutcome:
-        outcome = self._pipeline.enroll(command, budget)
         try:
-            id_key = self._pipeline.vault.id_key(parse_id_number(command.id_number).value)
-        except IdentityError:  # enroll already validated it; kept total for safety
-            id_key = ""
-        self._audit.append({
+            outcome = self._pipeline.enroll(command, budget)
+        except DuplicateFace as refused:
+            # One face under two ID numbers (一人多号): the caller hears DUPLICATE_FACE only;
+            # the audit names the other identity (keyed hash) for the review.
+            self._audit.append({
+                "event": "enroll_refused",
+                "request_id": str(uuid.uuid4()),
+                "caller": command.caller,
+                "id_key": self._id_key(command.id_number),
+                "reason": refused.reason,
+                "duplicate_of": refused.duplicate_of,
+                "models": self._pipeline.fingerprints,
+            })
+            raise
+        id_key = self._id_key(command.id_number)
+        record = {
             "event": "enroll",
             "request_id": outcome.request_id,
             "caller": command.caller,
             "id_key": id_key,
             "templates": outcome.template_count,
             "models": self._pipeline.fingerprints,
-        })
+        }
+        if outcome.flagged_for_review:
+            record["flagged_for_review"] = True
+            record["duplicate_of"] = outcome.duplicate_of
+        self._audit.append(record)
         if id_key:
             self._throttle.reset_identity(id_key)  # a fresh reference starts with a clean slate
         return outcome
+
+    def _id_key(self, id_number: str) -> str:
+        try:
+            return self._pipeline.vault.id_key(parse_id_number(id_number).value)
+        except IdentityError:  # enroll already validated it; kept total for safety
+            return ""
 
     def create_challenge(self, caller: str, id_number: str) -> StoredChallenge:
         if self._challenges is None:

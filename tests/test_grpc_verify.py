@@ -73,7 +73,7 @@ def test_invalid_id_number_is_invalid_argument_with_reason(enrolled, node, testd
     stub = _stub(node)
     with pytest.raises(grpc.RpcError) as failure:
         stub.Verify(pb.VerifyRequest(id_number="11010519491231003X", name=NAME_1, purpose=pb.CHECK_IN,
-                                     frames=live_burst(testdata, "0001", 1)), timeout=10)
+                                     frames=live_burst(testdata, "0001", 2)), timeout=10)
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     info = error_info(failure.value)
     assert info is not None and info.reason == "INVALID_ID_FORMAT" and info.domain == "idv.v1"
@@ -89,6 +89,7 @@ def test_lower_case_x_is_the_same_identity(enrolled, testdata: Path) -> None:
     "mutate, code, reason",
     [
         (lambda r: r.ClearField("frames"), grpc.StatusCode.INVALID_ARGUMENT, "FRAME_COUNT"),
+        (lambda r: r.frames.pop(), grpc.StatusCode.INVALID_ARGUMENT, "FRAME_COUNT"),  # one frame cannot show liveness
         (lambda r: r.frames.extend([r.frames[0]] * 8), grpc.StatusCode.INVALID_ARGUMENT, "FRAME_COUNT"),
         (lambda r: r.ClearField("purpose"), grpc.StatusCode.INVALID_ARGUMENT, "MISSING_PURPOSE"),
         (lambda r: setattr(r, "name", ""), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_NAME"),
@@ -115,12 +116,12 @@ def test_malformed_requests_get_a_clear_error_and_the_node_keeps_serving(
 
 def test_face_count_and_quality_are_verdicts(enrolled, testdata: Path) -> None:
     group = (testdata / "images" / "group_six_faces.jpg").read_bytes()
-    assert enrolled.verify(ID_SUBJECT_1, NAME_1, [group]).reason == "MULTIPLE_FACES"
+    assert enrolled.verify(ID_SUBJECT_1, NAME_1, [group, group]).reason == "MULTIPLE_FACES"
     ok, blank = cv2.imencode(".jpg", np.full((480, 640, 3), 128, np.uint8))
-    assert enrolled.verify(ID_SUBJECT_1, NAME_1, [blank.tobytes()]).reason == "NO_FACE"
+    assert enrolled.verify(ID_SUBJECT_1, NAME_1, [blank.tobytes()] * 2).reason == "NO_FACE"
     frame = cv2.imdecode(np.frombuffer(live_burst(testdata, "0001", 1)[0], np.uint8), cv2.IMREAD_COLOR)
     ok, blurred = cv2.imencode(".jpg", cv2.GaussianBlur(frame, (0, 0), 8))
-    result = enrolled.verify(ID_SUBJECT_1, NAME_1, [blurred.tobytes()])
+    result = enrolled.verify(ID_SUBJECT_1, NAME_1, [blurred.tobytes()] * 2)
     assert result.verdict == "FAIL" and result.reason in ("LOW_QUALITY", "NO_FACE")
 
 

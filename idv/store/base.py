@@ -23,6 +23,9 @@ class IdentityRecord:
     name_key: str  # HMAC of the normalised, case-folded name
     templates: tuple[TemplateRecord, ...]
     enrolled_at: float
+    # Store-assigned, increasing with every put: lets each replica's gallery fetch only
+    # what changed since it last looked (0 on records not yet stored).
+    revision: int = 0
 
 
 class ReferenceStore(Protocol):
@@ -33,6 +36,10 @@ class ReferenceStore(Protocol):
         ...
 
     def iter_all(self) -> Iterator[IdentityRecord]: ...
+
+    def changes_since(self, revision: int, limit: int) -> list[IdentityRecord]:
+        """Up to `limit` identities put after `revision`, in revision order (-1: from the start)."""
+        ...
 
     def replace_templates(self, id_key: str, templates: tuple[TemplateRecord, ...]) -> None: ...
 

@@ -15,7 +15,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identities (
     id_key      TEXT PRIMARY KEY,
     name_key    TEXT NOT NULL,
-    enrolled_at REAL NOT NULL
+    enrolled_at REAL NOT NULL,
+    revision    INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS templates (
     id_key            TEXT NOT NULL REFERENCES identities(id_key) ON DELETE CASCADE,
@@ -41,6 +42,10 @@ class SqliteReferenceStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(identities)")}
+            if "revision" not in columns:  # a file from before revisions: every row counts as changed
+                self._db.execute("ALTER TABLE identities ADD COLUMN revision INTEGER NOT NULL DEFAULT 0")
+            self._db.execute("CREATE INDEX IF NOT EXISTS identities_revision ON identities(revision)")
 
     def _templates(self, id_key: str) -> tuple[TemplateRecord, ...]:
         rows = self._db.execute(
@@ -53,11 +58,11 @@ class SqliteReferenceStore:
         try:
             with self._lock:
                 row = self._db.execute(
-                    "SELECT name_key, enrolled_at FROM identities WHERE id_key = ?", (id_key,)
+                    "SELECT name_key, enrolled_at, revision FROM identities WHERE id_key = ?", (id_key,)
                 ).fetchone()
                 if row is None:
                     return None
-                return IdentityRecord(id_key, row[0], self._templates(id_key), row[1])
+                return IdentityRecord(id_key, row[0], self._templates(id_key), row[1], row[2])
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"reference store error: {type(exc).__name__}") from exc
 
@@ -71,9 +76,12 @@ class SqliteReferenceStore:
                         self._db.execute("ROLLBACK")
                         return False
                     self._db.execute("DELETE FROM templates WHERE id_key = ?", (record.id_key,))
+                    # One writer at a time (BEGIN IMMEDIATE), so max + 1 is a fresh revision.
                     self._db.execute(
-                        "INSERT INTO identities(id_key, name_key, enrolled_at) VALUES (?, ?, ?) "
-                        "ON CONFLICT(id_key) DO UPDATE SET name_key = excluded.name_key, enrolled_at = excluded.enrolled_at",
+                        "INSERT INTO identities(id_key, name_key, enrolled_at, revision) "
+                        "VALUES (?, ?, ?, (SELECT COALESCE(MAX(revision), 0) + 1 FROM identities)) "
+                        "ON CONFLICT(id_key) DO UPDATE SET name_key = excluded.name_key, "
+                        "enrolled_at = excluded.enrolled_at, revision = excluded.revision",
                         (record.id_key, record.name_key, record.enrolled_at or time.time()),
                     )
                     self._insert_templates(record.id_key, record.templates)
@@ -92,27 +100,49 @@ class SqliteReferenceStore:
         )
 
     def replace_templates(self, id_key: str, templates: tuple[TemplateRecord, ...]) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("DELETE FROM templates WHERE id_key = ?", (id_key,))
-                self._insert_templates(id_key, templates)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        # Re-encryption only: the plaintext templates do not change, so neither does the revision.
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.execute("DELETE FROM templates WHERE id_key = ?", (id_key,))
+                    self._insert_templates(id_key, templates)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"reference store error: {type(exc).__name__}") from exc
 
     def iter_all(self) -> Iterator[IdentityRecord]:
-        with self._lock:
-            rows = self._db.execute("SELECT id_key, name_key, enrolled_at FROM identities ORDER BY id_key").fetchall()
-        for id_key, name_key, enrolled_at in rows:
+        try:
             with self._lock:
-                templates = self._templates(id_key)
-            yield IdentityRecord(id_key, name_key, templates, enrolled_at)
+                rows = self._db.execute(
+                    "SELECT id_key, name_key, enrolled_at, revision FROM identities ORDER BY id_key").fetchall()
+            for id_key, name_key, enrolled_at, revision in rows:
+                with self._lock:
+                    templates = self._templates(id_key)
+                yield IdentityRecord(id_key, name_key, templates, enrolled_at, revision)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"reference store error: {type(exc).__name__}") from exc
+
+    def changes_since(self, revision: int, limit: int) -> list[IdentityRecord]:
+        try:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT id_key, name_key, enrolled_at, revision FROM identities WHERE revision > ? "
+                    "ORDER BY revision LIMIT ?", (revision, limit)).fetchall()
+                return [IdentityRecord(id_key, name_key, self._templates(id_key), enrolled_at, rev)
+                        for id_key, name_key, enrolled_at, rev in rows]
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"reference store error: {type(exc).__name__}") from exc
 
     def count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM identities").fetchone()[0])
+        try:
+            with self._lock:
+                return int(self._db.execute("SELECT COUNT(*) FROM identities").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"reference store error: {type(exc).__name__}") from exc
 
     def ping(self) -> None:
         try:

@@ -98,7 +98,7 @@ def test_canaries_reach_no_log_response_error_metric_file_or_audit(node_settings
             pb.VerifyRequest(id_number=ID_SUBJECT_1, name=CANARY_NAME, purpose=pb.CHECK_IN, frames=other),  # mismatch
             pb.VerifyRequest(id_number=CANARY_ID, name=CANARY_NAME, purpose=pb.CHECK_IN, frames=live),  # unknown ID
             pb.VerifyRequest(id_number=ID_SUBJECT_1, name=CANARY_NAME + "乙", purpose=pb.CHECK_IN, frames=live),
-            pb.VerifyRequest(id_number=ID_SUBJECT_1, name=CANARY_NAME, purpose=pb.CHECK_IN, frames=[group]),
+            pb.VerifyRequest(id_number=ID_SUBJECT_1, name=CANARY_NAME, purpose=pb.CHECK_IN, frames=[group, group]),
             pb.VerifyRequest(id_number=ID_SUBJECT_1, name=CANARY_NAME, purpose=pb.CHECK_IN, frames=[blank_canary] * 2),
             pb.VerifyRequest(id_number=ID_SUBJECT_1, name=CANARY_NAME, purpose=pb.CHECK_IN, frames=still),  # liveness
             pb.VerifyRequest(id_number=ID_SUBJECT_1, name=CANARY_NAME, purpose=pb.REGISTRATION, frames=live),

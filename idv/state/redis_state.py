@@ -1,0 +1,200 @@
+"""Shared state for several replicas on Redis: throttling counters, lockouts and one-time challenges.
+
+Every read-modify-write is one Lua script (Redis runs a script atomically), so
+replicas racing on one identity count every attempt exactly once, and a challenge
+is consumed with GETDEL: of any number of replicas presenting it, one gets it.
+
+Keys start with the configured prefix, and each carries a TTL so that nothing
+lives forever: rate windows expire after two windows, challenges shortly after
+their expiry, an identity's failure record `attempt_ttl_seconds` after its last
+attempt (or when its lockout ends, if later).
+
+Any Redis error is StoreUnavailable (UNAVAILABLE, STATE_STORE_UNAVAILABLE): without
+the counters there is no throttling, so the request is refused, never decided.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from idv.errors import StoreUnavailable
+from idv.state.base import AttemptState, AttemptTicket, LockoutPolicy, StoredChallenge
+
+REASON = "STATE_STORE_UNAVAILABLE"
+
+# KEYS[1] attempt hash {c: consecutive failures, l: locked until}
+# ARGV now, max_consecutive_failures, base_lockout_seconds, growth, max_lockout_seconds, failure_cap, ttl
+_BEGIN_ATTEMPT = """
+local now = tonumber(ARGV[1])
+local c = tonumber(redis.call('HGET', KEYS[1], 'c') or '0')
+local l = tonumber(redis.call('HGET', KEYS[1], 'l') or '0')
+if c >= tonumber(ARGV[6]) or l > now then
+  return {0, tostring(c), string.format('%.6f', l), tostring(c), string.format('%.6f', l)}
+end
+local nc = c + 1
+local maxf = tonumber(ARGV[2])
+local lock = 0
+if nc >= maxf then
+  lock = math.min(tonumber(ARGV[3]) * tonumber(ARGV[4]) ^ (nc - maxf), tonumber(ARGV[5]))
+end
+local nl = l
+if lock > 0 then nl = now + lock end
+local nls = string.format('%.6f', nl)
+redis.call('HSET', KEYS[1], 'c', nc, 'l', nls)
+redis.call('EXPIRE', KEYS[1], math.ceil(math.max(tonumber(ARGV[7]), lock + 60)))
+return {1, tostring(c), string.format('%.6f', l), tostring(nc), nls}
+"""
+
+# Undo one reserved attempt; the lock it set is undone only if nothing has counted since.
+# KEYS[1] attempt hash; ARGV ticket consecutive, ticket locked-until, previous locked-until
+_REFUND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local c = tonumber(redis.call('HGET', KEYS[1], 'c') or '0')
+local l = tonumber(redis.call('HGET', KEYS[1], 'l') or '0')
+local nl = l
+if c == tonumber(ARGV[1]) and l == tonumber(ARGV[2]) then nl = tonumber(ARGV[3]) end
+redis.call('HSET', KEYS[1], 'c', math.max(c - 1, 0), 'l', string.format('%.6f', nl))
+return 1
+"""
+
+# KEYS[1] window counter; ARGV ttl
+_HIT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
+# KEYS[1] window set; ARGV member, ttl
+_ADD_DISTINCT = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 1 and redis.call('TTL', KEYS[1]) < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('SCARD', KEYS[1])
+"""
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str
+    prefix: str = "idv:"
+    timeout_seconds: float = 0.5
+    attempt_ttl_seconds: float = 30 * 86400.0
+
+
+def connect(config: RedisConfig) -> redis.Redis:
+    return redis.Redis.from_url(
+        config.url,
+        socket_timeout=config.timeout_seconds,
+        socket_connect_timeout=config.timeout_seconds,
+        health_check_interval=30,
+        # One immediate retry on a broken connection (Redis restarted: the pooled socket is
+        # dead). Never on a timeout: the script may have run, and must not count twice.
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        decode_responses=True,
+    )
+
+
+@contextmanager
+def _guard() -> Iterator[None]:
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise StoreUnavailable(f"shared state store error: {type(exc).__name__}", REASON) from exc
+
+
+class RedisCounterStore:
+    def __init__(self, client: redis.Redis, config: RedisConfig):
+        self._redis = client
+        self._prefix = config.prefix
+        self._attempt_ttl = int(math.ceil(config.attempt_ttl_seconds))
+        self._begin = client.register_script(_BEGIN_ATTEMPT)
+        self._refund = client.register_script(_REFUND)
+        self._hit = client.register_script(_HIT)
+        self._add_distinct = client.register_script(_ADD_DISTINCT)
+
+    def _attempt_key(self, key: str) -> str:
+        return f"{self._prefix}attempt:{key}"
+
+    def begin_attempt(self, key: str, policy: LockoutPolicy, now: float) -> AttemptTicket:
+        with _guard():
+            granted, pc, pl, nc, nl = self._begin(
+                keys=[self._attempt_key(key)],
+                args=[repr(now), policy.max_consecutive_failures, repr(policy.base_lockout_seconds),
+                      repr(policy.growth), repr(policy.max_lockout_seconds), policy.failure_cap, self._attempt_ttl],
+            )
+        previous = AttemptState(int(pc), float(pl))
+        return AttemptTicket(key, previous, bool(int(granted)), AttemptState(int(nc), float(nl)))
+
+    def succeed(self, key: str) -> None:
+        with _guard():
+            self._redis.delete(self._attempt_key(key))
+
+    def refund(self, ticket: AttemptTicket) -> None:
+        if not ticket.granted:
+            return
+        with _guard():
+            self._refund(keys=[self._attempt_key(ticket.key)],
+                         args=[ticket.state.consecutive_failures, repr(ticket.state.locked_until),
+                               repr(ticket.previous.locked_until)])
+
+    def reset(self, key: str) -> None:
+        self.succeed(key)
+
+    def hit(self, bucket: str, window_seconds: int, now: float) -> int:
+        start = int(now // window_seconds) * window_seconds
+        with _guard():
+            return int(self._hit(keys=[f"{self._prefix}win:{bucket}:{start}"], args=[2 * window_seconds]))
+
+    def add_distinct(self, bucket: str, member: str, window_seconds: int, now: float) -> int:
+        start = int(now // window_seconds) * window_seconds
+        with _guard():
+            return int(self._add_distinct(keys=[f"{self._prefix}set:{bucket}:{start}"],
+                                          args=[member, 2 * window_seconds]))
+
+    def ping(self) -> None:
+        with _guard():
+            self._redis.ping()
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+class RedisChallengeStore:
+    """Challenges as JSON strings with a TTL; consume is GETDEL, atomic across replicas."""
+
+    # Kept a little past expiry so a late Verify is refused by the issuer's own expiry check
+    # (the same CHALLENGE_INVALID either way), not by a clock race between replicas.
+    _GRACE_SECONDS = 5.0
+
+    def __init__(self, client: redis.Redis, config: RedisConfig, clock: Callable[[], float] = time.time):
+        self._redis = client
+        self._prefix = config.prefix
+        self._clock = clock
+
+    def _key(self, challenge_id: str) -> str:
+        return f"{self._prefix}challenge:{challenge_id}"
+
+    def put(self, challenge: StoredChallenge) -> None:
+        ttl_ms = max(int((challenge.expires_at - self._clock() + self._GRACE_SECONDS) * 1000), 1)
+        value = json.dumps({"caller": challenge.caller, "id_key": challenge.id_key,
+                            "actions": list(challenge.actions), "expires_at": challenge.expires_at})
+        with _guard():
+            self._redis.set(self._key(challenge.challenge_id), value, px=ttl_ms)
+
+    def consume(self, challenge_id: str) -> StoredChallenge | None:
+        with _guard():
+            raw = self._redis.getdel(self._key(challenge_id))
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return StoredChallenge(challenge_id, data["caller"], data["id_key"], tuple(data["actions"]),
+                               float(data["expires_at"]))
