@@ -79,6 +79,6 @@ class ActionVerifier:
         self._config = config
 
     def performed(self, frames: Sequence[np.ndarray], faces: Sequence[object], actions: Sequence[str]) -> bool:
-        signals = [frame_signals(self._facemesh.landmarks(frame, face), index)
+        signals = [frame_signals(self._facemesh.landmarks(frame, face.box_xywh), index)
                    for index, (frame, face) in enumerate(zip(frames, faces, strict=True))]
         return detect_actions(signals, [Action(a) for a in actions], self._config).passed

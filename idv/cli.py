@@ -284,7 +284,7 @@ def signals(config: Path | None, every: int, video: Path) -> None:
     from idv.face.detector import YuNetDetector
     from idv.models.runtime import RuntimeOptions, open_session
     from liveness.actions import ActionConfig, find_events
-    from liveness.facemesh import load_facemesh
+    from idv.models.litert import load_facemesh
     from liveness.video_signals import signals_for_video
 
     settings = _settings(config)
@@ -301,7 +301,9 @@ def signals(config: Path | None, every: int, video: Path) -> None:
         click.echo(f"{row.frame_index:>6} {row.yaw:>7.3f} {row.pitch:>7.3f} {row.eye_openness:>6.3f} "
                    f"{row.mouth_opening:>6.3f}")
     events = find_events(rows, ActionConfig())
-    click.echo("events: " + (", ".join(f"{e.action.value}@{e.start}-{e.end}" for e in events) or "none"))
+    # Event positions index the sampled rows; print the video's own frame numbers.
+    spans = [f"{e.action.value}@{rows[e.start].frame_index}-{rows[e.end].frame_index}" for e in events]
+    click.echo("events (frames): " + (", ".join(spans) or "none"))
 
 
 # ------------------------------------------------------------------ keys, tls

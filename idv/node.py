@@ -174,7 +174,7 @@ class Node:
         if "facemesh" not in manifest.models:
             return None, None
         from liveness.actions import ActionConfig
-        from liveness.facemesh import load_facemesh
+        from idv.models.litert import load_facemesh
 
         facemesh = load_facemesh(manifest.entry("facemesh"), settings.model_dir, settings.intra_op_threads)
         config = ActionConfig()

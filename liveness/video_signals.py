@@ -6,20 +6,24 @@ An integrator whose challenge keeps failing can run this on the recorded clip
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import cv2
 import numpy as np
 
-from idv.face.types import FaceDetection
 from liveness.actions import FrameSignals, frame_signals
 from liveness.facemesh import FaceMesh
 
 
+class DetectedFace(Protocol):
+    @property
+    def box_xywh(self) -> tuple[float, float, float, float]: ...
+
+
 class FaceDetector(Protocol):
-    def detect(self, image_bgr: np.ndarray) -> list[FaceDetection]: ...
+    def detect(self, image_bgr: np.ndarray) -> Sequence[DetectedFace]: ...
 
 
 def signals_for_frame(image_bgr: np.ndarray, frame_index: int, detector: FaceDetector, facemesh: FaceMesh) -> FrameSignals:
@@ -27,7 +31,7 @@ def signals_for_frame(image_bgr: np.ndarray, frame_index: int, detector: FaceDet
     faces = detector.detect(image_bgr)
     if not faces:
         return FrameSignals.missing(frame_index)
-    return frame_signals(facemesh.landmarks(image_bgr, faces[0]), frame_index)
+    return frame_signals(facemesh.landmarks(image_bgr, faces[0].box_xywh), frame_index)
 
 
 def iter_video_frames(path: Path, every_nth: int = 1) -> Iterator[tuple[int, np.ndarray]]:

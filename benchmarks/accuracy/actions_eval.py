@@ -36,7 +36,7 @@ from idv.models.manifest import load_manifest  # noqa: E402
 from idv.models.pull import pull_models  # noqa: E402
 from idv.models.runtime import RuntimeOptions, open_session  # noqa: E402
 from liveness.actions import Action, ActionConfig, FrameSignals, detect_actions  # noqa: E402
-from liveness.facemesh import load_facemesh  # noqa: E402
+from idv.models.litert import load_facemesh  # noqa: E402
 from liveness.video_signals import signals_for_video  # noqa: E402
 
 SEGMENTS = Path(__file__).with_name("action_segments.toml")

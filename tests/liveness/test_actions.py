@@ -13,7 +13,7 @@ from idv.face.detector import YuNetDetector
 from idv.models.manifest import load_manifest
 from idv.models.runtime import ModelLoadError, RuntimeOptions, open_session
 from liveness.actions import Action, ActionConfig, FrameSignals, detect_actions
-from liveness.facemesh import load_facemesh
+from idv.models.litert import load_facemesh
 from liveness.video_signals import iter_video_frames, signals_for_frame
 
 REPO = Path(__file__).resolve().parents[2]
