@@ -143,6 +143,9 @@ class Settings:
     max_brightness: float = 220.0
     # --- liveness --------------------------------------------------------------
     liveness: bool = True
+    # A 1-frame burst cannot show motion or 3-D structure: refused (FRAME_COUNT) unless this
+    # allows a passive-only check for it (weaker against a still photo; an operator's choice).
+    liveness_allow_single_frame: bool = False
     # --- logging ---------------------------------------------------------------
     log_level: str = "INFO"
 
@@ -264,6 +267,8 @@ class Settings:
                 problems.append("production mode refuses GRPC_TRACE (it logs request payloads)")
             if not self.liveness:
                 problems.append("production mode refuses liveness = false")
+            if self.liveness_allow_single_frame:
+                problems.append("production mode refuses liveness_allow_single_frame = true")
             if self.tls_client_ca_file is None:
                 problems.append("production mode requires mutual TLS (tls_client_ca_file)")
         if problems:

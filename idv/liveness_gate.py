@@ -36,4 +36,5 @@ def build_liveness_gate(manifest: Manifest, settings: Settings) -> LibraryLivene
     options = RuntimeOptions(intra_op_threads=settings.intra_op_threads)
     v2 = open_session(manifest.entry("minifasnet_v2"), settings.model_dir, options)
     v1se = open_session(manifest.entry("minifasnet_v1se"), settings.model_dir, options)
-    return LibraryLivenessGate(LivenessChecker(v2.session, v1se.session, LivenessConfig()))
+    config = LivenessConfig(allow_single_frame=settings.liveness_allow_single_frame)
+    return LibraryLivenessGate(LivenessChecker(v2.session, v1se.session, config))

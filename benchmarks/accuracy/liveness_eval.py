@@ -299,6 +299,57 @@ def latency(pipeline: Pipeline, bursts: list[Burst], config: LivenessConfig, rep
     }
 
 
+def det_passive(measured: list[Measured], config: LivenessConfig) -> dict:
+    """DET of the whole decision as the passive threshold sweeps (the other cues at their chosen values).
+
+    The decision is a conjunction of cues, not one score; the passive threshold is the
+    cue that separates print and screen attacks here, so it is the axis of the curve.
+    """
+    rows = [m for m in measured if m.group == "main"]
+    thresholds = sorted({0.0, 1.0, *np.round(np.geomspace(1e-4, 0.999, 60), 5).tolist()})
+    curve = []
+    for threshold in thresholds:
+        cfg = dataclasses.replace(config, passive_threshold=float(threshold))
+
+        def fails(m: Measured) -> bool:
+            return m.evidence is None or not decide(judge(m.evidence, cfg))
+
+        point = {"passive_threshold": threshold,
+                 "bpcer": rate([fails(m) for m in rows if m.burst.species == BONA_FIDE])}
+        for species in ("print", "screen"):
+            point[f"apcer_{species}"] = rate([not fails(m) for m in rows if m.burst.species == species])
+        curve.append(point)
+    return {"axis": "passive_threshold", "operating_threshold": config.passive_threshold, "points": curve}
+
+
+def plot_det(det: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    floor = 1e-3  # rates of 0 drawn at the floor of the log axes
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for species, colour in (("print", "tab:blue"), ("screen", "tab:orange")):
+        xs = [max(p["bpcer"], floor) for p in det["points"]]
+        ys = [max(p[f"apcer_{species}"], floor) for p in det["points"]]
+        ax.plot(xs, ys, marker=".", color=colour, label=f"{species} attacks")
+        chosen = min(det["points"], key=lambda p: abs(p["passive_threshold"] - det["operating_threshold"]))
+        ax.scatter([max(chosen["bpcer"], floor)], [max(chosen[f"apcer_{species}"], floor)], color=colour, s=60,
+                   edgecolor="black", zorder=3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("BPCER (bona fide bursts refused)")
+    ax.set_ylabel("APCER (attack bursts accepted)")
+    ax.set_title(f"Liveness DET, passive threshold swept\n(dot: operating point {det['operating_threshold']:.2f}; "
+                 f"0 drawn at {floor:g})", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
 def git_commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
@@ -351,6 +402,7 @@ def main() -> None:
             for cls in (BONA_FIDE, *SPECIES)
         },
         "distributions": distributions(measured),
+        "det_passive": det_passive(measured, config),
         "latency": latency(pipeline, timing_bursts, config),
         "failed_bona_fide": [
             m.burst.name
@@ -365,6 +417,7 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
+    plot_det(result["det_passive"], args.out.with_name("det_liveness.png"))
     log.info("wrote %s", args.out)
     print(json.dumps({k: result[k] for k in ("thresholds", "results", "latency")}, indent=2))  # noqa: T201 (script)
 

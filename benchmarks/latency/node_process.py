@@ -39,6 +39,9 @@ class NodeConfig:
             IDV_INTRA_OP_THREADS=str(self.intra_op_threads),
             IDV_MAX_CONCURRENT_RPCS=str(self.max_concurrent_rpcs),
             IDV_LOG_LEVEL="INFO",
+            # 1-frame Verify is refused by default (liveness needs motion); operators may allow a
+            # passive-only single-frame check, which is what the 1-frame rows measure.
+            IDV_LIVENESS_ALLOW_SINGLE_FRAME="true",
         )
         if self.model_dir is not None:
             env["IDV_MODEL_DIR"] = str(self.model_dir)
