@@ -8,6 +8,7 @@ and YuNet) loadable, runnable and fast under onnxruntime:
   consumes (the convolutions read the `*_reshaped` outputs of the
   DequantizeLinear/Reshape chains). onnxruntime refuses a graph with such inputs,
   so they are dropped.
+* PRelu is rewritten as Relu + Min/Mul/Add (split_prelu: exact, about 2x faster here).
 * YuNet's export loads but fails on the first run: some per-tensor
   DequantizeLinear nodes carry a block_size, which onnxruntime 1.32 rejects.
 * As shipped, every run re-dequantizes every weight (about 41 ms per face on
@@ -84,15 +85,59 @@ def fold_weight_chains(source: Path, target: Path) -> None:
     graph.initializer.extend(new_initializers)
     del graph.input[:]
     graph.input.extend(new_inputs)
+    split_prelu(model)
     onnx.checker.check_model(model)
 
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(model.SerializeToString(deterministic=True))
 
 
+def split_prelu(model: onnx.ModelProto) -> None:
+    """Rewrite every PRelu(x, a) as Relu(x) + a * Min(x, 0), in place.
+
+    Exact in IEEE arithmetic (one of the two terms is an exact zero), and far faster on
+    onnxruntime 1.32's CPU provider: its PRelu with per-channel slopes takes a slow
+    broadcasting path and forces layout reorders around every convolution. Measured on
+    SFace here: PRelu was 12.8 of 19.9 ms per face; after the rewrite the face takes 9.3 ms.
+    """
+    graph = model.graph
+    if not any(node.op_type == "PRelu" for node in graph.node):
+        return
+    zero = "prelu_split_zero"
+    rewritten: list[onnx.NodeProto] = []
+    for index, node in enumerate(graph.node):
+        if node.op_type != "PRelu":
+            rewritten.append(node)
+            continue
+        x, slope = node.input
+        stem = f"prelu_split_{index}"
+        rewritten += [
+            onnx.helper.make_node("Relu", [x], [f"{stem}_pos"], name=f"{stem}_relu"),
+            onnx.helper.make_node("Min", [x, zero], [f"{stem}_min"], name=f"{stem}_min"),
+            onnx.helper.make_node("Mul", [f"{stem}_min", slope], [f"{stem}_neg"], name=f"{stem}_mul"),
+            onnx.helper.make_node("Add", [f"{stem}_pos", f"{stem}_neg"], [node.output[0]], name=f"{stem}_add"),
+        ]
+    del graph.node[:]
+    graph.node.extend(rewritten)
+    graph.initializer.append(numpy_helper.from_array(np.zeros((), dtype=np.float32), zero))
+
+
+def _with_split_prelu(build):
+    """A converter that builds a graph, then applies split_prelu to it."""
+
+    def convert(source: Path, target: Path) -> None:
+        build(source, target)
+        model = onnx.load(str(target))
+        split_prelu(model)
+        onnx.checker.check_model(model)
+        target.write_bytes(model.SerializeToString(deterministic=True))
+
+    return convert
+
+
 CONVERTERS = {
     "fold_weight_chains": fold_weight_chains,
     # MiniFASNet passive liveness: ONNX graphs built from the upstream weights (.pth or .npz).
-    "minifasnet_v2": convert_minifasnet_v2,
-    "minifasnet_v1se": convert_minifasnet_v1se,
+    "minifasnet_v2": _with_split_prelu(convert_minifasnet_v2),
+    "minifasnet_v1se": _with_split_prelu(convert_minifasnet_v1se),
 }

@@ -54,11 +54,14 @@ def test_patch_box_is_clamped_and_shifted_inside_the_image() -> None:
 
 
 def test_pth_and_npz_build_byte_identical_pinned_graphs(shared: Path, tmp_path: Path) -> None:
+    from idv.models.convert import CONVERTERS
+
     manifest = load_manifest()
-    for convert, name, pth, npz in (
-        (convert_minifasnet_v2, "minifasnet_v2", "2.7_80x80_MiniFASNetV2.pth", "minifasnet_v2_80x80.npz"),
-        (convert_minifasnet_v1se, "minifasnet_v1se", "4_0_0_80x80_MiniFASNetV1SE.pth", "minifasnet_v1se_80x80.npz"),
+    for name, pth, npz in (
+        ("minifasnet_v2", "2.7_80x80_MiniFASNetV2.pth", "minifasnet_v2_80x80.npz"),
+        ("minifasnet_v1se", "4_0_0_80x80_MiniFASNetV1SE.pth", "minifasnet_v1se_80x80.npz"),
     ):
+        convert = CONVERTERS[manifest.entry(name).converter]  # what `idv models pull` runs
         digests = set()
         for source in (pth, npz):
             target = tmp_path / f"{name}-{source}.onnx"
