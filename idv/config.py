@@ -40,7 +40,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 50051
     mode: str = "development"  # development | production
-    worker_threads: int = 2
+    # Requests in the pipeline at once; 4 x intra-op 1 won the sweep in benchmarks/results/latency.json
+    # (chosen_default: highest capacity, then lowest unloaded p50).
+    worker_threads: int = 4
     # Threads that decode, detect and embed the frames of all requests (about the core count).
     frame_threads: int = 2
     # In flight beyond this are refused at once with RESOURCE_EXHAUSTED (load shedding).
