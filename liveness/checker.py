@@ -59,8 +59,8 @@ class LivenessChecker:
         evidence = self.measure(observations) if burst_length_ok(len(observations), cfg) else _unmeasured(len(observations))
         verdicts = judge(evidence, cfg)
         passed = decide(verdicts)
-        # Scores only: frames, crops and embeddings are never logged.
-        log.debug("liveness decided", extra={"frames": evidence.frames, "passed": passed, "passive": evidence.passive_score})
+        # No scores, frames, crops or embeddings in logs: only the burst length and the outcome.
+        log.debug("liveness decided", extra={"frames": evidence.frames, "passed": passed})
         return LivenessDecision(passed, verdicts, evidence)
 
     def measure(self, observations: Sequence[FaceObservation]) -> LivenessEvidence:

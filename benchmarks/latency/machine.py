@@ -18,6 +18,8 @@ from pathlib import Path
 
 from benchmarks.latency.data import REPO
 
+from idv.evaluation.provenance import cpu_model  # one definition for every results file
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -38,14 +40,6 @@ def git_state(repo: Path = REPO) -> dict[str, object]:
     return {"commit": git("rev-parse", "HEAD").strip(), "request_path_uncommitted": sorted(dirty)}
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_info() -> dict[str, object]:

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from idv.evaluation.calibration import RULE, choose_thresholds, write_manifest_thresholds
+from idv.evaluation.provenance import cpu_model
 from idv.evaluation.datasets import lfw_images, nuaa_frames, parse_pairs_file
 from idv.evaluation.embedding import (
     PICK_CENTRE,
@@ -112,16 +113,6 @@ def _git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _point(scores: ScoreSet, fmr: float, threshold: float | None = None) -> dict:
@@ -277,7 +268,7 @@ def main(argv: list[str] | None = None, echo: Callable[[str], None] | None = Non
     result = {
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": bool(_git("status", "--porcelain")),
-        "host": {"cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
+        "host": {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
         "threads": {"embedding_workers": args.workers, "onnxruntime_intra_op": 1, "onnxruntime_inter_op": 1,
                     "opencv_threads_per_worker": 1},
         "models": {
