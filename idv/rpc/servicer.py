@@ -84,7 +84,7 @@ class IdentityVerificationServicer(pb_grpc.IdentityVerificationServicer):
         seconds = self._budget_seconds if remaining is None else min(self._budget_seconds, remaining)
         return Budget(seconds)
 
-    def _call(self, rpc: str, context: grpc.ServicerContext, scope: Callable[[], str],
+    def _call(self, rpc: str, context: grpc.ServicerContext, scope: Callable[[Caller], str],
               work: Callable[[VerificationService, Caller, Budget], T]) -> T:
         budget = self._budget(context)
         started = time.perf_counter()
@@ -92,7 +92,7 @@ class IdentityVerificationServicer(pb_grpc.IdentityVerificationServicer):
         try:
             caller = self._node.callers.authenticate(_api_key(context))
             caller_name = caller.name
-            self._node.callers.authorize(caller, scope())
+            self._node.callers.authorize(caller, scope(caller))
             service = self._node.service
             if service is None:
                 raise NotServing("the node is starting or stopping; retry shortly")
@@ -113,7 +113,7 @@ class IdentityVerificationServicer(pb_grpc.IdentityVerificationServicer):
     def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:
         purpose = _PURPOSES.get(request.purpose)
 
-        def scope() -> str:
+        def scope(caller: Caller) -> str:
             if purpose is None:
                 raise InvalidRequest("purpose is required (REGISTRATION, LICENCE_RENEWAL or CHECK_IN)",
                                      "MISSING_PURPOSE")
@@ -139,7 +139,7 @@ class IdentityVerificationServicer(pb_grpc.IdentityVerificationServicer):
                                     request.replace, caller.name)
             return service.enroll(command, budget)
 
-        outcome = self._call("Enroll", context, lambda: "enroll", work)
+        outcome = self._call("Enroll", context, lambda caller: "enroll", work)
         log.info("enrolled", extra={"rpc": "Enroll", "request_id": outcome.request_id,
                                     "template_count": outcome.template_count})
         return pb.EnrollResponse(request_id=outcome.request_id, template_count=outcome.template_count,
@@ -150,7 +150,7 @@ class IdentityVerificationServicer(pb_grpc.IdentityVerificationServicer):
         def work(service: VerificationService, caller: Caller, budget: Budget):
             return service.create_challenge(caller.name, request.id_number)
 
-        challenge = self._call("CreateChallenge", context, lambda: _any_verify_scope(self._node, context), work)
+        challenge = self._call("CreateChallenge", context, _any_verify_scope, work)
         return pb.CreateChallengeResponse(
             challenge_id=challenge.challenge_id,
             actions=[pb.Action.Value(a) for a in challenge.actions],
@@ -158,9 +158,8 @@ class IdentityVerificationServicer(pb_grpc.IdentityVerificationServicer):
         )
 
 
-def _any_verify_scope(node: NodeState, context: grpc.ServicerContext) -> str:
+def _any_verify_scope(caller: Caller) -> str:
     """CreateChallenge needs some verify scope: return one the caller has, or the first to deny."""
-    caller = node.callers.authenticate(_api_key(context))
     for purpose in Purpose:
         scope = f"verify:{purpose.value.lower()}"
         if caller.may(scope):
