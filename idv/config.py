@@ -119,6 +119,9 @@ class Settings:
     model_mirror: Path | None = None
     model_manifest: Path | None = None
     model_pack: str = "permissive"
+    # An insightface SCRFD detector instead of the pack's (licensed by the operator, e.g. buffalo_l).
+    detector_file: Path | None = None
+    detector_sha256: str = ""
     # An insightface ArcFace-format recognizer instead of the pack's (licensed by the operator).
     recognizer_file: Path | None = None
     recognizer_sha256: str = ""
@@ -200,6 +203,8 @@ class Settings:
             problems.append("max_message_bytes is too small to carry even a single frame burst")
         if self.security_level not in ("fmr_1e-3", "fmr_1e-4", "fmr_1e-5"):
             problems.append(f"security_level must be fmr_1e-3, fmr_1e-4 or fmr_1e-5, not {self.security_level!r}")
+        if self.detector_file is not None and not self.detector_sha256:
+            problems.append("detector_file needs detector_sha256")
         if self.recognizer_file is not None and (not self.recognizer_sha256 or self.recognizer_threshold <= 0):
             problems.append("recognizer_file needs recognizer_sha256 and a calibrated recognizer_threshold")
         if self.request_budget_seconds <= 0:

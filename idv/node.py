@@ -27,7 +27,13 @@ from idv.imaging import ImageLimits
 from idv.keys import load_audit_key, load_keyring
 from idv.metrics import Metrics
 from idv.models.manifest import DEFAULT_MANIFEST, Manifest, load_manifest
-from idv.models.registry import RecognizerChoice, custom_arcface_entry, load_pack
+from idv.models.registry import (
+    DetectorChoice,
+    RecognizerChoice,
+    custom_arcface_entry,
+    custom_scrfd_entry,
+    load_pack,
+)
 from idv.models.runtime import RuntimeOptions
 from idv.node_state import NodeState
 from idv.pipeline import PipelineLimits, VerificationPipeline
@@ -98,6 +104,11 @@ class Node:
                 expected_sha256=settings.recognizer_sha256,
                 threshold=settings.recognizer_threshold,
             )
+        custom_detector = None
+        if settings.detector_file is not None:
+            path = Path(settings.detector_file)
+            custom_detector = DetectorChoice(custom_scrfd_entry(path, settings.detector_sha256), path.parent,
+                                             settings.detector_sha256)
         pack = load_pack(
             manifest,
             settings.model_pack,
@@ -106,6 +117,7 @@ class Node:
             settings.security_level,
             settings.detector_score_threshold,
             custom,
+            custom_detector,
         )
         # Development creates keys on first start; production refuses to run without provisioned keys.
         keys_may_be_created = settings.mode == "development"

@@ -26,7 +26,7 @@ from typing import Iterator, Protocol
 import numpy as np
 
 from idv.errors import AlreadyEnrolled, DeadlineExceeded, InvalidRequest, NotServing
-from idv.face.detector import YuNetDetector
+from idv.face.detector import FaceDetector
 from idv.face.embedder import Embedder, align_face
 from idv.face.quality import QualityLimits, assess
 from idv.face.types import FaceDetection
@@ -189,7 +189,7 @@ def _zero(arrays: Sequence[np.ndarray]) -> None:
 class VerificationPipeline:
     def __init__(
         self,
-        detector: YuNetDetector,
+        detector: FaceDetector,
         embedder: Embedder,
         vault: ReferenceVault,
         threshold: float,

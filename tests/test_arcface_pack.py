@@ -1,4 +1,5 @@
-"""An operator-selected insightface ArcFace-format recognizer, tested with a small model built here.
+"""An operator-selected insightface pack (SCRFD detector, ArcFace-format recognizer), tested with
+small models built here.
 
 The real packs (e.g. buffalo_l's w600k_r50) carry non-commercial weights and are not
 in the mirror; this model has the same contract (Nx3x112x112 in, NxD out, the
@@ -117,3 +118,96 @@ def test_operator_model_with_a_wrong_contract_is_refused(arcface_settings: Setti
     bad.write_bytes(data)
     with pytest.raises(ModelLoadError, match="not Nx3x112x112"):
         start_node(replace(arcface_settings, recognizer_file=bad, recognizer_sha256=hashlib.sha256(data).hexdigest()))
+
+
+def build_tiny_scrfd(path: Path, face: "FaceDetection", image_size: int = 640) -> str:
+    """An SCRFD-contract detector (9 outputs, strides 8/16/32, 2 anchors) that 'finds' one given face.
+
+    The outputs are constants (plus 0 * mean(input), so the graph depends on its input)
+    encoding `face` in SCRFD's distance form at one stride-32 anchor, so insightface's
+    own decoding has to reconstruct the box and key points for the test to pass.
+    """
+    outputs, nodes, initializers = [], [], []
+    nodes.append(helper.make_node("ReduceMean", ["input.1"], ["mean"], keepdims=0))
+    nodes.append(helper.make_node("Mul", ["mean", "zero"], ["nothing"]))
+    initializers.append(numpy_helper.from_array(np.zeros((), np.float32), "zero"))
+    stride, anchors = 32, 2
+    cells = image_size // stride
+    cx, cy = face.x + face.width / 2, face.y + face.height / 2
+    col, row = int(round(cx / stride)), int(round(cy / stride))
+    index = (row * cells + col) * anchors
+    anchor = np.array([col * stride, row * stride], np.float32)
+    for kind, width in (("score", 1), ("bbox", 4), ("kps", 10)):
+        for s in (8, 16, 32):
+            rows = (image_size // s) ** 2 * anchors
+            value = np.zeros((rows, width), np.float32)
+            if s == stride:
+                if kind == "score":
+                    value[index, 0] = 0.95
+                elif kind == "bbox":
+                    value[index] = np.array([anchor[0] - face.x, anchor[1] - face.y,
+                                             face.x + face.width - anchor[0], face.y + face.height - anchor[1]]) / s
+                else:
+                    value[index] = ((face.landmarks - anchor) / s).reshape(-1)
+            name = f"{kind}_{s}"
+            initializers.append(numpy_helper.from_array(value, f"{name}_const"))
+            nodes.append(helper.make_node("Add", [f"{name}_const", "nothing"], [name]))
+            outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [rows, width]))
+    graph = helper.make_graph(
+        nodes, "tiny_scrfd",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, image_size, image_size])],
+        outputs, initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    data = model.SerializeToString(deterministic=True)
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_scrfd_format_detector_serves_through_insightface(node_settings: Settings, testdata: Path,
+                                                          tmp_path: Path) -> None:
+    import cv2
+
+    from idv.face.detector import YuNetDetector
+    from idv.models.manifest import load_manifest
+    from idv.models.runtime import RuntimeOptions, open_session
+
+    reference = nuaa_frames(testdata, "print", "0001")[0]
+    yunet = YuNetDetector(open_session(load_manifest().entry("yunet"), node_settings.model_dir, RuntimeOptions()))
+    expected = yunet.detect(cv2.imread(str(reference)))[0]
+    model = tmp_path / "operator-models" / "tiny_scrfd.onnx"
+    model.parent.mkdir()
+    digest = build_tiny_scrfd(model, expected)
+    node = start_node(replace(node_settings, detector_file=model, detector_sha256=digest, liveness=False))
+    try:
+        pipeline = node.state.service.pipeline
+        assert pipeline.fingerprints["detector"].startswith("scrfd:tiny_scrfd.onnx:")
+        found = pipeline._detector.detect(cv2.imread(str(reference)))
+        assert len(found) == 1
+        np.testing.assert_allclose(found[0].box_xywh, expected.box_xywh, atol=0.5)
+        np.testing.assert_allclose(found[0].landmarks, expected.landmarks, atol=0.5)
+        data = reference.read_bytes()
+        pipeline.enroll(EnrollCommand(ID_SUBJECT_1, "张三", (data,)), Budget(30))
+        outcome = pipeline.verify(VerifyCommand(ID_SUBJECT_1, "张三", Purpose.CHECK_IN, (data, data)), Budget(30))
+        assert outcome.true_reason is TrueReason.VERIFIED
+    finally:
+        node.stop(0)
+
+
+def test_scrfd_detector_without_key_points_is_refused(node_settings: Settings, tmp_path: Path) -> None:
+    from idv.models.runtime import ModelLoadError
+
+    bad = tmp_path / "bad_scrfd.onnx"
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], [f"y{i}"]) for i in range(6)], "bad",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 640, 640])],
+        [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [1, 3, 640, 640]) for i in range(6)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    data = model.SerializeToString()
+    bad.write_bytes(data)
+    with pytest.raises(ModelLoadError, match="9 or 15 outputs"):
+        start_node(replace(node_settings, detector_file=bad, detector_sha256=hashlib.sha256(data).hexdigest()))

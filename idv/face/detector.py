@@ -9,11 +9,21 @@ fed as BGR 0..255; each cell's score is sqrt(cls * obj).
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import cv2
 import numpy as np
 
 from idv.face.types import FaceDetection
 from idv.models.runtime import LoadedModel
+
+class FaceDetector(Protocol):
+    fingerprint: str
+
+    def detect(self, image_bgr: np.ndarray) -> list[FaceDetection]:
+        """All faces above the score threshold, best first, landmarks in the ArcFace order."""
+        ...
+
 
 _INPUT_SIZE = 640
 _STRIDES = (8, 16, 32)

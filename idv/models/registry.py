@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from idv.face.detector import YuNetDetector
+from idv.face.detector import FaceDetector, YuNetDetector
+from idv.face.scrfd import ScrfdDetector
 from idv.face.embedder import ArcFaceEmbedder, Embedder, SFaceEmbedder
 from idv.models.manifest import Manifest, ModelEntry
 from idv.models.runtime import LoadedModel, ModelLoadError, RuntimeOptions, open_session
@@ -24,8 +25,17 @@ class RecognizerChoice:
 
 
 @dataclass(frozen=True)
+class DetectorChoice:
+    """An operator-supplied insightface SCRFD detector instead of the pack's."""
+
+    entry: ModelEntry
+    model_dir: Path
+    expected_sha256: str
+
+
+@dataclass(frozen=True)
 class LoadedPack:
-    detector: YuNetDetector
+    detector: FaceDetector
     embedder: Embedder
     threshold: float
     models: tuple[LoadedModel, ...]
@@ -37,6 +47,11 @@ class LoadedPack:
 
 def pack_model_names(manifest: Manifest, pack: str) -> list[str]:
     return list(manifest.pack(pack).values())
+
+
+def custom_scrfd_entry(path: Path, sha256: str) -> ModelEntry:
+    return ModelEntry(name=f"scrfd:{path.name}", role="detector", file=path.name, sha256=sha256.lower(),
+                      licence="operator-supplied", kind="scrfd", contract=None)
 
 
 def custom_arcface_entry(path: Path, sha256: str) -> ModelEntry:
@@ -63,7 +78,7 @@ def _check_arcface_contract(model: LoadedModel) -> None:
         raise ModelLoadError(f"{model.entry.name}: output shape {outputs[0].shape} is not NxD")
 
 
-def _warm_up(detector: YuNetDetector, embedder: Embedder) -> None:
+def _warm_up(detector: FaceDetector, embedder: Embedder) -> None:
     """Run every model once and check its outputs are sane, before health reports SERVING."""
     rng = np.random.default_rng(0)
     canvas = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
@@ -89,10 +104,17 @@ def load_pack(
     security_level: str,
     detector_score_threshold: float,
     custom_recognizer: RecognizerChoice | None = None,
+    custom_detector: DetectorChoice | None = None,
 ) -> LoadedPack:
     names = manifest.pack(pack)
-    detector_model = open_session(manifest.entry(names["detector"]), model_dir, options)
-    detector = YuNetDetector(detector_model, score_threshold=detector_score_threshold)
+    detector: FaceDetector
+    if custom_detector is not None:
+        detector_model = open_session(custom_detector.entry, custom_detector.model_dir, options,
+                                      custom_detector.expected_sha256)
+        detector = ScrfdDetector(detector_model, score_threshold=detector_score_threshold)
+    else:
+        detector_model = open_session(manifest.entry(names["detector"]), model_dir, options)
+        detector = YuNetDetector(detector_model, score_threshold=detector_score_threshold)
 
     if custom_recognizer is not None:
         recognizer_model = open_session(
