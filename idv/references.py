@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from cryptography.exceptions import InvalidTag
 
 from idv.errors import TemplateMismatch
 from idv.identity import name_match_key
@@ -88,7 +89,13 @@ class ReferenceVault:
             )
         vectors = []
         for template in record.templates:
-            plain = self._decrypt(template.key_id, template.ciphertext, self._associated(record.id_key, fingerprint))
+            try:
+                plain = self._decrypt(template.key_id, template.ciphertext,
+                                      self._associated(record.id_key, fingerprint))
+            except InvalidTag:
+                # Altered at rest, or moved onto another identity/model: never compared, never a PASS.
+                raise TemplateMismatch("an enrolled template failed its integrity check; re-enrol the identity",
+                                       "REFERENCE_INVALID") from None
             vector = np.frombuffer(plain, dtype=np.float32)
             if vector.shape != (dimension,) or not np.all(np.isfinite(vector)):
                 raise TemplateMismatch("an enrolled template has the wrong size for this recognizer", "REFERENCE_INVALID")

@@ -245,3 +245,22 @@ def test_unknown_id_and_face_mismatch_take_the_same_time(node, testdata) -> None
     # The test plan's criterion (RELIABILITY.md B11): medians within 5 ms, or within 5 %.
     assert difference < max(5.0, 0.05 * min(unknown, mismatch)), (
         f"median unknown {unknown:.2f} ms vs mismatch {mismatch:.2f} ms")
+
+
+def test_a_tampered_template_fails_closed_with_reference_invalid(node, testdata) -> None:
+    from idv.rpc.status import error_info
+
+    stub = pb_grpc.IdentityVerificationStub(grpc.insecure_channel(f"127.0.0.1:{node.port}"))
+    stub.Enroll(pb.EnrollRequest(id_number=ID_SUBJECT_1, name="张三",
+                                 reference_images=[nuaa_frames(testdata, "print", "0001")[0].read_bytes()]), timeout=30)
+    with sqlite3.connect(node.settings.store_path) as db:
+        (blob,) = db.execute("SELECT ciphertext FROM templates").fetchone()
+        flipped = bytearray(blob)
+        flipped[40] ^= 0x01
+        db.execute("UPDATE templates SET ciphertext = ?", (bytes(flipped),))
+    frames = [p.read_bytes() for p in next(iter(nuaa_sequences(testdata, "live", "0001").values()))[:9:3]]
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.Verify(pb.VerifyRequest(id_number=ID_SUBJECT_1, name="张三", purpose=pb.CHECK_IN, frames=frames),
+                    timeout=30)
+    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_info(failure.value).reason == "REFERENCE_INVALID"
