@@ -11,6 +11,7 @@
     │                                                   is enrolled under another ID number; never says which)
     ├── TemplateMismatch           FAILED_PRECONDITION  TEMPLATE_MODEL_MISMATCH
     ├── DeadlineExceeded           DEADLINE_EXCEEDED    DEADLINE_EXCEEDED
+    ├── Cancelled                  CANCELLED            CANCELLED (the caller went away; work stops)
     ├── NotServing                 UNAVAILABLE          NOT_SERVING
     ├── StoreUnavailable           UNAVAILABLE          REFERENCE_STORE_UNAVAILABLE,
     │                                                   STATE_STORE_UNAVAILABLE (Redis: counters, challenges)
@@ -36,6 +37,7 @@ class Code(Enum):
     ALREADY_EXISTS = "ALREADY_EXISTS"
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    CANCELLED = "CANCELLED"
     UNAVAILABLE = "UNAVAILABLE"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     UNAUTHENTICATED = "UNAUTHENTICATED"
@@ -73,6 +75,11 @@ class TemplateMismatch(IdvError):
 class DeadlineExceeded(IdvError):
     code = Code.DEADLINE_EXCEEDED
     default_reason = "DEADLINE_EXCEEDED"
+
+
+class Cancelled(IdvError):
+    code = Code.CANCELLED
+    default_reason = "CANCELLED"
 
 
 class NotServing(IdvError):

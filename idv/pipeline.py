@@ -25,7 +25,7 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from idv.errors import AlreadyEnrolled, DeadlineExceeded, InvalidRequest, NotServing
+from idv.errors import AlreadyEnrolled, Cancelled, DeadlineExceeded, InvalidRequest, NotServing
 from idv.face.detector import FaceDetector
 from idv.face.embedder import Embedder, align_face
 from idv.face.quality import QualityLimits, assess
@@ -39,16 +39,21 @@ log = logging.getLogger(__name__)
 
 
 class Budget:
-    """The time a request may still use; checked between stages (gRPC never interrupts a handler)."""
+    """The time a request may still use, and whether its caller is still there; checked between
+    stages (gRPC never interrupts a handler, so a cancelled call would otherwise run to the end)."""
 
-    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic,
+                 cancelled: Callable[[], bool] = lambda: False):
         self._clock = clock
         self._deadline = clock() + seconds
+        self._cancelled = cancelled
 
     def remaining(self) -> float:
         return self._deadline - self._clock()
 
     def check(self, stage: str) -> None:
+        if self._cancelled():
+            raise Cancelled(f"the caller cancelled before the {stage} stage")
         if self.remaining() <= 0:
             raise DeadlineExceeded(f"deadline exceeded before the {stage} stage")
 

@@ -82,7 +82,7 @@ class IdentityVerificationServicer(pb_grpc.IdentityVerificationServicer):
     def _budget(self, context: grpc.ServicerContext) -> Budget:
         remaining = context.time_remaining()
         seconds = self._budget_seconds if remaining is None else min(self._budget_seconds, remaining)
-        return Budget(seconds)
+        return Budget(seconds, cancelled=lambda: not context.is_active())
 
     def _call(self, rpc: str, context: grpc.ServicerContext, scope: Callable[[Caller], str],
               work: Callable[[VerificationService, Caller, Budget], T]) -> T:

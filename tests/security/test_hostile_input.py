@@ -112,3 +112,56 @@ def test_fuzzed_requests_are_validated_without_surprises(id_number, name, purpos
         assert refused.message and id_number not in refused.message or len(id_number) < 4
         return
     assert len(validated.canonical_id) == 18 and 1 <= count <= 8
+
+
+def test_a_cancelled_call_stops_within_a_stage_and_frees_its_slot(node, testdata, monkeypatch) -> None:
+    """RELIABILITY D6: gRPC never interrupts a handler; the pipeline must notice the caller left."""
+    import time
+
+    from tests.conftest import nuaa_frames
+
+    pipeline = node.state.service.pipeline
+    embedded: list[int] = []
+    original = pipeline._embedder.embed
+
+    def counting(crops):
+        embedded.append(len(crops))
+        return original(crops)
+
+    monkeypatch.setattr(pipeline._embedder, "embed", counting)
+    stub = pb_grpc.IdentityVerificationStub(grpc.insecure_channel(f"127.0.0.1:{node.port}"))
+    frames = [p.read_bytes() for p in nuaa_frames(testdata, "live", "0001")[:8]]
+    request = pb.VerifyRequest(id_number=ID_SUBJECT_1, name="张三", purpose=pb.CHECK_IN, frames=frames)
+    call = stub.Verify.future(request, timeout=30)
+    time.sleep(0.02)
+    call.cancel()
+    time.sleep(0.5)
+    assert len(embedded) < 8, "the pipeline ran every frame for a caller that had gone"
+    admission = node.state.service  # the slot is freed: a fresh call is admitted and answered
+    assert admission is not None
+    response = stub.Verify(request, timeout=30)
+    assert response.verdict == pb.FAIL  # ID not enrolled: NOT_VERIFIED, but it ran
+    body = node.state.metrics.registry.get_sample_value(
+        "idv_requests_total", {"rpc": "Verify", "code": "CANCELLED", "reason": "CANCELLED"})
+    assert body == 1.0
+
+
+def test_keepalive_ping_abuse_gets_the_connection_closed(node) -> None:
+    """RELIABILITY D12: a client pinging with no calls more often than the node permits (30 s) is
+    sent GOAWAY after max_ping_strikes (2). grpc clients will not ping more often than every 10 s,
+    so this takes about 35 s of real time."""
+    import time
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{node.port}", options=[
+        ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0)])
+    seen: list[grpc.ChannelConnectivity] = []
+    channel.subscribe(seen.append, try_to_connect=True)
+    grpc.channel_ready_future(channel).result(timeout=5)
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline and seen[-1] == grpc.ChannelConnectivity.READY:
+        time.sleep(0.5)
+    channel.close()
+    ready = seen.index(grpc.ChannelConnectivity.READY)
+    assert any(state != grpc.ChannelConnectivity.READY for state in seen[ready:]), (
+        f"the ping-flooding connection was never closed: {seen}")
