@@ -93,6 +93,7 @@ class EnrollOutcome:
     template_count: int
     flagged_for_review: bool = False
     duplicate_of: str = ""  # keyed hash of the identity the face also matched; audit only
+    id_key: str = ""  # keyed hash of the enrolled ID; audit only
 
 
 @dataclass(frozen=True, eq=False)
@@ -444,6 +445,6 @@ class VerificationPipeline:
                 raise AlreadyEnrolled("this identity is already enrolled; set replace to overwrite its reference")
             if self._screening is not None:
                 self._screening.after_enroll(id_key, templates)
-            return EnrollOutcome(request_id, len(aligned_crops), bool(duplicate_of), duplicate_of)
+            return EnrollOutcome(request_id, len(aligned_crops), bool(duplicate_of), duplicate_of, id_key)
         finally:
             _zero(owned)

@@ -135,13 +135,13 @@ class VerificationService:
                 "event": "enroll_refused",
                 "request_id": str(uuid.uuid4()),
                 "caller": command.caller,
-                "id_key": self._id_key(command.id_number),
+                "id_key": refused.id_key,
                 "reason": refused.reason,
                 "duplicate_of": refused.duplicate_of,
                 "models": self._pipeline.fingerprints,
             })
             raise
-        id_key = self._id_key(command.id_number)
+        id_key = outcome.id_key
         record = {
             "event": "enroll",
             "request_id": outcome.request_id,
@@ -154,15 +154,8 @@ class VerificationService:
             record["flagged_for_review"] = True
             record["duplicate_of"] = outcome.duplicate_of
         self._audit.append(record)
-        if id_key:
-            self._throttle.reset_identity(id_key)  # a fresh reference starts with a clean slate
+        self._throttle.reset_identity(id_key)  # a fresh reference starts with a clean slate
         return outcome
-
-    def _id_key(self, id_number: str) -> str:
-        try:
-            return self._pipeline.vault.id_key(parse_id_number(id_number).value)
-        except IdentityError:  # enroll already validated it; kept total for safety
-            return ""
 
     def create_challenge(self, caller: str, id_number: str) -> StoredChallenge:
         if self._challenges is None:

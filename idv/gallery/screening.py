@@ -20,14 +20,16 @@ from idv.gallery.index import Gallery
 class DuplicateFace(AlreadyEnrolled):
     """The face is already enrolled under another identity (ALREADY_EXISTS, DUPLICATE_FACE).
 
-    `duplicate_of` is that identity's keyed hash, for the audit record only: it is never
-    put in the message or the error details (the caller must not learn the other ID).
+    `duplicate_of` is that identity's keyed hash and `id_key` the enrolling one's, for the
+    audit record only: never put in the message or the error details (the caller must not
+    learn the other ID).
     """
 
-    def __init__(self, duplicate_of: str):
+    def __init__(self, duplicate_of: str, id_key: str):
         super().__init__("this face is already enrolled under another identity; it needs a manual review",
                          "DUPLICATE_FACE")
         self.duplicate_of = duplicate_of
+        self.id_key = id_key
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class Screening:
         if best is None or best[1] < self._policy.duplicate_threshold:
             return ""
         if self._policy.duplicate_action == "refuse":
-            raise DuplicateFace(best[0])
+            raise DuplicateFace(best[0], id_key)
         return best[0]
 
     def after_enroll(self, id_key: str, templates: np.ndarray) -> None:
