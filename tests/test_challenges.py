@@ -17,6 +17,7 @@ from idv.security.callers import add_caller
 from idv.state.base import StoredChallenge
 from idv.v1 import verification_pb2 as pb
 from idv.v1 import verification_pb2_grpc as pb_grpc
+from liveness.video_signals import iter_video_frames
 from tests.conftest import ID_SUBJECT_1, ID_SUBJECT_2, start_node
 
 NAME = "王芳"
@@ -24,16 +25,12 @@ NAME = "王芳"
 
 def clip_frames(testdata: Path, clip: str, start: int, end: int, count: int = 24) -> list[bytes]:
     wanted = set(np.linspace(start, end, count).round().astype(int).tolist())
-    capture = cv2.VideoCapture(str(testdata / "video" / clip))
-    frames, index = [], 0
-    while True:
-        ok, frame = capture.read()
-        if not ok or index > end:
+    frames = []
+    for index, frame in iter_video_frames(testdata / "video" / clip):
+        if index > end:
             break
         if index in wanted:
             frames.append(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
-        index += 1
-    capture.release()
     return frames
 
 
