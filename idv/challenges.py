@@ -1,4 +1,6 @@
-"""One-time active-liveness challenges: issue, bind, consume exactly once, and check the actions.
+"""One-time active-liveness challenges: issue, bind, consume exactly once.
+
+Checking that a burst performs the actions is idv.action_check's job, not this module's.
 
 A challenge is bound to the caller that asked for it and to the keyed hash of the
 ID number, stored server-side, and consumed atomically by the first Verify that
@@ -11,21 +13,39 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from idv.state.base import ChallengeStore, StoredChallenge
-from liveness.actions import Action, ActionConfig, detect_actions, frame_signals
-from liveness.facemesh import FaceMesh
+from idv.verdicts import Purpose
+from liveness.actions import Action, ActionConfig
 
 
 @dataclass(frozen=True)
 class ChallengePolicy:
+    """The `[challenges]` settings section."""
+
+    # Purposes whose Verify must present an active challenge (TOML list or comma-separated).
+    required_for: tuple[str, ...] = ("REGISTRATION",)
     ttl_seconds: float = 120.0
     min_actions: int = 2
     max_actions: int = 3
+
+    @property
+    def required_purposes(self) -> frozenset[Purpose]:
+        return frozenset(Purpose(p.strip().upper()) for p in self.required_for)
+
+    def problems(self) -> list[str]:
+        problems: list[str] = []
+        known = {p.value for p in Purpose}
+        unknown = sorted({p.strip().upper() for p in self.required_for} - known)
+        if unknown:
+            problems.append(f"challenges.required_for names unknown purposes {unknown}")
+        if self.ttl_seconds <= 0:
+            problems.append("challenges.ttl_seconds must be positive")
+        if not (1 <= self.min_actions <= self.max_actions):
+            problems.append("challenges: 1 <= min_actions <= max_actions")
+        return problems
 
 
 class ChallengeIssuer:
@@ -69,16 +89,3 @@ class ChallengeIssuer:
 
 def _opposite(a: str, b: str) -> bool:
     return {a, b} == {Action.TURN_LEFT.value, Action.TURN_RIGHT.value}
-
-
-class ActionVerifier:
-    """Checks that a burst shows the requested actions in order (FaceMesh signals per frame)."""
-
-    def __init__(self, facemesh: FaceMesh, config: ActionConfig):
-        self._facemesh = facemesh
-        self._config = config
-
-    def performed(self, frames: Sequence[np.ndarray], faces: Sequence[object], actions: Sequence[str]) -> bool:
-        signals = [frame_signals(self._facemesh.landmarks(frame, face.box_xywh), index)
-                   for index, (frame, face) in enumerate(zip(frames, faces, strict=True))]
-        return detect_actions(signals, [Action(a) for a in actions], self._config).passed

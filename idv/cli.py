@@ -1,4 +1,8 @@
-"""The `idv` command line: serve, models, enroll, verify, config."""
+"""The `idv` command line: serve, models, enroll, verify, config.
+
+Heavy modules (onnxruntime, OpenCV, grpc, the node) are imported inside the commands that
+need them: `idv verify` or `idv config show` should not pay for loading the model stack.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ def serve(config: Path | None, host: str | None, port: int | None, data_dir: Pat
     from idv.node import serve as run
 
     settings = _settings(config, host=host, port=port, data_dir=data_dir)
-    configure_logging(settings.log_level)
+    configure_logging(settings.serving.log_level)
     sys.exit(run(settings))
 
 
@@ -50,12 +54,12 @@ def models() -> None:
 def _manifest(settings: Settings):
     from idv.models.manifest import DEFAULT_MANIFEST, load_manifest
 
-    return load_manifest(settings.model_manifest or DEFAULT_MANIFEST)
+    return load_manifest(settings.models.manifest or DEFAULT_MANIFEST)
 
 
 def _served_names(settings: Settings) -> list[str]:
     manifest = _manifest(settings)
-    names = list(manifest.pack(settings.model_pack).values())
+    names = list(manifest.pack(settings.models.pack).values())
     # Liveness and landmark models are pulled with the pack when the manifest has them.
     names += [n for n, e in manifest.models.items() if e.role in ("liveness", "landmarks")]
     return names
@@ -84,7 +88,7 @@ def models_pull(config: Path | None, mirror: Path | None, model_dir: Path | None
             bar.update(1)
 
         try:
-            pulled = pull_models(manifest, names, settings.model_dir, settings.model_mirror,
+            pulled = pull_models(manifest, names, settings.models.dir, settings.models.mirror,
                                  allow_network=not offline, on_progress=progress)
         except ModelPullError as exc:
             raise click.ClickException(str(exc)) from None
@@ -102,7 +106,7 @@ def models_verify(config: Path | None) -> None:
     manifest = _manifest(settings)
     bad = 0
     for entry in manifest.closure(_served_names(settings)):
-        path = settings.model_dir / entry.file
+        path = settings.models.dir / entry.file
         if not path.is_file():
             state, bad = "MISSING", bad + 1
         elif sha256_of(path) != entry.sha256:
@@ -281,18 +285,15 @@ def enroll_bulk(source: Path, replace: bool, **conn) -> None:
 @click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def signals(config: Path | None, every: int, video: Path) -> None:
     """Print the per-frame action signals (yaw, pitch, eyes, mouth) of a video file."""
-    from idv.face.detector import YuNetDetector
-    from idv.models.runtime import RuntimeOptions, open_session
+    from idv.models.model_set import load_models
     from liveness.actions import ActionConfig, find_events
-    from idv.models.litert import load_facemesh
     from liveness.video_signals import signals_for_video
 
     settings = _settings(config)
-    manifest = _manifest(settings)
-    pack = manifest.pack(settings.model_pack)
-    detector = YuNetDetector(open_session(manifest.entry(pack["detector"]), settings.model_dir, RuntimeOptions()))
-    facemesh = load_facemesh(manifest.entry("facemesh"), settings.model_dir)
-    rows = signals_for_video(video, detector, facemesh, every_nth=every)
+    models = load_models(_manifest(settings), settings.models, liveness=False, actions=True)
+    if models.facemesh is None:
+        raise click.ClickException("the model manifest has no FaceMesh model: action signals need it")
+    rows = signals_for_video(video, models.detector, models.facemesh, every_nth=every)
     click.echo(f"{'frame':>6} {'yaw':>7} {'pitch':>7} {'eyes':>6} {'mouth':>6}")
     for row in rows:
         if not row.face_found:
@@ -324,7 +325,7 @@ def keys_add_caller(config: Path | None, data_dir: Path | None, scopes: tuple[st
 
     settings = _settings(config, data_dir=data_dir)
     try:
-        key = add_caller(settings.callers_path, name, list(scopes))
+        key = add_caller(settings.store.callers_path, name, list(scopes))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(key)
@@ -336,14 +337,14 @@ def keys_add_caller(config: Path | None, data_dir: Path | None, scopes: tuple[st
 def keys_rotate(config: Path | None, data_dir: Path | None) -> None:
     """Add a new data key and re-encrypt every template under it, while the node keeps serving."""
     from idv.keys import add_data_key, load_keyring
-    from idv.node import open_reference_store
+    from idv.assemble import open_reference_store
     from idv.references import ReferenceVault
 
     settings = _settings(config, data_dir=data_dir)
-    key_id = add_data_key(settings.data_dir)
+    key_id = add_data_key(settings.store.data_dir)
     store = open_reference_store(settings)
     try:
-        touched = ReferenceVault(store, load_keyring(settings.data_dir, create=False)).reencrypt_all()
+        touched = ReferenceVault(store, load_keyring(settings.store.data_dir, create=False)).reencrypt_all()
     finally:
         store.close()
     click.echo(f"data key {key_id} is current; re-encrypted {touched} identities")
@@ -379,15 +380,14 @@ def db() -> None:
 def db_migrate(config: Path | None) -> None:
     """Apply pending schema migrations to the PostgreSQL store named by the `store` setting."""
     from idv.errors import StoreUnavailable
-    from idv.node import postgres_config
     from idv.store.postgres import PostgresReferenceStore
 
     settings = _settings(config)
-    if settings.store_kind != "postgresql":
+    if settings.store.kind != "postgresql":
         click.echo("store is the embedded SQLite file: its schema is created and upgraded on start")
         return
     try:
-        store = PostgresReferenceStore(postgres_config(settings), migrate=False, require_current=False)
+        store = PostgresReferenceStore(settings.store.postgres(), migrate=False, require_current=False)
         try:
             applied = store.migrate()
             version = store.schema_version()
@@ -397,7 +397,7 @@ def db_migrate(config: Path | None) -> None:
         raise click.ClickException(str(exc)) from None
     for name in applied:
         click.echo(f"applied {name}")
-    click.echo(f"schema {settings.postgres_schema} is at version {version}")
+    click.echo(f"schema {settings.store.postgres_schema} is at version {version}")
 
 
 # ----------------------------------------------------------------------- audit
@@ -416,10 +416,10 @@ def audit_verify(config: Path | None, data_dir: Path | None, log_path: Path | No
     from idv.keys import load_audit_key
 
     settings = _settings(config, data_dir=data_dir)
-    path = log_path or settings.audit_path
+    path = log_path or settings.store.audit_path
     if not path.exists():
         raise click.ClickException(f"no audit log at {path}")
-    result = verify_audit_log(path, load_audit_key(settings.data_dir, create=False))
+    result = verify_audit_log(path, load_audit_key(settings.store.data_dir, create=False))
     if result.ok:
         click.echo(f"ok: {result.records} records, chain intact")
         return
@@ -454,7 +454,7 @@ def config() -> None:
 @config.command("show")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False))
 def config_show(config_file: Path | None) -> None:
-    """Print the effective settings (defaults < file < IDV_* environment), secrets masked."""
+    """Print the effective settings by section (defaults < file < IDV_* environment), secrets masked."""
     settings = _settings(config_file)
     click.echo(json.dumps(masked(settings), indent=2, ensure_ascii=False))
 

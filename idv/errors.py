@@ -7,8 +7,8 @@
     │              UNDECODABLE_IMAGE, REFERENCE_NO_FACE, REFERENCE_MULTIPLE_FACES,
     │              REFERENCE_LOW_QUALITY
     ├── AlreadyEnrolled            ALREADY_EXISTS       IDENTITY_ENROLLED,
-    │                                                   DUPLICATE_FACE (idv.gallery.DuplicateFace: the face
-    │                                                   is enrolled under another ID number; never says which)
+    │   └── DuplicateFace                                DUPLICATE_FACE (the face is enrolled under
+    │                                                   another ID number; never says which)
     ├── TemplateMismatch           FAILED_PRECONDITION  TEMPLATE_MODEL_MISMATCH
     ├── DeadlineExceeded           DEADLINE_EXCEEDED    DEADLINE_EXCEEDED
     ├── Cancelled                  CANCELLED            CANCELLED (the caller went away; work stops)
@@ -65,6 +65,21 @@ class InvalidRequest(IdvError):
 class AlreadyEnrolled(IdvError):
     code = Code.ALREADY_EXISTS
     default_reason = "IDENTITY_ENROLLED"
+
+
+class DuplicateFace(AlreadyEnrolled):
+    """The face is already enrolled under another identity (ALREADY_EXISTS, DUPLICATE_FACE).
+
+    `duplicate_of` is that identity's keyed hash and `id_key` the enrolling one's, for the
+    audit record only: never put in the message or the error details (the caller must not
+    learn the other ID).
+    """
+
+    def __init__(self, duplicate_of: str, id_key: str):
+        super().__init__("this face is already enrolled under another identity; it needs a manual review",
+                         "DUPLICATE_FACE")
+        self.duplicate_of = duplicate_of
+        self.id_key = id_key
 
 
 class TemplateMismatch(IdvError):

@@ -30,6 +30,11 @@ class ImageLimits:
     max_pixels: int = 1920 * 1080
     min_side: int = 64
 
+    def problems(self) -> list[str]:
+        if min(self.max_bytes, self.max_width, self.max_height, self.max_pixels, self.min_side) < 1:
+            return ["image limits (max_bytes, max_width, max_height, max_pixels, min_side) must be at least 1"]
+        return []
+
 
 @dataclass(frozen=True)
 class ImageHeader:

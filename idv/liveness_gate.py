@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from idv.config import Settings
-from idv.models.manifest import Manifest
-from idv.models.runtime import RuntimeOptions, open_session
 from liveness import MAX_BURST, MIN_BURST, FaceObservation, LivenessChecker, LivenessConfig
+
+
+@dataclass(frozen=True)
+class LivenessSettings:
+    """The `[liveness]` settings section."""
+
+    enabled: bool = True
+    # A 1-frame burst cannot show motion or 3-D structure: refused (FRAME_COUNT) unless this
+    # allows a passive-only check for it (weaker against a still photo; an operator's choice).
+    allow_single_frame: bool = False
+
+    def problems(self) -> list[str]:
+        return []
 
 
 class LibraryLivenessGate:
@@ -32,9 +44,7 @@ class LibraryLivenessGate:
         ]).passed
 
 
-def build_liveness_gate(manifest: Manifest, settings: Settings) -> LibraryLivenessGate:
-    options = RuntimeOptions(intra_op_threads=settings.intra_op_threads)
-    v2 = open_session(manifest.entry("minifasnet_v2"), settings.model_dir, options)
-    v1se = open_session(manifest.entry("minifasnet_v1se"), settings.model_dir, options)
-    config = LivenessConfig(allow_single_frame=settings.liveness_allow_single_frame)
-    return LibraryLivenessGate(LivenessChecker(v2.session, v1se.session, config))
+def build_liveness_gate(minifasnet_v2: Any, minifasnet_v1se: Any, settings: LivenessSettings) -> LibraryLivenessGate:
+    """The gate on two loaded MiniFASNet sessions (from idv.models.model_set.load_models)."""
+    config = LivenessConfig(allow_single_frame=settings.allow_single_frame)
+    return LibraryLivenessGate(LivenessChecker(minifasnet_v2, minifasnet_v1se, config))

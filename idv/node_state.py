@@ -7,9 +7,8 @@ import logging
 from grpc_health.v1 import health, health_pb2
 
 from idv.metrics import Metrics
-from idv.pipeline import VerifyCommand, VerifyOutcome
+from idv.service import VerificationService, VerifyCommand, VerifyOutcome
 from idv.security.callers import CallerRegistry
-from idv.service import VerificationService
 
 log = logging.getLogger("idv.node")
 

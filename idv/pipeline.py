@@ -1,14 +1,17 @@
-"""The verification core: request values in, a verdict out. No gRPC in here.
+"""The verification core: frames and a reference in, a decision out. No gRPC, no policy.
 
-    validate (counts, ID number, name, purpose, frame headers)
-    -> look up the reference (keyed hash of the ID)
-    -> decode -> detect (exactly one face) -> align -> quality gate
-    -> embed -> liveness -> fuse frames -> compare at the manifest's threshold
-    -> verdict; every decoded buffer is zeroed before returning
+    check_burst (frame count, headers)                       before anything is decoded
+    evaluate:  decode -> detect (one subject) -> align -> quality gate -> embed
+               -> liveness -> the challenge's actions -> fuse frames
+               -> compare with the reference at the calibrated threshold -> 1:N screen
+               -> a Decision; every buffer of the request is zeroed before returning
+    templates: the same stages for the reference images of an enrolment
 
-An unknown ID and a name that does not match are not answered early: the
-burst is processed and compared against a random decoy template, so the answer
-and its timing match those of a face mismatch (nothing to learn from either).
+The core knows nothing of callers, ID numbers, names, challenges or throttling: the service
+(idv.service) validates the request, derives the keyed ID, looks up and decrypts the
+reference and redeems the challenge, then hands the core only what it decides on. When the
+service has no usable reference (unknown ID, wrong name) it passes none, and the burst is
+compared with a random decoy template, so the work and the answer match a face mismatch.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
@@ -25,15 +27,13 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from idv.errors import AlreadyEnrolled, Cancelled, DeadlineExceeded, InvalidRequest, NotServing
+from idv.errors import Cancelled, DeadlineExceeded, InvalidRequest, NotServing
 from idv.face.detector import FaceDetector
 from idv.face.embedder import Embedder, align_face
 from idv.face.quality import QualityLimits, assess
 from idv.face.types import FaceDetection
-from idv.identity import IdentityError, normalise_name, parse_id_number
 from idv.imaging import ImageLimits, check_header, decode_frame
-from idv.references import ReferenceVault
-from idv.verdicts import CALLER_REASON, Purpose, Reason, TrueReason, Verdict
+from idv.verdicts import TrueReason
 
 log = logging.getLogger(__name__)
 
@@ -58,42 +58,20 @@ class Budget:
             raise DeadlineExceeded(f"deadline exceeded before the {stage} stage")
 
 
-@dataclass(frozen=True)
-class VerifyCommand:
-    id_number: str
-    name: str
-    purpose: Purpose | None
-    frames: tuple[bytes, ...]
-    challenge_id: str = ""
-    caller: str = "anonymous"
+@dataclass(frozen=True, eq=False)
+class ClaimedReference:
+    """What the service hands the core to compare with: the claimed identity's templates."""
+
+    id_key: str  # keyed hash of the claimed ID: 1:N screening excludes this identity
+    templates: np.ndarray | None  # (K, D) unit vectors; None: no usable reference, compare with a decoy
 
 
 @dataclass(frozen=True)
-class EnrollCommand:
-    id_number: str
-    name: str
-    reference_images: tuple[bytes, ...]
-    replace: bool = False
-    caller: str = "anonymous"
+class Decision:
+    """The core's answer for one burst: what it found (the service maps it to a caller reason)."""
 
-
-@dataclass(frozen=True)
-class VerifyOutcome:
-    request_id: str
-    verdict: Verdict
-    reason: Reason
-    true_reason: TrueReason  # audit only
-    id_key: str  # keyed hash of the ID, audit only ("" when the ID was invalid)
+    true_reason: TrueReason
     timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class EnrollOutcome:
-    request_id: str
-    template_count: int
-    flagged_for_review: bool = False
-    duplicate_of: str = ""  # keyed hash of the identity the face also matched; audit only
-    id_key: str = ""  # keyed hash of the enrolled ID; audit only
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,15 +83,6 @@ class FaceObservation:
     aligned_bgr: np.ndarray
     embedding: np.ndarray
     usable: bool  # passed the quality gate: only usable frames are compared with the reference
-
-
-@dataclass(frozen=True)
-class ValidatedVerify:
-    canonical_id: str
-    name: str
-    id_key: str
-    purpose: Purpose
-    frames: tuple[bytes, ...]
 
 
 class LivenessGate(Protocol):
@@ -139,14 +108,24 @@ class ActionCheck(Protocol):
 
 @dataclass(frozen=True)
 class PipelineLimits:
-    # Liveness cannot judge a single frame: shorter bursts are refused before decoding.
-    min_frames: int = 1
+    """The `[limits]` settings section."""
+
     max_frames: int = 8
+    # A challenge's actions take longer to perform than a passive burst lasts.
     max_frames_with_challenge: int = 24
     max_reference_images: int = 8
+    # A second face at least this fraction of the subject's size fails MULTIPLE_FACES; smaller
+    # ones are bystanders.
     bystander_ratio: float = 0.5
-    image: ImageLimits = ImageLimits()
-    quality: QualityLimits = QualityLimits()
+
+    def problems(self) -> list[str]:
+        problems = [f"limits.{name} must be at least 1" for name in
+                    ("max_frames", "max_frames_with_challenge", "max_reference_images") if getattr(self, name) < 1]
+        if self.max_frames > self.max_frames_with_challenge:
+            problems.append("limits.max_frames must not exceed max_frames_with_challenge")
+        if not (0 < self.bystander_ratio <= 1):
+            problems.append("limits.bystander_ratio must be in (0, 1]")
+        return problems
 
 
 class _StageTimer:
@@ -185,6 +164,22 @@ class _FrameFailure(Exception):
         self.reason = reason
 
 
+def select_subject(faces: Sequence[FaceDetection], bystander_ratio: float) -> tuple[FaceDetection | None, list[FaceDetection]]:
+    """The largest face, and the other faces big enough to be a second participant.
+
+    Check-in terminals stand in lobbies: a bystander far behind the subject
+    (measured on NUAA: background faces are 0.15-0.4 of the subject's size) must
+    not fail the check; a second face of comparable size (at least
+    `bystander_ratio` of the subject's) makes it ambiguous who is verified.
+    """
+    if not faces:
+        return None, []
+    subject = max(faces, key=lambda f: min(f.width, f.height))
+    size = min(subject.width, subject.height)
+    others = [f for f in faces if f is not subject and min(f.width, f.height) >= bystander_ratio * size]
+    return subject, others
+
+
 def _zero(arrays: Sequence[np.ndarray]) -> None:
     """Overwrite request-owned pixel and embedding buffers so nothing of the probe outlives the call."""
     for array in arrays:
@@ -197,9 +192,10 @@ class VerificationPipeline:
         self,
         detector: FaceDetector,
         embedder: Embedder,
-        vault: ReferenceVault,
         threshold: float,
         limits: PipelineLimits,
+        image: ImageLimits,
+        quality: QualityLimits,
         liveness: LivenessGate | None = None,
         actions: ActionCheck | None = None,
         screening: Screening | None = None,
@@ -207,21 +203,25 @@ class VerificationPipeline:
     ):
         self._detector = detector
         self._embedder = embedder
-        self._vault = vault
         self._threshold = threshold
         self._limits = limits
+        self._image = image
+        self._quality = quality
         self._liveness = liveness
         self._actions = actions
         self._screening = screening
         self._frame_pool = frame_pool
+        # Liveness cannot judge a single frame: shorter bursts are refused before decoding.
+        self._min_frames = liveness.min_frames if liveness is not None else 1
 
     @property
-    def vault(self) -> ReferenceVault:
-        return self._vault
+    def recognizer_fingerprint(self) -> str:
+        """Templates are tagged with it: a reference made by another model is never compared."""
+        return self._embedder.fingerprint
 
     @property
-    def fingerprints(self) -> dict[str, str]:
-        return {"detector": self._detector.fingerprint, "recognizer": self._embedder.fingerprint}
+    def dimension(self) -> int:
+        return self._embedder.dimension
 
     # ------------------------------------------------------------------ checks
     def _check_frames(self, frames: Sequence[bytes], maximum: int, what: str, minimum: int = 1) -> None:
@@ -231,14 +231,15 @@ class VerificationPipeline:
         if len(frames) > maximum:
             raise InvalidRequest(f"{len(frames)} {what} were sent; at most {maximum} are accepted", "FRAME_COUNT")
         for index, data in enumerate(frames):
-            check_header(data, self._limits.image, index)
+            check_header(data, self._image, index)
 
-    @staticmethod
-    def _identity(id_number: str, name: str) -> tuple[str, str]:
-        try:
-            return parse_id_number(id_number).value, normalise_name(name)
-        except IdentityError as exc:
-            raise InvalidRequest(exc.message, exc.reason) from None
+    def check_burst(self, frames: Sequence[bytes], with_challenge: bool) -> None:
+        """Frame count and every frame's header, before any pixel is decoded."""
+        maximum = self._limits.max_frames_with_challenge if with_challenge else self._limits.max_frames
+        self._check_frames(frames, maximum, "frames", self._min_frames)
+
+    def check_references(self, images: Sequence[bytes]) -> None:
+        self._check_frames(images, self._limits.max_reference_images, "reference images")
 
     # ------------------------------------------------------------------ stages
     def _prepare_frame(self, index: int, data: bytes, budget: Budget) -> _PreparedFrame:
@@ -248,12 +249,12 @@ class VerificationPipeline:
         try:
             budget.check("decode")
             with timer.stage("decode"):
-                image = decode_frame(data, self._limits.image, index)
+                image = decode_frame(data, self._image, index)
             owned.append(image)
             budget.check("detect")
             with timer.stage("detect"):
                 faces = self._detector.detect(image)
-            subject, others = self._subject(faces)
+            subject, others = select_subject(faces, self._limits.bystander_ratio)
             if subject is None or others:
                 failure = TrueReason.NO_FACE if subject is None else TrueReason.MULTIPLE_FACES
                 return _PreparedFrame(index, owned, timer.timings, failure=failure)
@@ -261,7 +262,7 @@ class VerificationPipeline:
                 aligned = align_face(image, subject)
             owned.append(aligned)
             with timer.stage("quality"):
-                usable = assess(subject, aligned, self._limits.quality).passed
+                usable = assess(subject, aligned, self._quality).passed
             budget.check("embed")
             with timer.stage("embed"):
                 embedding = self._embedder.embed([aligned])
@@ -299,64 +300,30 @@ class VerificationPipeline:
             raise _FrameFailure(TrueReason.LOW_QUALITY)
         return observations
 
-    def _subject(self, faces: Sequence[FaceDetection]) -> tuple[FaceDetection | None, list[FaceDetection]]:
-        """The largest face, and the other faces big enough to be a second participant.
-
-        Check-in terminals stand in lobbies: a bystander far behind the subject
-        (measured on NUAA: background faces are 0.15-0.4 of the subject's size) must
-        not fail the check; a second face of comparable size (at least
-        `bystander_ratio` of the subject's) makes it ambiguous who is verified.
-        """
-        if not faces:
-            return None, []
-        subject = max(faces, key=lambda f: min(f.width, f.height))
-        size = min(subject.width, subject.height)
-        others = [f for f in faces if f is not subject
-                  and min(f.width, f.height) >= self._limits.bystander_ratio * size]
-        return subject, others
-
     def _fused(self, observations: Sequence[FaceObservation]) -> np.ndarray:
         mean = np.mean([obs.embedding for obs in observations], axis=0)
         return mean / max(float(np.linalg.norm(mean)), 1e-12)
 
     # ------------------------------------------------------------------ verify
-    def validate(self, command: VerifyCommand) -> ValidatedVerify:
-        """Cheap checks before any pixel is decoded: counts, headers, ID number, name, purpose."""
-        if command.purpose is None:
-            raise InvalidRequest("purpose is required (REGISTRATION, LICENCE_RENEWAL or CHECK_IN)",
-                                 "MISSING_PURPOSE")
-        maximum = self._limits.max_frames_with_challenge if command.challenge_id else self._limits.max_frames
-        self._check_frames(command.frames, maximum, "frames", self._limits.min_frames)
-        canonical_id, name = self._identity(command.id_number, command.name)
-        return ValidatedVerify(canonical_id, name, self._vault.id_key(canonical_id), command.purpose, command.frames)
+    def evaluate(self, frames: Sequence[bytes], claimed: ClaimedReference, actions: tuple[str, ...] | None,
+                 budget: Budget) -> Decision:
+        """Decode, detect, check liveness (and the challenge's actions), compare: a decision.
 
-    def evaluate(
-        self, request: ValidatedVerify, budget: Budget, actions: tuple[str, ...] | None = None
-    ) -> VerifyOutcome:
-        """Decode, detect, check liveness (and the challenge's actions), compare: a verdict."""
-        request_id = str(uuid.uuid4())
+        `frames` must have passed `check_burst`; `actions` is None when no challenge applies.
+        """
         timer = _StageTimer()
-        budget.check("reference lookup")
-        with timer.stage("lookup"):
-            record = self._vault.lookup(request.canonical_id)
-        identity_problem: TrueReason | None = None
-        if record is None:
-            identity_problem = TrueReason.NO_REFERENCE
-        elif not self._vault.name_matches(record, request.name):
-            identity_problem = TrueReason.NAME_MISMATCH
-
         owned: list[np.ndarray] = []
         try:
             try:
-                observations = self._observe(request.frames, timer, budget, owned)
+                observations = self._observe(frames, timer, budget, owned)
             except _FrameFailure as failure:
-                return self._outcome(request_id, failure.reason, request.id_key, timer)
+                return Decision(failure.reason, dict(timer.timings))
             if self._liveness is not None:
                 budget.check("liveness")
                 with timer.stage("liveness"):
                     live = self._liveness.is_live(observations)
                 if not live:
-                    return self._outcome(request_id, TrueReason.LIVENESS_FAILED, request.id_key, timer)
+                    return Decision(TrueReason.LIVENESS_FAILED, dict(timer.timings))
             if actions is not None:
                 if self._actions is None:
                     raise NotServing("active challenges need the FaceMesh model, which this node has not loaded")
@@ -365,60 +332,45 @@ class VerificationPipeline:
                     performed = self._actions.performed([o.frame_bgr for o in observations],
                                                         [o.face for o in observations], actions)
                 if not performed:
-                    return self._outcome(request_id, TrueReason.CHALLENGE_FAILED, request.id_key, timer)
+                    return Decision(TrueReason.CHALLENGE_FAILED, dict(timer.timings))
             budget.check("compare")
             with timer.stage("compare"):
                 probe = self._fused([o for o in observations if o.usable])
                 owned.append(probe)
-                if identity_problem is None and record is not None:
-                    reference = self._vault.decrypt(record, self._embedder.fingerprint, self._embedder.dimension)
-                    templates = reference.templates
+                if claimed.templates is not None:
+                    templates = claimed.templates
                 else:
                     # Decoy: same work, same answer as a face mismatch.
                     decoy = np.random.default_rng(secrets.randbits(64)).standard_normal(
                         (1, self._embedder.dimension)).astype(np.float32)
                     templates = decoy / np.linalg.norm(decoy)
-                owned.append(templates)
+                    owned.append(templates)
                 claimed_score = float(np.max(templates @ probe))
-                matched = claimed_score >= self._threshold
-            if identity_problem is not None:
-                return self._outcome(request_id, identity_problem, request.id_key, timer)
+                matched = claimed.templates is not None and claimed_score >= self._threshold
             # Screened only when the claim would pass: a failed claim answers NOT_VERIFIED whatever
             # else the face matches, so the answer never tells whether a face is enrolled elsewhere.
             if matched and self._screening is not None:
                 budget.check("screening")
                 with timer.stage("screen"):
-                    impersonated = self._screening.impersonated(request.id_key, probe, claimed_score)
+                    impersonated = self._screening.impersonated(claimed.id_key, probe, claimed_score)
                 if impersonated:
-                    return self._outcome(request_id, TrueReason.IMPERSONATION_SUSPECTED, request.id_key, timer)
-            true_reason = TrueReason.VERIFIED if matched else TrueReason.FACE_MISMATCH
-            return self._outcome(request_id, true_reason, request.id_key, timer)
+                    return Decision(TrueReason.IMPERSONATION_SUSPECTED, dict(timer.timings))
+            return Decision(TrueReason.VERIFIED if matched else TrueReason.FACE_MISMATCH, dict(timer.timings))
         finally:
             _zero(owned)
 
-    def verify(self, command: VerifyCommand, budget: Budget) -> VerifyOutcome:
-        """Validate and evaluate without throttling or challenges (tools and benchmarks)."""
-        return self.evaluate(self.validate(command), budget)
-
-    @staticmethod
-    def _outcome(request_id: str, true_reason: TrueReason, id_key: str, timer: _StageTimer) -> VerifyOutcome:
-        reason = CALLER_REASON[true_reason]
-        verdict = Verdict.PASS if true_reason is TrueReason.VERIFIED else Verdict.FAIL
-        return VerifyOutcome(request_id, verdict, reason, true_reason, id_key, dict(timer.timings))
-
     # ------------------------------------------------------------------ enroll
-    def enroll(self, command: EnrollCommand, budget: Budget) -> EnrollOutcome:
-        request_id = str(uuid.uuid4())
-        self._check_frames(command.reference_images, self._limits.max_reference_images, "reference images")
-        canonical_id, name = self._identity(command.id_number, command.name)
+    def templates(self, images: Sequence[bytes], budget: Budget) -> np.ndarray:
+        """One template per reference image (already through `check_references`); each image must
+        show exactly one face of enrolment quality. The caller owns (and zeroes) the result."""
         owned: list[np.ndarray] = []
         try:
             aligned_crops = []
-            for index, data in enumerate(command.reference_images):
+            for index, data in enumerate(images):
                 budget.check("decode")
-                image = decode_frame(data, self._limits.image, index)
+                image = decode_frame(data, self._image, index)
                 owned.append(image)
-                subject, others = self._subject(self._detector.detect(image))
+                subject, others = select_subject(self._detector.detect(image), self._limits.bystander_ratio)
                 meta = {"image_index": str(index)}
                 if subject is None:
                     raise InvalidRequest(f"reference image {index} shows no face", "REFERENCE_NO_FACE", meta)
@@ -427,24 +379,12 @@ class VerificationPipeline:
                                          "REFERENCE_MULTIPLE_FACES", meta)
                 aligned = align_face(image, subject)
                 owned.append(aligned)
-                report = assess(subject, aligned, self._limits.quality)
+                report = assess(subject, aligned, self._quality)
                 if not report.passed:
                     raise InvalidRequest(f"reference image {index} is of too low quality ({report.failure})",
                                          "REFERENCE_LOW_QUALITY", meta)
                 aligned_crops.append(aligned)
             budget.check("embed")
-            templates = self._embedder.embed(aligned_crops)
-            owned.append(templates)
-            id_key = self._vault.id_key(canonical_id)
-            duplicate_of = ""
-            if self._screening is not None:
-                budget.check("screening")
-                duplicate_of = self._screening.before_enroll(id_key, templates)
-            stored = self._vault.enroll(canonical_id, name, templates, self._embedder.fingerprint, command.replace)
-            if not stored:
-                raise AlreadyEnrolled("this identity is already enrolled; set replace to overwrite its reference")
-            if self._screening is not None:
-                self._screening.after_enroll(id_key, templates)
-            return EnrollOutcome(request_id, len(aligned_crops), bool(duplicate_of), duplicate_of, id_key)
+            return self._embedder.embed(aligned_crops)
         finally:
             _zero(owned)

@@ -64,8 +64,8 @@ class ReferenceVault:
     def _associated(id_key: str, fingerprint: str) -> bytes:
         return f"{id_key}|{fingerprint}".encode()
 
-    def enroll(self, canonical_id: str, name: str, templates: np.ndarray, fingerprint: str, replace: bool) -> bool:
-        id_key = self.id_key(canonical_id)
+    def enroll(self, id_key: str, name: str, templates: np.ndarray, fingerprint: str, replace: bool) -> bool:
+        """Store `templates` for the identity `id_key` (see `id_key`), encrypted and bound to it."""
         records = []
         for vector in np.asarray(templates, dtype=np.float32):
             key_id, blob = self._keys.encrypt(vector.tobytes(), self._associated(id_key, fingerprint))
@@ -73,8 +73,8 @@ class ReferenceVault:
         record = IdentityRecord(id_key, self.name_key(name), tuple(records), time.time())
         return self._store.put(record, replace=replace)
 
-    def lookup(self, canonical_id: str) -> IdentityRecord | None:
-        return self._store.get(self.id_key(canonical_id))
+    def lookup(self, id_key: str) -> IdentityRecord | None:
+        return self._store.get(id_key)
 
     def name_matches(self, record: IdentityRecord, name: str) -> bool:
         return hmac.compare_digest(record.name_key, self.name_key(name))

@@ -1,37 +1,38 @@
-"""The verification service: policy around the pipeline. No gRPC in here.
+"""The verification service: policy around the core. No gRPC in here.
 
-    caller rate -> validate -> caller's distinct-identity velocity -> identity lockout
-    -> challenge (required by purpose? valid, bound, unexpired, unused?)
-    -> pipeline (decode, detect, liveness, actions, compare, 1:N screen) -> count the attempt -> audit
+A Verify flows one way:
 
-Enroll: pipeline (decode, detect, embed, duplicate screen against the gallery, store) -> audit.
+    caller rate -> purpose, frame count and headers -> ID number and name -> keyed ID (once)
+    -> caller's distinct-identity velocity -> identity lockout (attempt counted before it runs)
+    -> challenge (required by purpose? valid, bound, unexpired, unused? -> the actions to check)
+    -> the reference (lookup, name check, decrypt; none for an unknown ID or a wrong name)
+    -> core: pipeline.evaluate(frames, reference, actions) -> Decision
+    -> verdict and caller reason -> settle the attempt -> audit
 
-Callers are authenticated and their scopes checked by the rpc layer before any
-of this runs.
+Enroll: reference images checked -> keyed ID -> core: pipeline.templates(images)
+-> duplicate screen against the gallery -> store -> audit.
+
+Callers are authenticated and their scopes checked by the transport before any of this runs.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from idv.audit import AuditLog
-from idv.challenges import ChallengeIssuer
-from idv.errors import InvalidRequest, NotServing, Throttled
-from idv.gallery.screening import DuplicateFace
-from idv.identity import IdentityError, parse_id_number
-from idv.pipeline import (
-    Budget,
-    EnrollCommand,
-    EnrollOutcome,
-    VerificationPipeline,
-    VerifyCommand,
-    VerifyOutcome,
-)
+from idv.challenges import ChallengeIssuer, ChallengePolicy
+from idv.errors import AlreadyEnrolled, DuplicateFace, InvalidRequest, NotServing, Throttled
+from idv.identity import IdentityError, normalise_name, parse_id_number
+from idv.pipeline import Budget, ClaimedReference, Decision, Screening, VerificationPipeline
+from idv.references import ReferenceVault
 from idv.state.base import StoredChallenge
 from idv.throttle import Throttle
-from idv.verdicts import CALLER_REASON, Purpose, TrueReason, Verdict
+from idv.verdicts import CALLER_REASON, Purpose, Reason, TrueReason, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -41,31 +42,154 @@ _FAILED_ATTEMPT = frozenset({
     TrueReason.FACE_MISMATCH, TrueReason.NO_REFERENCE, TrueReason.NAME_MISMATCH, TrueReason.LIVENESS_FAILED,
     TrueReason.CHALLENGE_FAILED, TrueReason.CHALLENGE_INVALID, TrueReason.IMPERSONATION_SUSPECTED,
 })
+# Decisions reached by comparing with the (possibly decoy) reference: an identity problem
+# found before the comparison is the answer then, and only then.
+_COMPARED = frozenset({TrueReason.VERIFIED, TrueReason.FACE_MISMATCH, TrueReason.IMPERSONATION_SUSPECTED})
 
 
 @dataclass(frozen=True)
-class VerifyPolicy:
-    challenge_required_for: frozenset[Purpose] = frozenset({Purpose.REGISTRATION})
+class VerifyCommand:
+    id_number: str
+    name: str
+    purpose: Purpose | None
+    frames: tuple[bytes, ...]
+    challenge_id: str = ""
+    caller: str = "anonymous"
+
+
+@dataclass(frozen=True)
+class EnrollCommand:
+    id_number: str
+    name: str
+    reference_images: tuple[bytes, ...]
+    replace: bool = False
+    caller: str = "anonymous"
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    request_id: str
+    verdict: Verdict
+    reason: Reason
+    true_reason: TrueReason  # audit only
+    id_key: str  # keyed hash of the ID, audit only
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EnrollOutcome:
+    request_id: str
+    template_count: int
+    flagged_for_review: bool = False
+    duplicate_of: str = ""  # keyed hash of the identity the face also matched; audit only
+    id_key: str = ""  # keyed hash of the enrolled ID; audit only
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A validated Verify: the canonical identity and its keyed hash, derived once."""
+
+    canonical_id: str
+    name: str
+    id_key: str
+    purpose: Purpose
 
 
 class VerificationService:
     def __init__(
         self,
         pipeline: VerificationPipeline,
+        vault: ReferenceVault,
         throttle: Throttle,
         audit: AuditLog,
-        policy: VerifyPolicy,
+        challenge_policy: ChallengePolicy,
         challenges: ChallengeIssuer | None = None,
+        screening: Screening | None = None,
+        fingerprints: dict[str, str] | None = None,
     ):
         self._pipeline = pipeline
+        self._vault = vault
         self._throttle = throttle
         self._audit = audit
-        self._policy = policy
+        self._challenge_required = challenge_policy.required_purposes
         self._challenges = challenges
+        self._screening = screening
+        self._fingerprints = dict(fingerprints or {})
 
     @property
-    def pipeline(self) -> VerificationPipeline:
-        return self._pipeline
+    def fingerprints(self) -> dict[str, str]:
+        """The models this service decides with (recorded in every audit record)."""
+        return dict(self._fingerprints)
+
+    def id_key(self, id_number: str) -> str:
+        """The keyed hash the stores, counters and audit know an ID number by."""
+        return self._vault.id_key(_canonical_id(id_number))
+
+    # ------------------------------------------------------------------ verify
+    def verify(self, command: VerifyCommand, budget: Budget) -> VerifyOutcome:
+        self._throttle.admit_caller(command.caller)
+        claim = self.validate(command)
+        try:
+            self._throttle.admit_identity_for_caller(command.caller, claim.id_key)
+            ticket = self._throttle.begin(claim.id_key)
+        except Throttled as refused:
+            self._audit_refusal(command, claim.id_key, refused)
+            raise
+        try:
+            outcome = self._decide(command, claim, budget)
+        except BaseException:
+            self._throttle.neutral(ticket)  # errors (deadline, store down) are not the person's failure
+            raise
+        if outcome.true_reason is TrueReason.VERIFIED:
+            self._throttle.succeeded(ticket)
+        elif outcome.true_reason not in _FAILED_ATTEMPT:
+            self._throttle.neutral(ticket)  # a failure stays counted: it was counted when the attempt began
+        self._audit_decision(command, outcome)
+        return outcome
+
+    def validate(self, command: VerifyCommand) -> Claim:
+        """Cheap checks before any pixel is decoded: purpose, counts, headers, ID number, name."""
+        if command.purpose is None:
+            raise InvalidRequest("purpose is required (REGISTRATION, LICENCE_RENEWAL or CHECK_IN)",
+                                 "MISSING_PURPOSE")
+        self._pipeline.check_burst(command.frames, with_challenge=bool(command.challenge_id))
+        parsed = _parse(command.id_number, command.name)
+        return Claim(parsed.canonical, parsed.name, self._vault.id_key(parsed.canonical), command.purpose)
+
+    def _decide(self, command: VerifyCommand, claim: Claim, budget: Budget) -> VerifyOutcome:
+        request_id = str(uuid.uuid4())
+        actions: tuple[str, ...] | None = None
+        if command.challenge_id:
+            if self._challenges is not None:
+                actions = self._challenges.redeem(command.challenge_id, command.caller, claim.id_key)
+            if actions is None:
+                return _outcome(request_id, TrueReason.CHALLENGE_INVALID, claim.id_key, {})
+        elif claim.purpose in self._challenge_required:
+            return _outcome(request_id, TrueReason.CHALLENGE_REQUIRED, claim.id_key, {})
+
+        budget.check("reference lookup")
+        started = time.perf_counter()
+        record = self._vault.lookup(claim.id_key)
+        identity_problem: TrueReason | None = None
+        templates: np.ndarray | None = None
+        if record is None:
+            identity_problem = TrueReason.NO_REFERENCE
+        elif not self._vault.name_matches(record, claim.name):
+            identity_problem = TrueReason.NAME_MISMATCH
+        else:
+            templates = self._vault.decrypt(record, self._pipeline.recognizer_fingerprint,
+                                            self._pipeline.dimension).templates
+        lookup_ms = (time.perf_counter() - started) * 1000.0
+        try:
+            decision: Decision = self._pipeline.evaluate(command.frames, ClaimedReference(claim.id_key, templates),
+                                                         actions, budget)
+        finally:
+            if templates is not None:
+                templates.fill(0)
+        true_reason = decision.true_reason
+        if identity_problem is not None and true_reason in _COMPARED:
+            true_reason = identity_problem  # answered like a face mismatch (same caller reason)
+        return _outcome(request_id, true_reason, claim.id_key, {"lookup": lookup_ms, **decision.timings_ms})
 
     def _audit_decision(self, command: VerifyCommand, outcome: VerifyOutcome) -> None:
         self._audit.append({
@@ -76,7 +200,7 @@ class VerificationService:
             "id_key": outcome.id_key,
             "verdict": outcome.verdict.value,
             "true_reason": outcome.true_reason.value,
-            "models": self._pipeline.fingerprints,
+            "models": self._fingerprints,
             "timings_ms": {k: round(v, 2) for k, v in outcome.timings_ms.items()},
         })
 
@@ -91,64 +215,38 @@ class VerificationService:
             "true_reason": error.reason,
         })
 
-    def verify(self, command: VerifyCommand, budget: Budget) -> VerifyOutcome:
-        self._throttle.admit_caller(command.caller)
-        request = self._pipeline.validate(command)
-        try:
-            self._throttle.admit_identity_for_caller(command.caller, request.id_key)
-            ticket = self._throttle.begin(request.id_key)
-        except Throttled as refused:
-            self._audit_refusal(command, request.id_key, refused)
-            raise
-        try:
-            outcome = self._decide(command, request, budget)
-        except BaseException:
-            self._throttle.neutral(ticket)  # errors (deadline, store down) are not the person's failure
-            raise
-        if outcome.true_reason is TrueReason.VERIFIED:
-            self._throttle.succeeded(ticket)
-        elif outcome.true_reason in _FAILED_ATTEMPT:
-            self._throttle.failed(ticket)
-        else:
-            self._throttle.neutral(ticket)
-        self._audit_decision(command, outcome)
-        return outcome
-
-    def _decide(self, command: VerifyCommand, request, budget: Budget) -> VerifyOutcome:
-        actions: tuple[str, ...] | None = None
-        if command.challenge_id:
-            if self._challenges is not None:
-                actions = self._challenges.redeem(command.challenge_id, command.caller, request.id_key)
-            if actions is None:
-                return _early(TrueReason.CHALLENGE_INVALID, request.id_key)
-        elif request.purpose in self._policy.challenge_required_for:
-            return _early(TrueReason.CHALLENGE_REQUIRED, request.id_key)
-        return self._pipeline.evaluate(request, budget, actions)
-
+    # ------------------------------------------------------------------ enroll
     def enroll(self, command: EnrollCommand, budget: Budget) -> EnrollOutcome:
+        request_id = str(uuid.uuid4())
+        self._pipeline.check_references(command.reference_images)
+        parsed = _parse(command.id_number, command.name)
+        id_key = self._vault.id_key(parsed.canonical)
+        templates = self._pipeline.templates(command.reference_images, budget)
         try:
-            outcome = self._pipeline.enroll(command, budget)
-        except DuplicateFace as refused:
-            # One face under two ID numbers (一人多号): the caller hears DUPLICATE_FACE only;
-            # the audit names the other identity (keyed hash) for the review.
-            self._audit.append({
-                "event": "enroll_refused",
-                "request_id": str(uuid.uuid4()),
-                "caller": command.caller,
-                "id_key": refused.id_key,
-                "reason": refused.reason,
-                "duplicate_of": refused.duplicate_of,
-                "models": self._pipeline.fingerprints,
-            })
-            raise
-        id_key = outcome.id_key
-        record = {
+            duplicate_of = ""
+            if self._screening is not None:
+                budget.check("screening")
+                try:
+                    duplicate_of = self._screening.before_enroll(id_key, templates)
+                except DuplicateFace as refused:
+                    self._audit_duplicate(command, request_id, id_key, refused)
+                    raise
+            stored = self._vault.enroll(id_key, parsed.name, templates, self._pipeline.recognizer_fingerprint,
+                                        command.replace)
+            if not stored:
+                raise AlreadyEnrolled("this identity is already enrolled; set replace to overwrite its reference")
+            if self._screening is not None:
+                self._screening.after_enroll(id_key, templates)
+        finally:
+            templates.fill(0)
+        outcome = EnrollOutcome(request_id, len(command.reference_images), bool(duplicate_of), duplicate_of, id_key)
+        record: dict[str, object] = {
             "event": "enroll",
-            "request_id": outcome.request_id,
+            "request_id": request_id,
             "caller": command.caller,
             "id_key": id_key,
             "templates": outcome.template_count,
-            "models": self._pipeline.fingerprints,
+            "models": self._fingerprints,
         }
         if outcome.flagged_for_review:
             record["flagged_for_review"] = True
@@ -157,17 +255,49 @@ class VerificationService:
         self._throttle.reset_identity(id_key)  # a fresh reference starts with a clean slate
         return outcome
 
+    def _audit_duplicate(self, command: EnrollCommand, request_id: str, id_key: str, refused: DuplicateFace) -> None:
+        # One face under two ID numbers (一人多号): the caller hears DUPLICATE_FACE only;
+        # the audit names the other identity (keyed hash) for the review.
+        self._audit.append({
+            "event": "enroll_refused",
+            "request_id": request_id,
+            "caller": command.caller,
+            "id_key": id_key,
+            "reason": refused.reason,
+            "duplicate_of": refused.duplicate_of,
+            "models": self._fingerprints,
+        })
+
+    # ------------------------------------------------------------------ challenges
     def create_challenge(self, caller: str, id_number: str) -> StoredChallenge:
         if self._challenges is None:
             raise NotServing("active challenges need the FaceMesh model, which this node has not loaded")
         self._throttle.admit_caller(caller)
-        try:
-            canonical = parse_id_number(id_number).value
-        except IdentityError as exc:
-            raise InvalidRequest(exc.message, exc.reason) from None
-        return self._challenges.issue(caller, self._pipeline.vault.id_key(canonical))
+        return self._challenges.issue(caller, self._vault.id_key(_canonical_id(id_number)))
 
 
-def _early(true_reason: TrueReason, id_key: str) -> VerifyOutcome:
-    """A verdict reached before any frame was decoded."""
-    return VerifyOutcome(str(uuid.uuid4()), Verdict.FAIL, CALLER_REASON[true_reason], true_reason, id_key, {})
+@dataclass(frozen=True)
+class _Parsed:
+    canonical: str
+    name: str
+
+
+def _canonical_id(id_number: str) -> str:
+    try:
+        return parse_id_number(id_number).value
+    except IdentityError as exc:
+        raise InvalidRequest(exc.message, exc.reason) from None
+
+
+def _parse(id_number: str, name: str) -> _Parsed:
+    """The canonical ID number and normalised name, or INVALID_ARGUMENT naming what is wrong."""
+    canonical = _canonical_id(id_number)
+    try:
+        return _Parsed(canonical, normalise_name(name))
+    except IdentityError as exc:
+        raise InvalidRequest(exc.message, exc.reason) from None
+
+
+def _outcome(request_id: str, true_reason: TrueReason, id_key: str, timings: dict[str, float]) -> VerifyOutcome:
+    verdict = Verdict.PASS if true_reason is TrueReason.VERIFIED else Verdict.FAIL
+    return VerifyOutcome(request_id, verdict, CALLER_REASON[true_reason], true_reason, id_key, timings)

@@ -13,29 +13,49 @@ from idv.state.base import AttemptTicket, CounterStore, LockoutPolicy
 
 
 @dataclass(frozen=True)
-class CallerLimits:
-    requests_per_minute: int = 120
-    distinct_identities_per_hour: int = 300
+class ThrottlePolicy:
+    """The `[throttle]` settings section."""
+
+    # Consecutive failures before an identity is locked; the lock then grows (doubling).
+    lockout_after_failures: int = 5
+    lockout_base_seconds: float = 30.0
+    # After this many consecutive failures the identity needs another method (in person,
+    # or an operator reset): NIST SP 800-63B 5.2.2 caps at 100.
+    failure_cap: int = 50
+    caller_requests_per_minute: int = 120
+    caller_distinct_identities_per_hour: int = 300
+
+    @property
+    def lockout(self) -> LockoutPolicy:
+        return LockoutPolicy(max_consecutive_failures=self.lockout_after_failures,
+                             base_lockout_seconds=self.lockout_base_seconds, failure_cap=self.failure_cap)
+
+    def problems(self) -> list[str]:
+        problems = [f"throttle.{name} must be at least 1" for name in (
+            "lockout_after_failures", "failure_cap", "caller_requests_per_minute",
+            "caller_distinct_identities_per_hour") if getattr(self, name) < 1]
+        if self.failure_cap < self.lockout_after_failures:
+            problems.append("throttle.failure_cap must be at least lockout_after_failures")
+        return problems
 
 
 class Throttle:
-    def __init__(self, store: CounterStore, lockout: LockoutPolicy, callers: CallerLimits,
-                 clock: Callable[[], float] = time.time):
+    def __init__(self, store: CounterStore, policy: ThrottlePolicy, clock: Callable[[], float] = time.time):
         self._store = store
-        self._lockout = lockout
-        self._callers = callers
+        self._policy = policy
+        self._lockout = policy.lockout
         self._clock = clock
 
     def admit_caller(self, caller: str) -> None:
         now = self._clock()
         count = self._store.hit(f"rate:{caller}", 60, now)
-        if count > self._callers.requests_per_minute:
+        if count > self._policy.caller_requests_per_minute:
             raise Throttled("this caller is over its request rate; retry later", "RATE_LIMITED", 60 - now % 60)
 
     def admit_identity_for_caller(self, caller: str, id_key: str) -> None:
         now = self._clock()
         distinct = self._store.add_distinct(f"ids:{caller}", id_key, 3600, now)
-        if distinct > self._callers.distinct_identities_per_hour:
+        if distinct > self._policy.caller_distinct_identities_per_hour:
             raise Throttled("this caller has tried too many different identities; retry later",
                             "VELOCITY_LIMITED", 3600 - now % 3600)
 
@@ -52,9 +72,6 @@ class Throttle:
 
     def succeeded(self, ticket: AttemptTicket) -> None:
         self._store.succeed(ticket.key)
-
-    def failed(self, ticket: AttemptTicket) -> None:
-        """Nothing to do: the failure was counted when the attempt began."""
 
     def neutral(self, ticket: AttemptTicket) -> None:
         self._store.refund(ticket)

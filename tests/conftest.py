@@ -40,7 +40,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Pat
     Already-pulled files are only re-verified; missing ones come from IDV_MODEL_MIRROR or ../shared/models.
     """
     manifest = load_manifest()
-    target = load_settings().model_dir
+    target = load_settings().models.dir
     mirror = Path(os.environ.get("IDV_MODEL_MIRROR", shared_dir / "models"))
     served = [name for name, e in manifest.models.items() if e.role != "source"]
     pull_models(manifest, served, target, mirror=mirror, allow_network=False)
@@ -60,6 +60,34 @@ def nuaa_sequences(testdata: Path, kind: str, subject: str) -> dict[str, list[Pa
     for key in sequences:
         sequences[key].sort(key=lambda p: int(p.stem.rpartition("_")[2]))
     return sequences
+
+
+@pytest.fixture(scope="session")
+def model_set(model_dir: Path):
+    """The served models, loaded once for the session by the same code the node uses."""
+    from idv.models.model_set import load_models, manifest_for
+
+    settings = load_settings(environ={}, overrides={"model_dir": model_dir,
+                                                    "model_manifest": os.environ.get("IDV_MODEL_MANIFEST")})
+    return load_models(manifest_for(settings.models), settings.models)
+
+
+@pytest.fixture()
+def assemble(model_set):
+    """Build services (idv.assemble.build_service) on the session's models, without any server;
+    each is closed after the test."""
+    from idv.assemble import build_service
+
+    built = []
+
+    def build(settings: Settings):
+        assembled = build_service(settings, model_set)
+        built.append(assembled)
+        return assembled
+
+    yield build
+    for assembled in built:
+        assembled.close()
 
 
 @pytest.fixture()

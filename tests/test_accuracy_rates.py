@@ -9,7 +9,6 @@ Expected rates come from benchmarks/results/verification.json, which chose the t
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,10 @@ import pytest
 from idv.errors import InvalidRequest
 from idv.evaluation.datasets import parse_pairs_file
 from idv.identity import make_id_number
-from idv.pipeline import Budget, EnrollCommand, VerifyCommand
+from idv.pipeline import Budget
+from idv.service import EnrollCommand, VerifyCommand
 from idv.verdicts import Purpose, TrueReason
-from tests.conftest import REPO, nuaa_frames, nuaa_sequences, start_node
+from tests.conftest import REPO, nuaa_frames, nuaa_sequences
 
 SUBJECTS = [f"{i:04d}" for i in range(1, 10)]
 
@@ -37,17 +37,15 @@ def results() -> dict:
 
 
 @pytest.fixture()
-def matcher(node_settings):
-    node = start_node(replace(node_settings, liveness=False, caller_requests_per_minute=10**6,
+def matcher(node_settings, assemble):
+    return assemble(node_settings.updated(liveness=False, caller_requests_per_minute=10**6,
                               caller_distinct_identities_per_hour=10**6, lockout_after_failures=10**5,
                               failure_cap=10**5,
                               # LFW photos are press crops with neighbours at the edges; the capture
                               # policy (bystander_ratio) is not what this test measures.
                               bystander_ratio=1.0,
                               # LFW enrols one person under several ID numbers on purpose: no 1:N screening.
-                              duplicate_policy="off"))
-    yield node.state.service.pipeline
-    node.stop(0)
+                              duplicate_policy="off")).service
 
 
 def _enroll_first_usable(pipeline, id_number: str, candidates: list[Path]) -> None:

@@ -11,7 +11,6 @@ template fingerprints is exercised for real.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from idv.config import Settings
 from idv.errors import TemplateMismatch
-from idv.pipeline import Budget, EnrollCommand, VerifyCommand
+from idv.assemble import build_service
+from idv.pipeline import Budget
+from idv.service import EnrollCommand, VerifyCommand
 from idv.verdicts import Purpose, TrueReason
 from tests.conftest import ID_SUBJECT_1, nuaa_frames, nuaa_sequences, start_node
 
@@ -54,7 +55,7 @@ def arcface_settings(node_settings: Settings, tmp_path: Path) -> Settings:
     model = tmp_path / "operator-models" / "tiny_arcface.onnx"
     model.parent.mkdir()
     digest = build_tiny_arcface(model)
-    return replace(node_settings, recognizer_file=model, recognizer_sha256=digest, recognizer_threshold=0.95)
+    return node_settings.updated(recognizer_file=model, recognizer_sha256=digest, recognizer_threshold=0.95)
 
 
 def _burst(testdata: Path, subject: str) -> tuple[bytes, ...]:
@@ -63,44 +64,35 @@ def _burst(testdata: Path, subject: str) -> tuple[bytes, ...]:
 
 
 def test_arcface_format_recognizer_serves_through_insightface(arcface_settings: Settings, testdata: Path) -> None:
-    node = start_node(arcface_settings)
-    try:
-        pipeline = node.state.service.pipeline
-        assert pipeline.fingerprints["recognizer"].startswith("arcface:tiny_arcface.onnx:")
+    with build_service(arcface_settings) as assembled:
+        service = assembled.service
+        assert service.fingerprints["recognizer"].startswith("arcface:tiny_arcface.onnx:")
         reference = nuaa_frames(testdata, "print", "0001")[0].read_bytes()
-        pipeline.enroll(EnrollCommand(ID_SUBJECT_1, "张三", (reference,)), Budget(30))
-        outcome = pipeline.verify(VerifyCommand(ID_SUBJECT_1, "张三", Purpose.CHECK_IN, _burst(testdata, "0001")),
-                                  Budget(30))
+        service.enroll(EnrollCommand(ID_SUBJECT_1, "张三", (reference,)), Budget(30))
+        outcome = service.verify(VerifyCommand(ID_SUBJECT_1, "张三", Purpose.CHECK_IN, _burst(testdata, "0001")),
+                                 Budget(30))
         # A random projection is no face recognizer; what matters is that the path runs end to end
         # and produces a real decision.
         assert outcome.true_reason in (TrueReason.VERIFIED, TrueReason.FACE_MISMATCH)
-    finally:
-        node.stop(0)
 
 
 def test_templates_of_another_model_are_an_error_not_a_low_score(
     node_settings: Settings, arcface_settings: Settings, testdata: Path
 ) -> None:
-    sface_node = start_node(node_settings)
-    try:
+    with build_service(node_settings) as sface:
         reference = nuaa_frames(testdata, "print", "0001")[0].read_bytes()
-        sface_node.state.service.pipeline.enroll(EnrollCommand(ID_SUBJECT_1, "张三", (reference,)), Budget(30))
-    finally:
-        sface_node.stop(0)
-    arcface_node = start_node(arcface_settings)  # same data dir: same store and keys
-    try:
+        sface.service.enroll(EnrollCommand(ID_SUBJECT_1, "张三", (reference,)), Budget(30))
+    with build_service(arcface_settings) as arcface:  # same data dir: same store and keys
         with pytest.raises(TemplateMismatch, match="different recognizer"):
-            arcface_node.state.service.pipeline.verify(
+            arcface.service.verify(
                 VerifyCommand(ID_SUBJECT_1, "张三", Purpose.CHECK_IN, _burst(testdata, "0001")), Budget(30))
-    finally:
-        arcface_node.stop(0)
 
 
 def test_operator_model_with_a_wrong_digest_is_refused(arcface_settings: Settings) -> None:
     from idv.models.runtime import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="altered"):
-        start_node(replace(arcface_settings, recognizer_sha256="0" * 64))
+        start_node(arcface_settings.updated(recognizer_sha256="0" * 64))
 
 
 def test_operator_model_with_a_wrong_contract_is_refused(arcface_settings: Settings, tmp_path: Path) -> None:
@@ -117,7 +109,7 @@ def test_operator_model_with_a_wrong_contract_is_refused(arcface_settings: Setti
     data = model.SerializeToString()
     bad.write_bytes(data)
     with pytest.raises(ModelLoadError, match="not Nx3x112x112"):
-        start_node(replace(arcface_settings, recognizer_file=bad, recognizer_sha256=hashlib.sha256(data).hexdigest()))
+        start_node(arcface_settings.updated(recognizer_file=bad, recognizer_sha256=hashlib.sha256(data).hexdigest()))
 
 
 def build_tiny_scrfd(path: Path, face: "FaceDetection", image_size: int = 640) -> str:
@@ -175,25 +167,22 @@ def test_scrfd_format_detector_serves_through_insightface(node_settings: Setting
     from idv.models.runtime import RuntimeOptions, open_session
 
     reference = nuaa_frames(testdata, "print", "0001")[0]
-    yunet = YuNetDetector(open_session(load_manifest().entry("yunet"), node_settings.model_dir, RuntimeOptions()))
+    yunet = YuNetDetector(open_session(load_manifest().entry("yunet"), node_settings.models.dir, RuntimeOptions()))
     expected = yunet.detect(cv2.imread(str(reference)))[0]
     model = tmp_path / "operator-models" / "tiny_scrfd.onnx"
     model.parent.mkdir()
     digest = build_tiny_scrfd(model, expected)
-    node = start_node(replace(node_settings, detector_file=model, detector_sha256=digest, liveness=False))
-    try:
-        pipeline = node.state.service.pipeline
-        assert pipeline.fingerprints["detector"].startswith("scrfd:tiny_scrfd.onnx:")
-        found = pipeline._detector.detect(cv2.imread(str(reference)))
+    with build_service(node_settings.updated(detector_file=model, detector_sha256=digest, liveness=False)) as assembled:
+        service = assembled.service
+        assert service.fingerprints["detector"].startswith("scrfd:tiny_scrfd.onnx:")
+        found = assembled.models.detector.detect(cv2.imread(str(reference)))
         assert len(found) == 1
         np.testing.assert_allclose(found[0].box_xywh, expected.box_xywh, atol=0.5)
         np.testing.assert_allclose(found[0].landmarks, expected.landmarks, atol=0.5)
         data = reference.read_bytes()
-        pipeline.enroll(EnrollCommand(ID_SUBJECT_1, "张三", (data,)), Budget(30))
-        outcome = pipeline.verify(VerifyCommand(ID_SUBJECT_1, "张三", Purpose.CHECK_IN, (data, data)), Budget(30))
+        service.enroll(EnrollCommand(ID_SUBJECT_1, "张三", (data,)), Budget(30))
+        outcome = service.verify(VerifyCommand(ID_SUBJECT_1, "张三", Purpose.CHECK_IN, (data, data)), Budget(30))
         assert outcome.true_reason is TrueReason.VERIFIED
-    finally:
-        node.stop(0)
 
 
 def test_scrfd_detector_without_key_points_is_refused(node_settings: Settings, tmp_path: Path) -> None:
@@ -210,4 +199,4 @@ def test_scrfd_detector_without_key_points_is_refused(node_settings: Settings, t
     data = model.SerializeToString()
     bad.write_bytes(data)
     with pytest.raises(ModelLoadError, match="9 or 15 outputs"):
-        start_node(replace(node_settings, detector_file=bad, detector_sha256=hashlib.sha256(data).hexdigest()))
+        start_node(node_settings.updated(detector_file=bad, detector_sha256=hashlib.sha256(data).hexdigest()))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -36,8 +35,9 @@ def clip_frames(testdata: Path, clip: str, start: int, end: int, count: int = 24
 
 @pytest.fixture()
 def challenge_node(node_settings, testdata):
-    keys = {name: add_caller(node_settings.callers_path, name, ["verify:*", "enroll"]) for name in ("a", "b")}
-    node = start_node(node_settings)
+    keys = {name: add_caller(node_settings.store.callers_path, name, ["verify:*", "enroll"]) for name in ("a", "b")}
+    # Many deliberate failures below: no lockout gets in the way of what is measured.
+    node = start_node(node_settings.updated(lockout_after_failures=100, failure_cap=100))
     with IdvClient(f"127.0.0.1:{node.port}", api_key=keys["a"], retries=0) as client:
         client.enroll(ID_SUBJECT_1, NAME, clip_frames(testdata, "live_d12.mp4", 0, 0, 1))
         client.enroll(ID_SUBJECT_2, NAME, clip_frames(testdata, "live_d3.mp4", 0, 0, 1))
@@ -47,10 +47,10 @@ def challenge_node(node_settings, testdata):
 
 def _plant(node, caller: str, id_number: str, actions: tuple[str, ...], ttl: float = 120.0) -> str:
     """A challenge with chosen actions (a real one is random), stored exactly as CreateChallenge stores it."""
-    service = node.state.service
-    challenge = StoredChallenge(f"test-{time.monotonic_ns()}", caller, service.pipeline.vault.id_key(id_number),
+    assembled = node.assembled
+    challenge = StoredChallenge(f"test-{time.monotonic_ns()}", caller, assembled.service.id_key(id_number),
                                 actions, time.time() + ttl)
-    service._challenges._store.put(challenge)
+    assembled.challenge_store.put(challenge)
     return challenge.challenge_id
 
 
@@ -117,17 +117,15 @@ def test_replayed_expired_cross_identity_and_cross_caller_challenges_fail_alike(
 
 def test_twenty_concurrent_uses_yield_exactly_one_evaluation(challenge_node, testdata, monkeypatch) -> None:
     node, keys = challenge_node
-    pipeline = node.state.service.pipeline
+    pipeline = node.assembled.pipeline
     evaluations = []
     original = pipeline.evaluate
 
-    def counting(request, budget, actions=None):
+    def counting(frames, claimed, actions, budget):
         evaluations.append(actions)
-        return original(request, budget, actions)
+        return original(frames, claimed, actions, budget)
 
     monkeypatch.setattr(pipeline, "evaluate", counting)
-    node.state.service._throttle._lockout = replace(node.state.service._throttle._lockout,
-                                                    max_consecutive_failures=100, failure_cap=100)
     frames = clip_frames(testdata, "live_d12.mp4", 20, 105, 8)
     challenge_id = _plant(node, "a", ID_SUBJECT_1, ("TURN_LEFT", "TURN_RIGHT"))
     stub = pb_grpc.IdentityVerificationStub(grpc.insecure_channel(f"127.0.0.1:{node.port}"))
@@ -150,7 +148,7 @@ def test_twenty_concurrent_uses_yield_exactly_one_evaluation(challenge_node, tes
 
 
 def test_screen_replay_of_a_live_session_fails(node_settings, testdata) -> None:
-    node = start_node(replace(node_settings, challenge_required_for="registration"))
+    node = start_node(node_settings.updated(challenge_required_for="registration"))
     try:
         real = clip_frames(testdata, "replay_pair_real.webm", 0, 0, 1)
         with IdvClient(f"127.0.0.1:{node.port}", retries=0) as client:

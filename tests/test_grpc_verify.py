@@ -165,12 +165,11 @@ def test_health_is_not_serving_until_models_are_warm(node_settings) -> None:
 
 
 def test_second_node_on_the_same_port_fails_to_start(node, node_settings) -> None:
-    from dataclasses import replace
 
     from idv.node import build_node
 
     with pytest.raises(OSError, match="cannot listen"):
-        build_node(replace(node_settings, port=node.port))
+        build_node(node_settings.updated(port=node.port))
 
 
 def test_cli_enroll_and_verify_json(node, testdata: Path, tmp_path: Path) -> None:
@@ -194,18 +193,17 @@ def test_cli_enroll_and_verify_json(node, testdata: Path, tmp_path: Path) -> Non
 
 
 def test_refuses_to_serve_with_an_altered_model(node_settings, tmp_path: Path) -> None:
-    from dataclasses import replace
 
     from idv.models.manifest import load_manifest
     from idv.models.runtime import ModelLoadError
 
     altered_dir = tmp_path / "models"
     altered_dir.mkdir()
-    for path in node_settings.model_dir.iterdir():
+    for path in node_settings.models.dir.iterdir():
         (altered_dir / path.name).write_bytes(path.read_bytes())
     target = altered_dir / load_manifest().entry("sface_fp32").file
     data = bytearray(target.read_bytes())
     data[1000] ^= 0x01
     target.write_bytes(bytes(data))
     with pytest.raises(ModelLoadError, match="altered"):
-        start_node(replace(node_settings, model_dir=altered_dir))
+        start_node(node_settings.updated(model_dir=altered_dir))

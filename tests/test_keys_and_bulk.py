@@ -19,7 +19,7 @@ def _burst(testdata: Path, subject: str) -> list[bytes]:
 
 
 def test_rotation_reencrypts_every_template_while_the_node_keeps_verifying(node, testdata) -> None:
-    data_dir = node.settings.data_dir
+    data_dir = node.settings.store.data_dir
     with IdvClient(f"127.0.0.1:{node.port}", retries=0) as client:
         client.enroll(ID_SUBJECT_1, "张三", [nuaa_frames(testdata, "print", "0001")[0].read_bytes()])
         client.enroll(ID_SUBJECT_2, "李四", [nuaa_frames(testdata, "print", "0004")[0].read_bytes()])

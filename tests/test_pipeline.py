@@ -1,9 +1,8 @@
-"""The core pipeline without gRPC: deadlines between stages, subject selection, quality over a burst."""
+"""The core and the service without gRPC: deadlines between stages, subject selection, quality over a burst."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import cv2
 import grpc
@@ -12,9 +11,10 @@ import pytest
 
 from idv.errors import DeadlineExceeded
 from idv.face.types import FaceDetection
-from idv.pipeline import Budget, EnrollCommand, VerifyCommand
+from idv.pipeline import Budget, select_subject
+from idv.service import EnrollCommand, VerifyCommand
 from idv.verdicts import Purpose, TrueReason
-from tests.conftest import ID_SUBJECT_1, nuaa_frames, nuaa_sequences, start_node
+from tests.conftest import ID_SUBJECT_1, nuaa_frames, nuaa_sequences
 
 
 def _face(size: float) -> FaceDetection:
@@ -22,41 +22,36 @@ def _face(size: float) -> FaceDetection:
 
 
 @pytest.fixture()
-def pipeline(node_settings):
-    node = start_node(replace(node_settings, liveness=False))
-    yield node.state.service.pipeline
-    node.stop(0)
+def service(node_settings, assemble):
+    return assemble(node_settings.updated(liveness=False)).service
 
 
-def test_the_subject_is_the_largest_face_and_small_bystanders_are_ignored(pipeline) -> None:
-    subject, others = pipeline._subject([_face(60), _face(160), _face(70)])
+def test_the_subject_is_the_largest_face_and_small_bystanders_are_ignored() -> None:
+    subject, others = select_subject([_face(60), _face(160), _face(70)], bystander_ratio=0.5)
     assert subject.width == 160 and others == []
-    subject, others = pipeline._subject([_face(90), _face(160)])
+    subject, others = select_subject([_face(90), _face(160)], bystander_ratio=0.5)
     assert subject.width == 160 and [o.width for o in others] == [90]
-    assert pipeline._subject([]) == (None, [])
+    assert select_subject([], bystander_ratio=0.5) == (None, [])
 
 
-def test_an_exhausted_budget_stops_before_the_next_stage(pipeline, testdata) -> None:
+def test_an_exhausted_budget_stops_before_the_next_stage(service, model_set, testdata, monkeypatch) -> None:
     frames = tuple(p.read_bytes() for p in nuaa_frames(testdata, "live", "0001")[:3])
     with pytest.raises(DeadlineExceeded, match="before the reference lookup"):
-        pipeline.verify(VerifyCommand(ID_SUBJECT_1, "张三", Purpose.CHECK_IN, frames), Budget(0.0))
+        service.verify(VerifyCommand(ID_SUBJECT_1, "张三", Purpose.CHECK_IN, frames), Budget(0.0))
 
     clock = [0.0]
     budget = Budget(1.0, clock=lambda: clock[0])
     calls = []
-    original = pipeline._detector.detect
+    original = model_set.detector.detect
 
     def slow_detect(image):
         calls.append(1)
         clock[0] += 0.6  # each detection "takes" 0.6 s of the 1 s budget
         return original(image)
 
-    pipeline._detector.detect = slow_detect
-    try:
-        with pytest.raises(DeadlineExceeded):
-            pipeline.verify(VerifyCommand(ID_SUBJECT_1, "张三", Purpose.CHECK_IN, frames), budget)
-    finally:
-        pipeline._detector.detect = original
+    monkeypatch.setattr(model_set.detector, "detect", slow_detect)
+    with pytest.raises(DeadlineExceeded):
+        service.verify(VerifyCommand(ID_SUBJECT_1, "张三", Purpose.CHECK_IN, frames), budget)
     assert len(calls) == 2  # the third frame was never decoded or detected
 
 
@@ -75,9 +70,9 @@ def test_a_client_deadline_shorter_than_the_pipeline_is_deadline_exceeded(node, 
     assert response.verdict == pb.FAIL
 
 
-def test_one_blurred_frame_does_not_fail_a_burst_but_a_mostly_blurred_one_does(pipeline, testdata) -> None:
+def test_one_blurred_frame_does_not_fail_a_burst_but_a_mostly_blurred_one_does(service, testdata) -> None:
     reference = nuaa_frames(testdata, "print", "0001")[0].read_bytes()
-    pipeline.enroll(EnrollCommand(ID_SUBJECT_1, "张三", (reference,)), Budget(30))
+    service.enroll(EnrollCommand(ID_SUBJECT_1, "张三", (reference,)), Budget(30))
     sequence = next(iter(nuaa_sequences(testdata, "live", "0001").values()))
     sharp = [p.read_bytes() for p in sequence[:15:3]]
 
@@ -86,8 +81,8 @@ def test_one_blurred_frame_does_not_fail_a_burst_but_a_mostly_blurred_one_does(p
         return cv2.imencode(".jpg", cv2.GaussianBlur(image, (0, 0), 6))[1].tobytes()
 
     one_blurred = tuple([blurred(sharp[0]), *sharp[1:]])
-    outcome = pipeline.verify(VerifyCommand(ID_SUBJECT_1, "张三", Purpose.CHECK_IN, one_blurred), Budget(30))
+    outcome = service.verify(VerifyCommand(ID_SUBJECT_1, "张三", Purpose.CHECK_IN, one_blurred), Budget(30))
     assert outcome.true_reason is TrueReason.VERIFIED
     mostly_blurred = tuple([*(blurred(f) for f in sharp[:3]), *sharp[3:]])
-    outcome = pipeline.verify(VerifyCommand(ID_SUBJECT_1, "张三", Purpose.CHECK_IN, mostly_blurred), Budget(30))
+    outcome = service.verify(VerifyCommand(ID_SUBJECT_1, "张三", Purpose.CHECK_IN, mostly_blurred), Budget(30))
     assert outcome.true_reason in (TrueReason.LOW_QUALITY, TrueReason.NO_FACE)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 
 import grpc
 import pytest
@@ -47,7 +46,7 @@ def _start_replicas(settings) -> list:
         for replica in ("a", "b"):
             # Same data_dir: the replicas share keys (pseudonyms, data keys) and callers;
             # replica_id gives each its own audit log (one hash chain per writer).
-            nodes.append(start_node(replace(settings, replica_id=replica).validate()))
+            nodes.append(start_node(settings.updated(replica_id=replica).validate()))
     except BaseException:
         for node in nodes:
             node.stop(0)
@@ -57,7 +56,7 @@ def _start_replicas(settings) -> list:
 
 @pytest.fixture()
 def shared_settings(node_settings, postgres_dsn, pg_schema, redis_url, redis_prefix):
-    return replace(node_settings, store=postgres_dsn, postgres_schema=pg_schema, redis_url=redis_url,
+    return node_settings.updated(store=postgres_dsn, postgres_schema=pg_schema, redis_url=redis_url,
                    redis_prefix=redis_prefix, lockout_after_failures=2, lockout_base_seconds=60.0,
                    impersonation_check=True)
 
@@ -120,7 +119,7 @@ def _wait_for(predicate, seconds: float, what: str) -> float:
 
 def test_postgres_stopped_mid_load_fails_closed_and_both_replicas_recover(node_settings, private_postgres,
                                                                          testdata) -> None:
-    settings = replace(node_settings, store=private_postgres.dsn, postgres_schema="idv",
+    settings = node_settings.updated(store=private_postgres.dsn, postgres_schema="idv",
                        store_probe_interval_seconds=0.2, store_probe_failures=2,
                        caller_requests_per_minute=100_000, request_budget_seconds=4.0)
     nodes = _start_replicas(settings)
@@ -168,4 +167,4 @@ def test_postgres_stopped_mid_load_fails_closed_and_both_replicas_recover(node_s
     assert "VERIFIED" in before
     assert during, "requests were made while PostgreSQL was down"
     assert all(o == "UNAVAILABLE/REFERENCE_STORE_UNAVAILABLE" for _, o in during), during  # never a PASS
-    assert max(took for took, _ in during) < settings.request_budget_seconds  # within the deadline
+    assert max(took for took, _ in during) < settings.serving.request_budget_seconds  # within the deadline

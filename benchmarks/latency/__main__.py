@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     served = [manifest.entry(n) for n in manifest.pack(settings.model_pack).values()]
     extra = [manifest.entry(n) for n in ("minifasnet_v2", "minifasnet_v1se", "sface_src") if n in manifest.models]
-    result["models"] = {"model_dir": str(settings.model_dir),
-                        "sha256": model_fingerprints(settings.model_dir, [e.file for e in served + extra])}
+    result["models"] = {"model_dir": str(settings.models.dir),
+                        "sha256": model_fingerprints(settings.models.dir, [e.file for e in served + extra])}
 
     iterations = 30 if args.quick else 200
     phases: dict[str, Any] = {}

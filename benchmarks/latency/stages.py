@@ -64,8 +64,8 @@ class _Models:
     def __init__(self, settings: Settings, manifest: Manifest, intra: int):
         options = RuntimeOptions(intra_op_threads=intra)
         pack = manifest.pack(settings.model_pack)
-        self.detector_model = open_session(manifest.entry(pack["detector"]), settings.model_dir, options)
-        self.recognizer_model = open_session(manifest.entry(pack["recognizer"]), settings.model_dir, options)
+        self.detector_model = open_session(manifest.entry(pack["detector"]), settings.models.dir, options)
+        self.recognizer_model = open_session(manifest.entry(pack["recognizer"]), settings.models.dir, options)
         self.detector = YuNetDetector(self.detector_model, score_threshold=settings.detector_score_threshold)
         self.embedder = SFaceEmbedder(self.recognizer_model)
         self.options = options
@@ -77,8 +77,8 @@ def _liveness_checker(settings: Settings, manifest: Manifest, options: RuntimeOp
         import liveness
 
         checker_cls = liveness.LivenessChecker
-        v2 = open_session(manifest.entry("minifasnet_v2"), settings.model_dir, options)
-        v1se = open_session(manifest.entry("minifasnet_v1se"), settings.model_dir, options)
+        v2 = open_session(manifest.entry("minifasnet_v2"), settings.models.dir, options)
+        v1se = open_session(manifest.entry("minifasnet_v1se"), settings.models.dir, options)
         return checker_cls(v2.session, v1se.session, liveness.LivenessConfig()), ""
     except Exception as exc:  # noqa: BLE001 (another helper is still building it: record why, keep going)
         return None, f"{type(exc).__name__}: {exc}"
@@ -210,9 +210,9 @@ def _fold_comparison(settings: Settings, manifest: Manifest, crops: list[np.ndar
         return {"available": False, "reason": f"{folded_entry.name} is not derived from a shipped file"}
     source_entry = manifest.entry(folded_entry.derived_from)
     options = RuntimeOptions(intra_op_threads=config.intra_op_threads)
-    folded = open_session(folded_entry, settings.model_dir, options)  # digest-checked by open_session
+    folded = open_session(folded_entry, settings.models.dir, options)  # digest-checked by open_session
 
-    source_path = settings.model_dir / source_entry.file
+    source_path = settings.models.dir / source_entry.file
     session_options = ort.SessionOptions()  # the same options open_session sets
     session_options.intra_op_num_threads = options.intra_op_threads
     session_options.inter_op_num_threads = options.inter_op_threads

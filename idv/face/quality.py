@@ -17,6 +17,14 @@ class QualityLimits:
     min_brightness: float = 40.0
     max_brightness: float = 220.0
 
+    def problems(self) -> list[str]:
+        problems: list[str] = []
+        if self.min_face_size < 1:
+            problems.append("quality.min_face_size must be at least 1")
+        if not (0 < self.min_brightness < self.max_brightness <= 255):
+            problems.append("brightness limits must satisfy 0 < min_brightness < max_brightness <= 255")
+        return problems
+
 
 @dataclass(frozen=True)
 class QualityReport:

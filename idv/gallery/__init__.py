@@ -7,7 +7,7 @@ and never written to disk.
 """
 
 from idv.gallery.index import Gallery, GalleryConfig, Match
-from idv.gallery.screening import DuplicateFace, Screening, ScreeningPolicy
+from idv.gallery.screening import Screening, ScreeningPolicy
 from idv.gallery.sync import GallerySync
 
-__all__ = ["DuplicateFace", "Gallery", "GalleryConfig", "GallerySync", "Match", "Screening", "ScreeningPolicy"]
+__all__ = ["Gallery", "GalleryConfig", "GallerySync", "Match", "Screening", "ScreeningPolicy"]

@@ -13,23 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from idv.errors import AlreadyEnrolled
+from idv.errors import DuplicateFace
 from idv.gallery.index import Gallery
-
-
-class DuplicateFace(AlreadyEnrolled):
-    """The face is already enrolled under another identity (ALREADY_EXISTS, DUPLICATE_FACE).
-
-    `duplicate_of` is that identity's keyed hash and `id_key` the enrolling one's, for the
-    audit record only: never put in the message or the error details (the caller must not
-    learn the other ID).
-    """
-
-    def __init__(self, duplicate_of: str, id_key: str):
-        super().__init__("this face is already enrolled under another identity; it needs a manual review",
-                         "DUPLICATE_FACE")
-        self.duplicate_of = duplicate_of
-        self.id_key = id_key
 
 
 @dataclass(frozen=True)

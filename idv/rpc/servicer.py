@@ -17,10 +17,10 @@ import grpc
 
 from idv.errors import DeadlineExceeded, IdvError, InvalidRequest, NotServing, Overloaded
 from idv.node_state import NodeState
-from idv.pipeline import Budget, EnrollCommand, VerifyCommand
+from idv.pipeline import Budget
+from idv.service import EnrollCommand, VerificationService, VerifyCommand
 from idv.rpc.status import internal_status, to_status
 from idv.security.callers import METADATA_KEY, Caller
-from idv.service import VerificationService
 from idv.v1 import verification_pb2 as pb
 from idv.v1 import verification_pb2_grpc as pb_grpc
 from idv.verdicts import Purpose

@@ -29,13 +29,13 @@ class AttemptTicket:
 
 @dataclass(frozen=True)
 class LockoutPolicy:
-    max_consecutive_failures: int = 5
-    base_lockout_seconds: float = 30.0
+    """Built from the `[throttle]` section (idv.throttle.ThrottlePolicy), where the defaults live."""
+
+    max_consecutive_failures: int
+    base_lockout_seconds: float
+    failure_cap: int
     growth: float = 2.0
     max_lockout_seconds: float = 24 * 3600.0
-    # After this many consecutive failures the identity needs another method
-    # (in person, or an operator reset): NIST SP 800-63B 5.2.2 caps at 100.
-    failure_cap: int = 50
 
     def lock_for(self, consecutive: int) -> float:
         if consecutive < self.max_consecutive_failures:

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from idv.gallery import DuplicateFace, Gallery, GalleryConfig, GallerySync, Screening, ScreeningPolicy
+from idv.errors import DuplicateFace
+from idv.gallery import Gallery, GalleryConfig, GallerySync, Screening, ScreeningPolicy
 from idv.keys import load_keyring
 from idv.references import ReferenceVault
 from idv.store.sqlite import SqliteReferenceStore
@@ -105,20 +106,20 @@ def test_sync_loads_the_store_then_picks_up_other_replicas_enrolments(tmp_path: 
     vault = ReferenceVault(store, keys)
     other_replica = ReferenceVault(store, keys)
     faces = _unit(rng, 4)
-    vault.enroll("11010519491231002X", "张三", faces[0:1], "fp", replace=False)
-    vault.enroll("440305198805171234", "李四", faces[1:2], "fp-old-model", replace=False)  # not comparable
+    vault.enroll(vault.id_key("11010519491231002X"), "张三", faces[0:1], "fp", replace=False)
+    vault.enroll(vault.id_key("440305198805171234"), "李四", faces[1:2], "fp-old-model", replace=False)  # not comparable
     gallery = Gallery(GalleryConfig(D))
     sync = GallerySync(vault, gallery, "fp", D)
     sync.load()
     assert gallery.identities == 1
-    other_replica.enroll("110101199003074477", "王五", faces[2:3], "fp", replace=False)
-    other_replica.enroll("440305198805171234", "李四", faces[3:4], "fp", replace=True)  # now comparable
+    other_replica.enroll(other_replica.id_key("110101199003074477"), "王五", faces[2:3], "fp", replace=False)
+    other_replica.enroll(other_replica.id_key("440305198805171234"), "李四", faces[3:4], "fp", replace=True)  # now comparable
     assert sync.refresh() == 2
     assert gallery.identities == 3
     assert gallery.search(faces[2], 1)[0].id_key == vault.id_key("110101199003074477")
     sync.start(0.05)
     try:
-        other_replica.enroll("110101199003074477", "王五", faces[0:1], "fp-old-model", replace=True)
+        other_replica.enroll(other_replica.id_key("110101199003074477"), "王五", faces[0:1], "fp-old-model", replace=True)
         deadline = time.monotonic() + 5
         while gallery.identities != 2:  # re-enrolled with another model: dropped by the background refresh
             assert time.monotonic() < deadline

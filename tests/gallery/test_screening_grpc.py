@@ -3,7 +3,6 @@ with the other identity named only in the audit log (as a keyed hash)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import grpc
 import pytest
@@ -19,7 +18,7 @@ def _photo(testdata, subject: str, index: int = 0) -> bytes:
 
 @pytest.mark.parametrize("policy", ["refuse", "flag"])
 def test_a_second_id_for_an_enrolled_face_is_refused_or_flagged(node_settings, testdata, policy) -> None:
-    settings = replace(node_settings, duplicate_policy=policy)
+    settings = node_settings.updated(duplicate_policy=policy)
     node = start_node(settings)
     try:
         with IdvClient(f"127.0.0.1:{node.port}", timeout=30, retries=0) as client:
@@ -33,9 +32,9 @@ def test_a_second_id_for_an_enrolled_face_is_refused_or_flagged(node_settings, t
                 assert error_info(refused.value).reason == "DUPLICATE_FACE"
             else:
                 assert client.enroll(ID_SUBJECT_2, "李四", [_photo(testdata, "0001", 5)]).flagged_for_review
-        first_key = node.state.service.pipeline.vault.id_key(ID_SUBJECT_1)
+        first_key = node.assembled.service.id_key(ID_SUBJECT_1)
     finally:
         node.stop(0)
-    audit = settings.audit_path.read_text(encoding="utf-8")
+    audit = settings.store.audit_path.read_text(encoding="utf-8")
     assert f'"duplicate_of": "{first_key}"' in audit.replace('":"', '": "')
     assert ID_SUBJECT_1 not in audit and ID_SUBJECT_2 not in audit

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -32,8 +31,8 @@ def decode_counter(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 @pytest.fixture()
 def secured(node_settings):
     keys = {
-        "cafe": add_caller(node_settings.callers_path, "cafe-terminal-17", ["verify:check_in"]),
-        "registrar": add_caller(node_settings.callers_path, "registrar", ["verify:*", "enroll"]),
+        "cafe": add_caller(node_settings.store.callers_path, "cafe-terminal-17", ["verify:check_in"]),
+        "registrar": add_caller(node_settings.store.callers_path, "registrar", ["verify:*", "enroll"]),
     }
     node = start_node(node_settings)
     yield node, keys
@@ -80,7 +79,7 @@ def test_wrong_scope_is_permission_denied_before_decoding(secured, testdata, dec
 
 def test_keys_are_stored_only_as_hashes(secured) -> None:
     node, keys = secured
-    stored = node.settings.callers_path.read_text()
+    stored = node.settings.store.callers_path.read_text()
     for key in keys.values():
         assert key not in stored
 
@@ -91,7 +90,7 @@ def pki(tmp_path: Path):
 
 
 def test_mutual_tls_refuses_plaintext_missing_and_foreign_client_certificates(node_settings, pki, tmp_path) -> None:
-    settings = replace(node_settings, tls_cert_file=pki.server_cert, tls_key_file=pki.server_key,
+    settings = node_settings.updated(tls_cert_file=pki.server_cert, tls_key_file=pki.server_key,
                        tls_client_ca_file=pki.ca_cert)
     node = start_node(settings)
     target = f"127.0.0.1:{node.port}"
@@ -120,6 +119,6 @@ def test_plaintext_is_refused_outside_local_development(node_settings) -> None:
     from idv.config import ConfigError
 
     with pytest.raises(ConfigError, match="plaintext"):
-        replace(node_settings, host="0.0.0.0").validate()
+        node_settings.updated(host="0.0.0.0").validate()
     with pytest.raises(ConfigError, match="plaintext"):
-        replace(node_settings, mode="production").validate()
+        node_settings.updated(mode="production").validate()

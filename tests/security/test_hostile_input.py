@@ -98,16 +98,22 @@ def test_fuzzed_frames_only_ever_raise_invalid_request(data: bytes) -> None:
 @given(id_number=st.text(max_size=40), name=st.text(max_size=80), purpose=st.sampled_from([None, *list(
     __import__("idv.verdicts", fromlist=["Purpose"]).Purpose)]), count=st.integers(0, 30))
 def test_fuzzed_requests_are_validated_without_surprises(id_number, name, purpose, count) -> None:
-    from idv.pipeline import PipelineLimits, VerificationPipeline, VerifyCommand
+    from idv.challenges import ChallengePolicy
+    from idv.face.quality import QualityLimits
+    from idv.imaging import ImageLimits
+    from idv.pipeline import PipelineLimits, VerificationPipeline
+    from idv.service import VerificationService, VerifyCommand
 
     class _Vault:
         def id_key(self, value: str) -> str:
             return "k"
 
-    pipeline = VerificationPipeline(None, None, _Vault(), 0.5, PipelineLimits())  # type: ignore[arg-type]
+    # Validation needs no model, store or audit: none is given, so reaching one would fail loudly.
+    pipeline = VerificationPipeline(None, None, 0.5, PipelineLimits(), ImageLimits(), QualityLimits())  # type: ignore[arg-type]
+    service = VerificationService(pipeline, _Vault(), None, None, ChallengePolicy())  # type: ignore[arg-type]
     frames = tuple(_seed_images()[0] for _ in range(count))
     try:
-        validated = pipeline.validate(VerifyCommand(id_number, name, purpose, frames))
+        validated = service.validate(VerifyCommand(id_number, name, purpose, frames))
     except InvalidRequest as refused:
         # Never an echo of the input: identity errors are fixed sentences, and the other
         # refusals (purpose, frame count) are raised before the ID or the name is read.
@@ -129,15 +135,15 @@ def test_a_cancelled_call_stops_within_a_stage_and_frees_its_slot(node, testdata
 
     from tests.conftest import nuaa_frames
 
-    pipeline = node.state.service.pipeline
+    embedder = node.assembled.models.embedder
     embedded: list[int] = []
-    original = pipeline._embedder.embed
+    original = embedder.embed
 
     def counting(crops):
         embedded.append(len(crops))
         return original(crops)
 
-    monkeypatch.setattr(pipeline._embedder, "embed", counting)
+    monkeypatch.setattr(embedder, "embed", counting)
     stub = pb_grpc.IdentityVerificationStub(grpc.insecure_channel(f"127.0.0.1:{node.port}"))
     frames = [p.read_bytes() for p in nuaa_frames(testdata, "live", "0001")[:8]]
     request = pb.VerifyRequest(id_number=ID_SUBJECT_1, name="张三", purpose=pb.CHECK_IN, frames=frames)

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -37,11 +36,11 @@ def _retry_seconds(error: grpc.RpcError) -> int:
 
 @pytest.fixture()
 def strict_settings(node_settings):
-    return replace(node_settings, lockout_after_failures=3, lockout_base_seconds=60.0, failure_cap=6)
+    return node_settings.updated(lockout_after_failures=3, lockout_base_seconds=60.0, failure_cap=6)
 
 
 def test_brute_force_from_several_callers_locks_the_identity_and_survives_restart(strict_settings, testdata) -> None:
-    keys = [add_caller(strict_settings.callers_path, f"terminal-{i}", ["verify:*", "enroll"]) for i in range(3)]
+    keys = [add_caller(strict_settings.store.callers_path, f"terminal-{i}", ["verify:*", "enroll"]) for i in range(3)]
     node = start_node(strict_settings)
     target = f"127.0.0.1:{node.port}"
     impostor = _burst(testdata, "0002")
@@ -70,15 +69,14 @@ def test_brute_force_from_several_callers_locks_the_identity_and_survives_restar
 
 
 def test_lockouts_grow_and_the_cap_demands_another_method(strict_settings, testdata) -> None:
-    from idv.state.base import LockoutPolicy
     from idv.state.local import SqliteCounterStore
-    from idv.throttle import CallerLimits, Throttle
+    from idv.throttle import Throttle, ThrottlePolicy
     from idv.errors import Throttled
 
     clock = [1000.0]
-    throttle = Throttle(SqliteCounterStore(strict_settings.counters_path),
-                        LockoutPolicy(max_consecutive_failures=3, base_lockout_seconds=30, failure_cap=6),
-                        CallerLimits(), clock=lambda: clock[0])
+    throttle = Throttle(SqliteCounterStore(strict_settings.store.counters_path),
+                        ThrottlePolicy(lockout_after_failures=3, lockout_base_seconds=30, failure_cap=6),
+                        clock=lambda: clock[0])
     delays = []
     for _ in range(6):
         while True:
@@ -89,7 +87,7 @@ def test_lockouts_grow_and_the_cap_demands_another_method(strict_settings, testd
                 assert locked.reason == "IDENTITY_LOCKED"
                 delays.append(round(locked.retry_after_seconds))
                 clock[0] += locked.retry_after_seconds + 0.001
-        throttle.failed(ticket)
+        # A failure needs no call: it was counted when the attempt began.
     assert delays == [30, 60, 120]  # doubling with each failure from the third on
     with pytest.raises(Throttled) as capped:
         clock[0] += 10_000
@@ -99,13 +97,10 @@ def test_lockouts_grow_and_the_cap_demands_another_method(strict_settings, testd
 
 def test_concurrent_attempts_cannot_run_past_the_limit(strict_settings) -> None:
     from idv.errors import Throttled
-    from idv.state.base import LockoutPolicy
     from idv.state.local import SqliteCounterStore
-    from idv.throttle import CallerLimits, Throttle
+    from idv.throttle import Throttle
 
-    throttle = Throttle(SqliteCounterStore(strict_settings.counters_path),
-                        LockoutPolicy(max_consecutive_failures=3, base_lockout_seconds=30, failure_cap=6),
-                        CallerLimits())
+    throttle = Throttle(SqliteCounterStore(strict_settings.store.counters_path), strict_settings.throttle)
 
     def attempt(_: int) -> bool:
         try:
@@ -139,7 +134,7 @@ def test_caller_rate_and_identity_velocity_limits(node_settings, testdata) -> No
     from idv.identity import make_id_number
     from datetime import date
 
-    settings = replace(node_settings, caller_requests_per_minute=1000, caller_distinct_identities_per_hour=3)
+    settings = node_settings.updated(caller_requests_per_minute=1000, caller_distinct_identities_per_hour=3)
     node = start_node(settings)
     try:
         with IdvClient(f"127.0.0.1:{node.port}", retries=0) as client:
@@ -153,7 +148,7 @@ def test_caller_rate_and_identity_velocity_limits(node_settings, testdata) -> No
             assert _retry_seconds(failure.value) > 0
     finally:
         node.stop(0)
-    settings = replace(node_settings, caller_requests_per_minute=2)
+    settings = node_settings.updated(caller_requests_per_minute=2)
     node = start_node(settings)
     try:
         with IdvClient(f"127.0.0.1:{node.port}", retries=0) as client:
@@ -178,7 +173,7 @@ def test_audit_log_has_one_pseudonymous_record_per_decision_and_detects_tamperin
             second = client.verify(ID_UNKNOWN, "李四", _burst(testdata, "0001"))
     finally:
         node.stop(0)
-    path = node_settings.audit_path
+    path = node_settings.store.audit_path
     records = [json.loads(line) for line in path.read_text().splitlines()]
     decisions = {r["request_id"]: r for r in records if r["event"] == "verify"}
     assert set(decisions) == {first.request_id, second.request_id}
@@ -189,7 +184,7 @@ def test_audit_log_has_one_pseudonymous_record_per_decision_and_detects_tamperin
         assert secret not in text
     assert all(set(r["models"]) == {"detector", "recognizer"} for r in decisions.values())
 
-    cli = [sys.executable, "-m", "idv.cli", "audit", "verify", "--data-dir", str(node_settings.data_dir)]
+    cli = [sys.executable, "-m", "idv.cli", "audit", "verify", "--data-dir", str(node_settings.store.data_dir)]
     intact = subprocess.run(cli, capture_output=True, text=True, timeout=60)
     assert intact.returncode == 0 and "chain intact" in intact.stdout
     lines = path.read_text().splitlines()

@@ -1,0 +1,192 @@
+"""How the service is put together: settings in, a ready `VerificationService` out. No gRPC.
+
+This is the one place that opens the stores and the shared state, loads the keys and the
+models, builds the gallery, liveness, challenges and throttling, and wires them into the
+service. The gRPC node (idv.node), the CLI, the evaluation and the benchmarks all get their
+parts from here; tests build the service here too, with real models and no server.
+
+    build_service(settings)            -> AssembledService (service + what must be closed)
+    load_models(manifest, settings)    -> ModelSet (idv.models.model_set)
+    open_reference_store(settings)     -> ReferenceStore (SQLite, or PostgreSQL for replicas)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass, field
+
+from idv.action_check import ActionVerifier
+from idv.audit import AuditLog
+from idv.challenges import ChallengeIssuer
+from idv.config import Settings
+from idv.gallery import Gallery, GallerySync, Screening, ScreeningPolicy
+from idv.keys import load_audit_key, load_keyring
+from idv.liveness_gate import build_liveness_gate
+from idv.models.manifest import Manifest
+from idv.models.model_set import ModelSet, load_models, manifest_for
+from idv.pipeline import VerificationPipeline
+from idv.references import ReferenceVault
+from idv.service import VerificationService
+from idv.state.base import ChallengeStore, CounterStore
+from idv.state.local import MemoryChallengeStore, SqliteCounterStore
+from idv.state.redis_state import RedisChallengeStore, RedisCounterStore, connect
+from idv.store.base import ReferenceStore
+from idv.store.postgres import PostgresReferenceStore
+from idv.store.sqlite import SqliteReferenceStore
+from idv.throttle import Throttle
+from liveness.actions import ActionConfig
+
+log = logging.getLogger("idv.node")
+
+__all__ = ["AssembledService", "build_service", "load_models", "open_reference_store", "open_vault"]
+
+
+@dataclass(eq=False)
+class AssembledService:
+    """The service and what it holds open. `close()` stops background work, then closes, in
+    reverse order of opening."""
+
+    service: VerificationService
+    pipeline: VerificationPipeline
+    models: ModelSet
+    vault: ReferenceVault
+    challenge_store: ChallengeStore
+    # Pinged by the readiness probe: what a request touches (reference store, shared state).
+    readiness_checks: tuple[Callable[[], None], ...]
+    _stoppers: list[Callable[[], None]] = field(default_factory=list)
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for stop in self._stoppers:
+            stop()
+        self._stoppers.clear()
+        for close in reversed(self._closers):
+            close()
+        self._closers.clear()
+
+    def __enter__(self) -> AssembledService:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def open_reference_store(settings: Settings, migrate: bool | None = None) -> ReferenceStore:
+    """The configured reference store: the embedded SQLite file, or PostgreSQL shared by replicas."""
+    store = settings.store
+    if store.kind != "postgresql":
+        return SqliteReferenceStore(store.sqlite_path)
+    return PostgresReferenceStore(store.postgres(), store.postgres_migrate_on_start if migrate is None else migrate)
+
+
+def open_vault(settings: Settings, store: ReferenceStore) -> ReferenceVault:
+    """The store behind its keys. Development creates keys on first start; production refuses to
+    run without provisioned keys."""
+    data_dir = settings.store.data_dir
+    create = not settings.serving.production
+    return ReferenceVault(store, load_keyring(data_dir, create=create),
+                          reload_keys=lambda: load_keyring(data_dir, create=False))
+
+
+def _open_shared_state(settings: Settings, closers: list[Callable[[], None]]) -> tuple[CounterStore, ChallengeStore]:
+    """Throttling counters and challenges: in Redis when replicas share them, else this process's own."""
+    if not settings.state.shared:
+        counters = SqliteCounterStore(settings.store.counters_path)
+        closers.append(counters.close)
+        return counters, MemoryChallengeStore()
+    config = settings.state.redis()
+    client = connect(config)
+    closers.append(client.close)
+    redis_counters = RedisCounterStore(client, config)
+    redis_counters.ping()  # refuse to start without it, like a missing reference store
+    return redis_counters, RedisChallengeStore(client, config)
+
+
+def duplicate_threshold(manifest: Manifest, settings: Settings, verify_threshold: float) -> float:
+    """The 1:N match threshold: the setting, else the recognizer's calibrated fmr_1e-5 threshold.
+
+    Never below the verification threshold: a face that would not pass 1:1 against an
+    identity is not evidence that it belongs to that identity.
+    """
+    if settings.gallery.duplicate_threshold > 0:
+        return max(settings.gallery.duplicate_threshold, verify_threshold)
+    calibrated = verify_threshold
+    if settings.models.recognizer_file is None:
+        entry = manifest.entry(manifest.pack(settings.models.pack)["recognizer"])
+        try:
+            calibrated = float(entry.thresholds["fmr_1e-5"])  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError):
+            log.warning("no calibrated fmr_1e-5 threshold: 1:N screening uses the verification threshold")
+    return max(calibrated, verify_threshold)
+
+
+def _screening(settings: Settings, manifest: Manifest, vault: ReferenceVault, models: ModelSet,
+               stoppers: list[Callable[[], None]]) -> Screening | None:
+    """The 1:N gallery, loaded from the store and kept in step with it; None when both policies are off."""
+    if not settings.gallery.enabled:
+        return None
+    embedder = models.embedder
+    gallery = Gallery(settings.gallery.index_config(embedder.dimension))
+    sync = GallerySync(vault, gallery, embedder.fingerprint, embedder.dimension)
+    sync.load()
+    sync.start(settings.gallery.refresh_seconds)
+    stoppers.append(sync.stop)
+    policy = ScreeningPolicy(duplicate_threshold(manifest, settings, models.threshold),
+                             settings.gallery.duplicate_policy, settings.gallery.impersonation_check,
+                             settings.gallery.impersonation_margin)
+    return Screening(gallery, policy, refresh=sync.refresh)
+
+
+def build_service(settings: Settings, models: ModelSet | None = None) -> AssembledService:
+    """Everything a verification needs, opened and checked. Raises on any problem (a model missing
+    or altered, a key or store broken), closing what it had opened.
+
+    `models` may be passed in to share one loaded ModelSet between several services (tests,
+    benchmarks); by default they are loaded from `settings.models`.
+    """
+    manifest = manifest_for(settings.models)
+    stoppers: list[Callable[[], None]] = []
+    closers: list[Callable[[], None]] = []
+    try:
+        if models is None:
+            models = load_models(manifest, settings.models, liveness=settings.liveness.enabled)
+        store = open_reference_store(settings)
+        closers.append(store.close)
+        vault = open_vault(settings, store)
+        counters, challenge_store = _open_shared_state(settings, closers)
+        liveness = None
+        if settings.liveness.enabled:
+            if models.minifasnet_v2 is None or models.minifasnet_v1se is None:
+                raise ValueError("liveness is enabled but the model set has no MiniFASNet models")
+            liveness = build_liveness_gate(models.minifasnet_v2, models.minifasnet_v1se, settings.liveness)
+        actions = issuer = None
+        if models.facemesh is not None:
+            action_config = ActionConfig()
+            actions = ActionVerifier(models.facemesh, action_config)
+            issuer = ChallengeIssuer(challenge_store, settings.challenges, action_config)
+        screening = _screening(settings, manifest, vault, models, stoppers)
+        # One pool for the frames of every request: a lone request uses all cores, and under
+        # load the pool is the node's compute queue (benchmarks/README.md has the sweep).
+        frame_pool = futures.ThreadPoolExecutor(max_workers=settings.serving.frame_threads,
+                                                thread_name_prefix="idv-frame")
+        closers.append(frame_pool.shutdown)
+        pipeline = VerificationPipeline(models.detector, models.embedder, models.threshold, settings.limits,
+                                        settings.image, settings.quality, liveness=liveness, actions=actions,
+                                        screening=screening, frame_pool=frame_pool)
+        audit = AuditLog(settings.store.audit_path,
+                         load_audit_key(settings.store.data_dir, create=not settings.serving.production))
+        closers.append(audit.close)
+        throttle = Throttle(counters, settings.throttle)
+        service = VerificationService(pipeline, vault, throttle, audit, settings.challenges, issuer, screening,
+                                      fingerprints={"detector": models.fingerprints["detector"],
+                                                    "recognizer": models.fingerprints["recognizer"]})
+    except BaseException:
+        for stop in stoppers:
+            stop()
+        for close in reversed(closers):
+            close()
+        raise
+    return AssembledService(service, pipeline, models, vault, challenge_store, (store.ping, counters.ping),
+                           stoppers, closers)
