@@ -196,14 +196,35 @@ _RENAMED: dict[str, tuple[str, str]] = {
 }
 
 
+_FIRST_VERSION_NAMES = (
+    "host port mode worker_threads frame_threads max_concurrent_rpcs request_budget_seconds grace_seconds "
+    "reflection tls_cert_file tls_key_file tls_client_ca_file metrics_host metrics_port challenge_required_for "
+    "challenge_ttl_seconds lockout_after_failures lockout_base_seconds failure_cap caller_requests_per_minute "
+    "caller_distinct_identities_per_hour data_dir store replica_id postgres_schema postgres_pool_min "
+    "postgres_pool_max postgres_pool_timeout_seconds postgres_statement_timeout_ms "
+    "postgres_connect_timeout_seconds postgres_migrate_on_start redis_url redis_prefix redis_timeout_seconds "
+    "redis_attempt_ttl_seconds store_probe_interval_seconds store_probe_failures duplicate_policy "
+    "duplicate_threshold impersonation_check impersonation_margin gallery_exact_max gallery_nprobe "
+    "gallery_refresh_seconds model_dir model_mirror model_manifest model_pack detector_file detector_sha256 "
+    "recognizer_file recognizer_sha256 recognizer_threshold intra_op_threads security_level max_frames "
+    "max_frames_with_challenge max_reference_images max_frame_bytes max_frame_width max_frame_height "
+    "max_frame_pixels max_message_bytes detector_score_threshold bystander_ratio min_face_size min_sharpness "
+    "min_brightness max_brightness liveness liveness_allow_single_frame log_level"
+).split()
+
+
 def _flat_aliases() -> dict[str, tuple[str, str]]:
-    """Every field is reachable by its own name when no other section has a field of that name."""
-    owners: dict[str, list[str]] = {}
-    for section, cls in SECTIONS.items():
-        for f in fields(cls):
-            owners.setdefault(f.name, []).append(section)
-    aliases = {name: (sections[0], name) for name, sections in owners.items() if len(sections) == 1}
-    aliases.update(_RENAMED)
+    """The first version's flat names, each mapped to the one section field it became. Only those:
+    a new field is reachable as `section__field`, never by a bare name that could collide."""
+    aliases: dict[str, tuple[str, str]] = {}
+    for name in _FIRST_VERSION_NAMES:
+        if name in _RENAMED:
+            aliases[name] = _RENAMED[name]
+            continue
+        owners = [section for section, cls in SECTIONS.items() if name in {f.name for f in fields(cls)}]
+        if len(owners) != 1:
+            raise AssertionError(f"flat setting {name!r} must map to exactly one section, found {owners}")
+        aliases[name] = (owners[0], name)
     return aliases
 
 

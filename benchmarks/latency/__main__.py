@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: few iterations, written to the temp dir only")
     parser.add_argument("--manifest", type=Path, default=None,
-                        help="development only: another manifest (the committed run uses models/manifest.toml)")
+                        help="development only: another manifest (the committed run uses idv/models/manifest.toml)")
     parser.add_argument("--wait-quiet", type=float, default=60.0, help="max seconds to wait for a quiet machine")
     parser.add_argument("--out", type=Path, default=None,
                         help="default: benchmarks/results/latency.json for a full run on the committed manifest, "

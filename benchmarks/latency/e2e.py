@@ -293,7 +293,7 @@ def run(plan: Plan, model_dir: Path | None = None, manifest: Path | None = None,
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run (numbers not meaningful)")
-    parser.add_argument("--manifest", type=Path, default=None, help="default: the committed models/manifest.toml")
+    parser.add_argument("--manifest", type=Path, default=None, help="default: the committed idv/models/manifest.toml")
     parser.add_argument("--model-dir", type=Path, default=None, help="default: the node's (IDV_MODEL_DIR)")
     parser.add_argument("--threads", default=None, help="skip the sweep: WORKERS,INTRA")
     parser.add_argument("--out", type=Path, default=None)

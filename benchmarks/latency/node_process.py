@@ -28,7 +28,7 @@ class NodeConfig:
     intra_op_threads: int
     max_concurrent_rpcs: int = 8
     model_dir: Path | None = None
-    manifest: Path | None = None  # None: the committed models/manifest.toml
+    manifest: Path | None = None  # None: the committed idv/models/manifest.toml
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self, data_dir: Path) -> dict[str, str]:

@@ -255,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--intra-op-threads", type=int, default=1)
-    parser.add_argument("--manifest", type=Path, default=None, help="default: models/manifest.toml")
+    parser.add_argument("--manifest", type=Path, default=None, help="default: idv/models/manifest.toml")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     settings = load_settings()

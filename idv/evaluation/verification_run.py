@@ -12,7 +12,7 @@ Runs, on ../shared/testdata (read in place):
 
 Each is run with and without test-time improvements (flip fusion; multi-frame fusion
 on NUAA). The service thresholds per security level come from idv.evaluation.calibration
-(its docstring states the rule) and are written to models/manifest.toml with
+(its docstring states the rule) and are written to idv/models/manifest.toml with
 --write-manifest.
 
 Usage (the same arguments either way):

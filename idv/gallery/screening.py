@@ -1,7 +1,7 @@
 """Policies on the gallery: one face under several ID numbers (一人多号) at enrolment, and a live
 face that belongs to another enrolled identity (冒用) at verification.
 
-Thresholds come from the recognizer's calibration (models/manifest.toml), see
+Thresholds come from the recognizer's calibration (idv/models/manifest.toml), see
 docs/scaling.md: a duplicate is a match at the strictest calibrated operating point
 (FMR 1e-5 per comparison) against an identity other than the one being enrolled.
 """

@@ -1,4 +1,4 @@
-"""The model manifest (`models/manifest.toml`): what may be loaded, pinned by SHA-256."""
+"""The model manifest (`idv/models/manifest.toml`): what may be loaded, pinned by SHA-256."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "models" / "manifest.toml"
+# Shipped as package data, so an installed wheel finds it next to this module.
+DEFAULT_MANIFEST = Path(__file__).resolve().parent / "manifest.toml"
 
 
 class ManifestError(ValueError):
