@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     settings = load_settings()
-    manifest_path = args.manifest or settings.model_manifest or DEFAULT_MANIFEST
+    manifest_path = args.manifest or settings.models.manifest or DEFAULT_MANIFEST
     manifest = load_manifest(manifest_path)
     committed_manifest = Path(manifest_path).resolve() == DEFAULT_MANIFEST.resolve()
     if not committed_manifest:
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "manifest": {"path": str(manifest_path), "committed": committed_manifest},
         "definitions": DEFINITIONS,
     }
-    served = [manifest.entry(n) for n in manifest.pack(settings.model_pack).values()]
+    served = [manifest.entry(n) for n in manifest.pack(settings.models.pack).values()]
     extra = [manifest.entry(n) for n in ("minifasnet_v2", "minifasnet_v1se", "sface_src") if n in manifest.models]
     result["models"] = {"model_dir": str(settings.models.dir),
                         "sha256": model_fingerprints(settings.models.dir, [e.file for e in served + extra])}

@@ -21,7 +21,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,15 @@ import numpy as np
 from benchmarks.latency.data import ID_NUMBER, NAME, stage_bursts
 from benchmarks.latency.stats import summary_dict
 from idv.config import Settings, load_settings
-from idv.face.detector import YuNetDetector
-from idv.face.embedder import SFaceEmbedder, align_face
-from idv.face.quality import QualityLimits, assess
+from idv.face.embedder import Embedder, align_face
+from idv.face.quality import assess
 from idv.face.types import FaceDetection
-from idv.imaging import ImageLimits, decode_frame
+from idv.imaging import decode_frame
+from idv.liveness_gate import LivenessSettings
 from idv.models.manifest import DEFAULT_MANIFEST, Manifest, load_manifest
+from idv.models.model_set import ModelSet, load_models
 from idv.models.runtime import RuntimeOptions, open_session
+from liveness import LivenessChecker, LivenessConfig
 
 _WARMUP = 10
 
@@ -60,31 +62,17 @@ def _subject(faces: Sequence[FaceDetection]) -> FaceDetection | None:
     return max(faces, key=lambda f: min(f.width, f.height)) if faces else None
 
 
-class _Models:
-    def __init__(self, settings: Settings, manifest: Manifest, intra: int):
-        options = RuntimeOptions(intra_op_threads=intra)
-        pack = manifest.pack(settings.model_pack)
-        self.detector_model = open_session(manifest.entry(pack["detector"]), settings.models.dir, options)
-        self.recognizer_model = open_session(manifest.entry(pack["recognizer"]), settings.models.dir, options)
-        self.detector = YuNetDetector(self.detector_model, score_threshold=settings.detector_score_threshold)
-        self.embedder = SFaceEmbedder(self.recognizer_model)
-        self.options = options
+def _models(settings: Settings, manifest: Manifest, intra: int) -> ModelSet:
+    """The served models, loaded as the node loads them (idv.models.model_set.load_models)."""
+    return load_models(manifest, replace(settings.models, intra_op_threads=intra))
 
 
-def _liveness_checker(settings: Settings, manifest: Manifest, options: RuntimeOptions) -> tuple[Any, str]:
-    """(checker, "") when liveness.LivenessChecker is usable, else (None, why not)."""
-    try:
-        import liveness
-
-        checker_cls = liveness.LivenessChecker
-        v2 = open_session(manifest.entry("minifasnet_v2"), settings.models.dir, options)
-        v1se = open_session(manifest.entry("minifasnet_v1se"), settings.models.dir, options)
-        return checker_cls(v2.session, v1se.session, liveness.LivenessConfig()), ""
-    except Exception as exc:  # noqa: BLE001 (another helper is still building it: record why, keep going)
-        return None, f"{type(exc).__name__}: {exc}"
+def _liveness_checker(models: ModelSet) -> LivenessChecker:
+    return LivenessChecker(models.minifasnet_v2, models.minifasnet_v1se,
+                           LivenessConfig(allow_single_frame=LivenessSettings().allow_single_frame))
 
 
-def _vault(tmp: Path, embedder: SFaceEmbedder, reference_template: np.ndarray):
+def _vault(tmp: Path, embedder: Embedder, reference_template: np.ndarray):
     """The service's reference vault (SQLite + AES-GCM) holding one enrolled template."""
     from idv.identity import normalise_name, parse_id_number
     from idv.keys import load_keyring
@@ -92,17 +80,15 @@ def _vault(tmp: Path, embedder: SFaceEmbedder, reference_template: np.ndarray):
     from idv.store.sqlite import SqliteReferenceStore
 
     vault = ReferenceVault(SqliteReferenceStore(tmp / "references.sqlite3"), load_keyring(tmp))
-    canonical = parse_id_number(ID_NUMBER).value
-    vault.enroll(canonical, normalise_name(NAME), reference_template[np.newaxis], embedder.fingerprint, False)
-    return vault, canonical
+    id_key = vault.id_key(parse_id_number(ID_NUMBER).value)
+    vault.enroll(id_key, normalise_name(NAME), reference_template[np.newaxis], embedder.fingerprint, False)
+    return vault, id_key
 
 
 def run_stages(settings: Settings, manifest: Manifest, config: StageRunConfig) -> dict[str, Any]:
-    models = _Models(settings, manifest, config.intra_op_threads)
-    image_limits = ImageLimits(max_bytes=settings.max_frame_bytes, max_width=settings.max_frame_width,
-                               max_height=settings.max_frame_height, max_pixels=settings.max_frame_pixels)
-    quality_limits = QualityLimits(min_face_size=settings.min_face_size, min_sharpness=settings.min_sharpness,
-                                   min_brightness=settings.min_brightness, max_brightness=settings.max_brightness)
+    models = _models(settings, manifest, config.intra_op_threads)
+    image_limits = settings.image
+    quality_limits = settings.quality
     bursts = stage_bursts(frames=config.burst)
     paths = [p for burst in bursts for p in burst]
     blobs = [p.read_bytes() for p in paths]
@@ -145,19 +131,19 @@ def _bursts(observations: dict[int, tuple], size: int) -> list[list]:
     return [g for g in groups if all(o is not None for o in g)]
 
 
-def _burst_stages(settings: Settings, manifest: Manifest, models: _Models, observations: dict[int, tuple],
+def _burst_stages(settings: Settings, manifest: Manifest, models: ModelSet, observations: dict[int, tuple],
                   config: StageRunConfig) -> dict[str, Any]:
     bursts = _bursts(observations, config.burst)
     out: dict[str, Any] = {"burst_frames": config.burst, "bursts": len(bursts)}
 
     # compare: what the pipeline's compare stage does, plus the reference lookup before it.
     with tempfile.TemporaryDirectory(prefix="idv-bench-vault-") as tmp:
-        vault, canonical = _vault(Path(tmp), models.embedder, bursts[0][0][3])
+        vault, id_key = _vault(Path(tmp), models.embedder, bursts[0][0][3])
         lookup, compare = [], []
         for i in range(config.iterations + _WARMUP):
             embeddings = [o[3] for o in bursts[i % len(bursts)]]
             keep = lookup if i >= _WARMUP else []
-            record = _timed(lambda: vault.lookup(canonical), keep)
+            record = _timed(lambda: vault.lookup(id_key), keep)
 
             def fuse_and_compare() -> bool:
                 mean = np.mean(embeddings, axis=0)
@@ -169,10 +155,7 @@ def _burst_stages(settings: Settings, manifest: Manifest, models: _Models, obser
         out["lookup"] = summary_dict(lookup)
         out["compare"] = summary_dict(compare)
 
-    checker, why = _liveness_checker(settings, manifest, models.options)
-    if checker is None:
-        out["liveness"] = {"available": False, "reason": why}
-        return out
+    checker = _liveness_checker(models)
     import liveness
 
     def as_liveness(group: list) -> list:
@@ -205,7 +188,7 @@ def _fold_comparison(settings: Settings, manifest: Manifest, crops: list[np.ndar
                      config: StageRunConfig) -> dict[str, Any]:
     import onnxruntime as ort
 
-    folded_entry = manifest.entry(manifest.pack(settings.model_pack)["recognizer"])
+    folded_entry = manifest.entry(manifest.pack(settings.models.pack)["recognizer"])
     if not folded_entry.derived_from:
         return {"available": False, "reason": f"{folded_entry.name} is not derived from a shipped file"}
     source_entry = manifest.entry(folded_entry.derived_from)
@@ -259,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     settings = load_settings()
-    manifest = load_manifest(args.manifest or settings.model_manifest or DEFAULT_MANIFEST)
+    manifest = load_manifest(args.manifest or settings.models.manifest or DEFAULT_MANIFEST)
     result = run_stages(settings, manifest, StageRunConfig(args.iterations, args.intra_op_threads))
     text = json.dumps(result, indent=2, ensure_ascii=False)
     if args.out:

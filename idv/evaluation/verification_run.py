@@ -97,7 +97,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _default_model_dir() -> Path:
     from idv.config import Settings
 
-    return Settings().model_dir
+    return Settings().models.dir
 
 
 def _sha256(path: Path) -> str:
