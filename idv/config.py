@@ -129,6 +129,11 @@ class Settings:
     intra_op_threads: int = 1
     # Operating point from the manifest's calibrated thresholds: fmr_1e-3 | fmr_1e-4 | fmr_1e-5
     security_level: str = "fmr_1e-4"
+    # --- site calibration (issue 15) -------------------------------------------
+    # Per-level thresholds written by `idv eval calibrate DIR --write`; when the file holds the
+    # configured level for the loaded recognizer, the node uses it instead of the manifest's.
+    # Empty: <data_dir>/site_thresholds.toml.
+    site_thresholds_file: Path | None = None
     # --- request limits --------------------------------------------------------
     max_frames: int = 8
     max_frames_with_challenge: int = 24

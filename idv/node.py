@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -40,6 +40,7 @@ from idv.pipeline import PipelineLimits, VerificationPipeline
 from idv.references import ReferenceVault
 from idv.security.callers import CallerRegistry
 from idv.service import VerificationService, VerifyPolicy
+from idv.site_thresholds import resolve_threshold, start_record
 from idv.readiness import ReadinessProbe
 from idv.state.base import ChallengeStore, CounterStore, LockoutPolicy
 from idv.state.local import MemoryChallengeStore, SqliteCounterStore
@@ -119,6 +120,14 @@ class Node:
             custom,
             custom_detector,
         )
+        # --- issue 15: site calibration (`idv eval calibrate --write`) replaces the level's threshold ---
+        site = resolve_threshold(settings.site_thresholds_file, settings.data_dir, settings.security_level,
+                                 pack.threshold, "recognizer_threshold" if custom else "manifest",
+                                 pack.embedder.fingerprint)
+        if site.site is not None:
+            log.info("site thresholds", extra=start_record(site, settings.security_level))
+        pack = replace(pack, threshold=site.threshold)
+        # --- end issue 15 ---
         # Development creates keys on first start; production refuses to run without provisioned keys.
         keys_may_be_created = settings.mode == "development"
         store = open_reference_store(settings)
@@ -162,6 +171,8 @@ class Node:
             CallerLimits(settings.caller_requests_per_minute, settings.caller_distinct_identities_per_hour),
         )
         audit = AuditLog(settings.audit_path, load_audit_key(settings.data_dir, create=keys_may_be_created))
+        if site.site is not None:  # issue 15: a site calibration in force is audited at start
+            audit.append(start_record(site, settings.security_level))
         policy = VerifyPolicy(frozenset(Purpose(p) for p in settings.challenge_purposes))
         service = VerificationService(pipeline, throttle, audit, policy, challenges)
         self._closers.append(audit.close)
