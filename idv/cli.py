@@ -474,6 +474,10 @@ def eval_calibrate(sample: Path, config_file: Path | None, data_dir: Path | None
     from idv.models.runtime import ModelLoadError
     from idv.site_thresholds import SiteThresholdsError, site_thresholds_path, write_site_thresholds
 
+    import warnings
+
+    # insightface's aligner warns about a skimage deprecation on every photo; it says nothing about results.
+    warnings.filterwarnings("ignore", category=FutureWarning)
     settings = _settings(config_file, data_dir=data_dir)
     try:
         loaded = load_sample(sample)

@@ -28,6 +28,7 @@ import numpy as np
 from idv.errors import AlreadyEnrolled, Cancelled, DeadlineExceeded, InvalidRequest, NotServing
 from idv.face.detector import FaceDetector
 from idv.face.embedder import Embedder, align_face
+from idv.face.reference_fusion import fuse_references
 from idv.face.quality import QualityLimits, assess
 from idv.face.types import FaceDetection
 from idv.identity import IdentityError, normalise_name, parse_id_number
@@ -372,7 +373,11 @@ class VerificationPipeline:
                 owned.append(probe)
                 if identity_problem is None and record is not None:
                     reference = self._vault.decrypt(record, self._embedder.fingerprint, self._embedder.dimension)
-                    templates = reference.templates
+                    # issue 15: m reference photos are compared as one fused template (their
+                    # renormalised mean), so a level's threshold means the same FMR whatever m is
+                    # (max over m would multiply the false-match chances by up to m).
+                    templates = fuse_references(reference.templates)
+                    owned.append(reference.templates)
                 else:
                     # Decoy: same work, same answer as a face mismatch.
                     decoy = np.random.default_rng(secrets.randbits(64)).standard_normal(

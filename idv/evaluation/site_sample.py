@@ -77,7 +77,7 @@ def _from_csv(path: Path) -> SiteSample:
         raise SiteSampleError(f"{path}: cannot read the CSV ({exc})") from None
     if not {"id_photo", "live"} <= header:
         raise SiteSampleError(f"{path}: the CSV needs a header with columns id_photo and live (optional: person)")
-    images = []
+    listed: dict[tuple[str, Path], SampleImage] = {}  # a photo listed on several rows counts once
     for number, row in enumerate(rows, start=2):
         person = (row.get("person") or "").strip() or f"row{number}"
         for role in (ROLE_ID, ROLE_LIVE):
@@ -87,7 +87,10 @@ def _from_csv(path: Path) -> SiteSample:
             file = (path.parent / value).resolve()
             if not file.is_file():
                 raise SiteSampleError(f"{path}:{number}: {role} file {value} does not exist")
-            images.append(SampleImage(file, value, person, role))
+            known = listed.setdefault((role, file), SampleImage(file, value, person, role))
+            if known.person != person:
+                raise SiteSampleError(f"{path}:{number}: {value} is listed for two people ({known.person}, {person})")
+    images = list(listed.values())
     if not images:
         raise SiteSampleError(f"{path}: the CSV has no rows")
     return SiteSample(path.parent, "csv", tuple(images), _digest(images))
