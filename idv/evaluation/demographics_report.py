@@ -48,6 +48,17 @@ def write_table(result: dict, path: Path) -> None:
     for level, _ in SECURITY_LEVELS:
         lines.append(f"| {level} | {t['before'][level]:.4f} | {t['after'][level]:.4f} | {t['lfw_only'][level]:.4f} | "
                      f"{t['after_if_uncleaned'][level]:.4f} | {result['calibration'][level]['decided_by']} |")
+    lines += ["", "## Per-population thresholds (calibration half, cleaned; the rule takes the max of supported ones)",
+              "", "| population | " + " | ".join(lv for lv, _ in SECURITY_LEVELS) + " |",
+              "|---|" + "---|" * len(SECURITY_LEVELS)]
+    candidates = {lv: {c["source"]: c for c in result["calibration"][lv]["candidates"]} for lv, _ in SECURITY_LEVELS}
+    for name in candidates[SECURITY_LEVELS[0][0]]:
+        cells = []
+        for lv, _ in SECURITY_LEVELS:
+            c = candidates[lv][name]
+            cells.append(f"{c['threshold']:.4f} ({c['n_impostor']:,} pairs)" if c["supported"]
+                         else f"not supported ({c['n_impostor']:,} pairs)")
+        lines.append(f"| {GROUP_NAMES.get(name, name)} | " + " | ".join(cells) + " |")
     for variant in ("cleaned", "raw"):
         lines += ["", f"## FMR per group at each level's threshold ({variant} labels)", "",
                   "| group | pairs | " + " | ".join(f"{lv} after" for lv, _ in SECURITY_LEVELS)

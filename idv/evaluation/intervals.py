@@ -46,7 +46,7 @@ def rate(errors: int, trials: int) -> Rate:
 
 
 def subject_bootstrap(
-    left: np.ndarray, right: np.ndarray, errors: np.ndarray, subjects: int, draws: int = 400, seed: int = 15
+    left: np.ndarray, right: np.ndarray, errors: np.ndarray, subjects: int, draws: int = 200, seed: int = 15
 ) -> list[tuple[float, float]]:
     """95% percentile interval of the error rate over pairs (left[i], right[i]) when people are
     resampled. `left`/`right` are person indices in [0, subjects); `errors` is bool per pair.
