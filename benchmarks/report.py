@@ -32,6 +32,13 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def _summary_value(value: Any) -> str:
+    # Error rates near 1e-4 would print as 0.000 with three decimals.
+    if isinstance(value, float) and 0 < abs(value) < 0.01:
+        return f"{value:.2e}"
+    return _fmt(value, 3)
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
@@ -196,18 +203,40 @@ def render() -> str:
     summary = RESULTS / "summary.json"
     if summary.is_file():
         data = json.loads(summary.read_text())
-        parts += ["### Summary (`summary.json`)", ""] + _table(["key", "value"], [[k, _fmt(v, 3)] for k, v in sorted(data.items())])
+        parts += ["### Summary (`summary.json`)", ""] + _table(["key", "value"], [[k, _summary_value(v)] for k, v in sorted(data.items())])
     latency = RESULTS / "latency.json"
     if latency.is_file():
         parts += latency_section(json.loads(latency.read_text()))
     for path in sorted(RESULTS.glob("*.json")):
         if path.name in ("summary.json", "latency.json") or path.name.startswith("latency"):
             continue
+        if path.name == "demographics.json":
+            parts += demographics_section(json.loads(path.read_text()))
+            continue
         try:
             parts += generic_section(f"`{path.name}`", json.loads(path.read_text()))
         except json.JSONDecodeError:
             parts += [f"### `{path.name}`", "", "(not valid JSON)", ""]
     return "\n".join(parts).rstrip() + "\n"
+
+
+DEMOGRAPHIC_HEADLINES = {
+    "lfw_fmr_at_fmr_1e-4": "lfw",
+    "eastasian_fmr_at_fmr_1e-4": "celeb",
+    "id_style_fmr_at_fmr_1e-4": "aaf",
+    "id_vs_live_fmr_at_fmr_1e-4": "aaf_id_vs_nuaa_live",
+}
+
+
+def demographics_section(data: dict[str, Any]) -> list[str]:
+    t = data["thresholds"]
+    out = ["### Demographic differentials (`demographics.json`)", "",
+           f"Default population: **{data['population']}**. Full table with intervals and pair counts: "
+           "`results/demographics.md`; plot: `results/demographics.png`.", ""]
+    out += _table(["level", "before", "after", "LFW alone", "decided by"],
+                  [[lv, f"{t['before'][lv]:.4f}", f"{t['after'][lv]:.4f}", f"{t['lfw_only'][lv]:.4f}",
+                    data["calibration"][lv]["decided_by"]] for lv in t["after"]])
+    return out
 
 
 def accuracy_keys() -> dict[str, float]:
@@ -221,6 +250,14 @@ def accuracy_keys() -> dict[str, float]:
         keys["lfw_fnmr_at_fmr_1e-4"] = round(plain["all_vs_all"]["at_fmr"]["1e-04"]["fnmr"], 4)
         # The service compares fused 5-frame bursts with one ID-photo reference.
         keys["nuaa_fnmr_at_fmr_1e-3"] = round(data["nuaa_id_vs_live"]["plain_k5"]["at_fmr"]["1e-03"]["fnmr"], 4)
+    demographics = RESULTS / "demographics.json"
+    if demographics.is_file():
+        # Issue 15: at the shipped fmr_1e-4 threshold, on the report half (people never calibrated on),
+        # East-Asian labels cleaned.
+        report = json.loads(demographics.read_text())["report"]
+        for key, group in DEMOGRAPHIC_HEADLINES.items():
+            keys[key] = report[group]["cleaned"]["fmr"]["after:fmr_1e-4"]["rate"]
+        keys["eastasian_fnmr_at_fmr_1e-4"] = report["celeb"]["cleaned"]["fnmr"]["after:fmr_1e-4"]["rate"]
     liveness = RESULTS / "liveness.json"
     if liveness.is_file():
         # Held out: subjects, clips and replay halves that no threshold was chosen on.
@@ -249,6 +286,11 @@ HEADLINES = [
     ("lfw_accuracy", "LFW pairs accuracy (5-fold cross-validated threshold)", 4),
     ("lfw_fnmr_at_fmr_1e-4", "LFW all-vs-all FNMR at FMR 1e-4", 4),
     ("nuaa_fnmr_at_fmr_1e-3", "NUAA ID photo vs live 5-frame bursts: FNMR at FMR 1e-3", 4),
+    ("eastasian_fmr_at_fmr_1e-4", "FMR at the fmr_1e-4 threshold, East-Asian web portraits (held-out people)", 6),
+    ("id_style_fmr_at_fmr_1e-4", "the same, ID-style photos (All-Age-Faces)", 6),
+    ("id_vs_live_fmr_at_fmr_1e-4", "the same, ID-style photo vs live webcam", 6),
+    ("lfw_fmr_at_fmr_1e-4", "the same, LFW", 6),
+    ("eastasian_fnmr_at_fmr_1e-4", "FNMR at the fmr_1e-4 threshold, East-Asian portrait pairs", 4),
     ("pad_apcer_print", "liveness APCER, printed photos (held-out bursts)", 4),
     ("pad_apcer_screen", "liveness APCER, screen replays (held-out bursts)", 4),
     ("pad_bpcer", "liveness BPCER (held-out bursts)", 4),

@@ -29,6 +29,7 @@ from idv.models.model_set import ModelSet, load_models, manifest_for
 from idv.pipeline import VerificationPipeline
 from idv.references import ReferenceVault
 from idv.service import VerificationService
+from idv.site_thresholds import resolve_threshold, start_record
 from idv.state.base import ChallengeStore, CounterStore
 from idv.state.local import MemoryChallengeStore, SqliteCounterStore
 from idv.state.redis_state import RedisChallengeStore, RedisCounterStore, connect
@@ -53,6 +54,7 @@ class AssembledService:
     models: ModelSet
     vault: ReferenceVault
     challenge_store: ChallengeStore
+    threshold: float  # the comparison threshold in force (manifest, operator model or site calibration)
     # Pinged by the readiness probe: what a request touches (reference store, shared state).
     readiness_checks: tuple[Callable[[], None], ...]
     _stoppers: list[Callable[[], None]] = field(default_factory=list)
@@ -123,7 +125,7 @@ def duplicate_threshold(manifest: Manifest, settings: Settings, verify_threshold
 
 
 def _screening(settings: Settings, manifest: Manifest, vault: ReferenceVault, models: ModelSet,
-               stoppers: list[Callable[[], None]]) -> Screening | None:
+               verify_threshold: float, stoppers: list[Callable[[], None]]) -> Screening | None:
     """The 1:N gallery, loaded from the store and kept in step with it; None when both policies are off."""
     if not settings.gallery.enabled:
         return None
@@ -133,7 +135,7 @@ def _screening(settings: Settings, manifest: Manifest, vault: ReferenceVault, mo
     sync.load()
     sync.start(settings.gallery.refresh_seconds)
     stoppers.append(sync.stop)
-    policy = ScreeningPolicy(duplicate_threshold(manifest, settings, models.threshold),
+    policy = ScreeningPolicy(duplicate_threshold(manifest, settings, verify_threshold),
                              settings.gallery.duplicate_policy, settings.gallery.impersonation_check,
                              settings.gallery.impersonation_margin)
     return Screening(gallery, policy, refresh=sync.refresh)
@@ -152,6 +154,13 @@ def build_service(settings: Settings, models: ModelSet | None = None) -> Assembl
     try:
         if models is None:
             models = load_models(manifest, settings.models, liveness=settings.liveness.enabled)
+        # A site calibration (`idv eval calibrate --write`) replaces the level's threshold.
+        threshold = resolve_threshold(settings.models.site_thresholds_file, settings.store.data_dir,
+                                      settings.models.security_level, models.threshold,
+                                      "recognizer_threshold" if settings.models.recognizer_file else "manifest",
+                                      models.embedder.fingerprint)
+        if threshold.site is not None:
+            log.info("site thresholds", extra=start_record(threshold, settings.models.security_level))
         store = open_reference_store(settings)
         closers.append(store.close)
         vault = open_vault(settings, store)
@@ -166,18 +175,20 @@ def build_service(settings: Settings, models: ModelSet | None = None) -> Assembl
             action_config = ActionConfig()
             actions = ActionVerifier(models.facemesh, action_config)
             issuer = ChallengeIssuer(challenge_store, settings.challenges, action_config)
-        screening = _screening(settings, manifest, vault, models, stoppers)
+        screening = _screening(settings, manifest, vault, models, threshold.threshold, stoppers)
         # One pool for the frames of every request: a lone request uses all cores, and under
         # load the pool is the node's compute queue (benchmarks/README.md has the sweep).
         frame_pool = futures.ThreadPoolExecutor(max_workers=settings.serving.frame_threads,
                                                 thread_name_prefix="idv-frame")
         closers.append(frame_pool.shutdown)
-        pipeline = VerificationPipeline(models.detector, models.embedder, models.threshold, settings.limits,
+        pipeline = VerificationPipeline(models.detector, models.embedder, threshold.threshold, settings.limits,
                                         settings.image, settings.quality, liveness=liveness, actions=actions,
                                         screening=screening, frame_pool=frame_pool)
         audit = AuditLog(settings.store.audit_path,
                          load_audit_key(settings.store.data_dir, create=not settings.serving.production))
         closers.append(audit.close)
+        if threshold.site is not None:  # a site calibration in force is audited at start
+            audit.append(start_record(threshold, settings.models.security_level))
         throttle = Throttle(counters, settings.throttle)
         service = VerificationService(pipeline, vault, throttle, audit, settings.challenges, issuer, screening,
                                       fingerprints={"detector": models.fingerprints["detector"],
@@ -188,5 +199,6 @@ def build_service(settings: Settings, models: ModelSet | None = None) -> Assembl
         for close in reversed(closers):
             close()
         raise
-    return AssembledService(service, pipeline, models, vault, challenge_store, (store.ping, counters.ping),
+    return AssembledService(service, pipeline, models, vault, challenge_store, threshold.threshold,
+                           (store.ping, counters.ping),
                            stoppers, closers)

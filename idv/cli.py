@@ -445,6 +445,63 @@ def eval_verification(args: tuple[str, ...]) -> None:
     sys.exit(run(list(args), echo=click.echo))
 
 
+@eval.command("demographics", context_settings=_PASSTHROUGH)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def eval_demographics(args: tuple[str, ...]) -> None:
+    """East-Asian / ID-photo calibration and FMR/FNMR per group (issue 15); --help for options."""
+    from idv.evaluation.demographics_run import main as run
+
+    sys.exit(run(list(args), echo=click.echo))
+
+
+@eval.command("calibrate")
+@click.argument("sample", type=click.Path(path_type=Path, exists=True))
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="The node's data dir (IDV_DATA_DIR).")
+@click.option("--write", is_flag=True, help="Write the proposed thresholds to the node's site thresholds file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def eval_calibrate(sample: Path, config_file: Path | None, data_dir: Path | None, write: bool, as_json: bool) -> None:
+    """Rates at the current thresholds on SAMPLE (a folder per person, or a CSV of id_photo,live pairs)
+    and per-level thresholds proposed from it; --write makes the node use them (never the manifest)."""
+    from idv.evaluation.site_calibration import (
+        calibrate,
+        load_site_models,
+        report_json,
+        report_lines,
+        site_thresholds_from,
+    )
+    from idv.evaluation.site_sample import SiteSampleError, load_sample
+    from idv.models.runtime import ModelLoadError
+    from idv.site_thresholds import SiteThresholdsError, site_thresholds_path, write_site_thresholds
+
+    import warnings
+
+    # insightface's aligner warns about a skimage deprecation on every photo; it says nothing about results.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    settings = _settings(config_file, data_dir=data_dir)
+    try:
+        loaded = load_sample(sample)
+        models = load_site_models(settings)
+        report = calibrate(loaded, models)
+    except (SiteSampleError, SiteThresholdsError, ModelLoadError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report_json(report), indent=2))
+    else:
+        for line in report_lines(report):
+            click.echo(line)
+    if write:
+        proposed = report.proposed()
+        if settings.models.security_level not in proposed:
+            need = next(lv for lv in report.levels if lv.level == settings.models.security_level)
+            raise click.ClickException(f"not written: the node's security level {settings.models.security_level} "
+                                       f"has no proposal ({need.note})")
+        target = site_thresholds_path(settings.models.site_thresholds_file, settings.store.data_dir)
+        write_site_thresholds(target, site_thresholds_from(report, models))
+        click.echo(f"wrote {', '.join(f'{k}={v:.4f}' for k, v in proposed.items())} to {target}; "
+                   "the node uses them from its next start")
+
+
 # ---------------------------------------------------------------------- config
 @main.group()
 def config() -> None:
@@ -455,8 +512,20 @@ def config() -> None:
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False))
 def config_show(config_file: Path | None) -> None:
     """Print the effective settings by section (defaults < file < IDV_* environment), secrets masked."""
+    from dataclasses import asdict
+
+    from idv.site_thresholds import SiteThresholdsError, load_site_thresholds, site_thresholds_path
+
     settings = _settings(config_file)
-    click.echo(json.dumps(masked(settings), indent=2, ensure_ascii=False))
+    shown = masked(settings)
+    # issue 15: the site calibration the node will apply at start, if any.
+    site_path = site_thresholds_path(settings.models.site_thresholds_file, settings.store.data_dir)
+    try:
+        site = load_site_thresholds(site_path)
+        shown["site_thresholds"] = {"file": str(site_path), **asdict(site)} if site else None
+    except SiteThresholdsError as exc:
+        shown["site_thresholds"] = {"file": str(site_path), "error": str(exc)}
+    click.echo(json.dumps(shown, indent=2, ensure_ascii=False))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import numpy as np
 from idv.errors import Cancelled, DeadlineExceeded, InvalidRequest, NotServing
 from idv.face.detector import FaceDetector
 from idv.face.embedder import Embedder, align_face
+from idv.face.reference_fusion import fuse_references
 from idv.face.quality import QualityLimits, assess
 from idv.face.types import FaceDetection
 from idv.imaging import ImageLimits, check_header, decode_frame
@@ -338,7 +339,11 @@ class VerificationPipeline:
                 probe = self._fused([o for o in observations if o.usable])
                 owned.append(probe)
                 if claimed.templates is not None:
-                    templates = claimed.templates
+                    # m reference photos are compared as one fused template (their renormalised
+                    # mean), so a level's threshold means the same FMR whatever m is (max over m
+                    # would multiply the false-match chances by up to m).
+                    templates = fuse_references(claimed.templates)
+                    owned.append(templates)
                 else:
                     # Decoy: same work, same answer as a face mismatch.
                     decoy = np.random.default_rng(secrets.randbits(64)).standard_normal(

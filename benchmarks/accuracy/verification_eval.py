@@ -1,6 +1,6 @@
 """Face verification accuracy and the manifest thresholds: see idv/evaluation/verification_run.py.
 
-    .venv/bin/python benchmarks/accuracy/verification_eval.py --mirror ../shared/models --write-manifest
+    .venv/bin/python benchmarks/accuracy/verification_eval.py --mirror ../shared/models
 """
 
 import sys

@@ -32,6 +32,10 @@ class ModelSettings:
     intra_op_threads: int = 1
     # Operating point from the manifest's calibrated thresholds.
     security_level: str = "fmr_1e-4"
+    # Per-level thresholds written by `idv eval calibrate DIR --write`; when the file holds the
+    # configured level for the loaded recognizer, the node uses it instead of the manifest's.
+    # None: <store.data_dir>/site_thresholds.toml.
+    site_thresholds_file: Path | None = None
 
     def problems(self) -> list[str]:
         problems: list[str] = []
