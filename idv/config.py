@@ -114,6 +114,10 @@ class Settings:
     gallery_nprobe: int = 256
     # Other replicas' enrolments reach this replica's gallery within this period.
     gallery_refresh_seconds: float = 2.0
+    # --- operations (issue 17) --------------------------------------------------
+    # Retention: references older than this many days answer REENROLMENT_REQUIRED to a face
+    # that matches them (0: kept until deleted; DeleteIdentity erases at any time).
+    reference_max_age_days: float = 0.0
     # --- models --------------------------------------------------------------
     model_dir: Path = field(default_factory=_default_model_dir)
     model_mirror: Path | None = None
@@ -173,6 +177,10 @@ class Settings:
     @property
     def gallery_enabled(self) -> bool:
         return self.duplicate_policy != "off" or self.impersonation_check
+
+    @property
+    def reference_max_age_seconds(self) -> float:
+        return self.reference_max_age_days * 86400.0
 
     @property
     def callers_path(self) -> Path:
@@ -263,6 +271,8 @@ class Settings:
             problems.append("impersonation_margin must be in [0, 1)")
         if self.gallery_exact_max < 1 or self.gallery_nprobe < 1 or self.gallery_refresh_seconds <= 0:
             problems.append("gallery_exact_max and gallery_nprobe must be at least 1, gallery_refresh_seconds positive")
+        if self.reference_max_age_days < 0:
+            problems.append("reference_max_age_days must be 0 (no limit) or positive")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append(f"log_level {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
         if self.mode == "production":

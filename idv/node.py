@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from idv.admin import AdminConfig, AdminService
 from idv.audit import AuditLog
 from idv.challenges import ActionVerifier, ChallengeIssuer, ChallengePolicy
 from idv.config import Settings
@@ -133,6 +134,7 @@ class Node:
             max_frames_with_challenge=settings.max_frames_with_challenge,
             max_reference_images=settings.max_reference_images,
             bystander_ratio=settings.bystander_ratio,
+            reference_max_age_seconds=settings.reference_max_age_seconds,  # issue 17: retention
             image=ImageLimits(
                 max_bytes=settings.max_frame_bytes,
                 max_width=settings.max_frame_width,
@@ -165,6 +167,10 @@ class Node:
         policy = VerifyPolicy(frozenset(Purpose(p) for p in settings.challenge_purposes))
         service = VerificationService(pipeline, throttle, audit, policy, challenges)
         self._closers.append(audit.close)
+        # --- issue 17: admin RPCs (erase, unlock, status); logic in idv.admin -------------
+        self.state.admin = AdminService(vault, throttle, audit,
+                                        AdminConfig(settings.gallery_refresh_seconds, settings.reference_max_age_seconds),
+                                        screening.refresh if screening is not None else None)
         fingerprints = dict(pipeline.fingerprints)
         self.state.metrics.set_models(fingerprints)
         self.state.ready(service)

@@ -25,7 +25,7 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from idv.errors import AlreadyEnrolled, Cancelled, DeadlineExceeded, InvalidRequest, NotServing
+from idv.errors import AlreadyEnrolled, Cancelled, DeadlineExceeded, InvalidRequest, NotServing, TemplateMismatch
 from idv.face.detector import FaceDetector
 from idv.face.embedder import Embedder, align_face
 from idv.face.quality import QualityLimits, assess
@@ -145,6 +145,9 @@ class PipelineLimits:
     max_frames_with_challenge: int = 24
     max_reference_images: int = 8
     bystander_ratio: float = 0.5
+    # Retention (issue 17): a reference older than this (0: no limit) answers REENROLMENT_REQUIRED
+    # to a face that matches it; any other face hears the usual NOT_VERIFIED.
+    reference_max_age_seconds: float = 0.0
     image: ImageLimits = ImageLimits()
     quality: QualityLimits = QualityLimits()
 
@@ -370,10 +373,19 @@ class VerificationPipeline:
             with timer.stage("compare"):
                 probe = self._fused([o for o in observations if o.usable])
                 owned.append(probe)
+                templates = None
                 if identity_problem is None and record is not None:
-                    reference = self._vault.decrypt(record, self._embedder.fingerprint, self._embedder.dimension)
-                    templates = reference.templates
-                else:
+                    try:
+                        templates = self._vault.decrypt(record, self._embedder.fingerprint,
+                                                        self._embedder.dimension).templates
+                    except TemplateMismatch as problem:
+                        if problem.reason != "REFERENCE_INVALID":
+                            raise
+                        # Undecryptable (altered, or this node's keys differ): a non-match like any
+                        # other, so the answer does not single out enrolled IDs; the audit says why.
+                        log.warning("an enrolled template failed its integrity check")
+                        identity_problem = TrueReason.REFERENCE_INVALID
+                if templates is None:
                     # Decoy: same work, same answer as a face mismatch.
                     decoy = np.random.default_rng(secrets.randbits(64)).standard_normal(
                         (1, self._embedder.dimension)).astype(np.float32)
@@ -383,6 +395,8 @@ class VerificationPipeline:
                 matched = claimed_score >= self._threshold
             if identity_problem is not None:
                 return self._outcome(request_id, identity_problem, request.id_key, timer)
+            if matched and self._expired(record):
+                return self._outcome(request_id, TrueReason.REFERENCE_EXPIRED, request.id_key, timer)
             # Screened only when the claim would pass: a failed claim answers NOT_VERIFIED whatever
             # else the face matches, so the answer never tells whether a face is enrolled elsewhere.
             if matched and self._screening is not None:
@@ -395,6 +409,10 @@ class VerificationPipeline:
             return self._outcome(request_id, true_reason, request.id_key, timer)
         finally:
             _zero(owned)
+
+    def _expired(self, record) -> bool:
+        limit = self._limits.reference_max_age_seconds
+        return limit > 0 and record is not None and time.time() - record.enrolled_at > limit
 
     def verify(self, command: VerifyCommand, budget: Budget) -> VerifyOutcome:
         """Validate and evaluate without throttling or challenges (tools and benchmarks)."""

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 _FAILED_ATTEMPT = frozenset({
     TrueReason.FACE_MISMATCH, TrueReason.NO_REFERENCE, TrueReason.NAME_MISMATCH, TrueReason.LIVENESS_FAILED,
     TrueReason.CHALLENGE_FAILED, TrueReason.CHALLENGE_INVALID, TrueReason.IMPERSONATION_SUSPECTED,
+    TrueReason.REFERENCE_INVALID,  # counted like the non-match it is answered as
 })
 
 

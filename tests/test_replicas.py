@@ -110,6 +110,27 @@ def test_a_lockout_earned_on_one_replica_holds_on_the_other(replicas, testdata) 
     assert error_info(locked.value).reason == "IDENTITY_LOCKED"
 
 
+def test_a_deletion_on_one_replica_reaches_the_others_gallery_within_the_stated_bound(shared_settings,
+                                                                                        testdata) -> None:
+    nodes = _start_replicas(shared_settings)
+    try:
+        a, b = (IdvClient(f"127.0.0.1:{n.port}", timeout=30, retries=0) for n in nodes)
+        a.enroll(ID_SUBJECT_1, NAME_1, [_reference(testdata, "0001")])
+        galleries = [n.state.service.pipeline._screening._gallery for n in nodes]
+        _wait_for(lambda: all(g.identities == 1 for g in galleries), 5, "both galleries hold the identity")
+        deleted, bound = a.delete_identity(ID_SUBJECT_1)
+        assert deleted and bound == shared_settings.gallery_refresh_seconds
+        assert galleries[0].identities == 0  # the replica that deleted forgot it before answering
+        assert b.verify(ID_SUBJECT_1, NAME_1, _burst(testdata, "0001")).reason == "NOT_VERIFIED"  # store: at once
+        took = _wait_for(lambda: galleries[1].identities == 0, bound + 1.0, "the other gallery forgot it")
+        assert took <= bound + 0.5
+        a.close()
+        b.close()
+    finally:
+        for node in nodes:
+            node.stop(0)
+
+
 def _wait_for(predicate, seconds: float, what: str) -> float:
     started = time.monotonic()
     while not predicate():

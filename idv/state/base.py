@@ -63,6 +63,10 @@ class CounterStore(Protocol):
 
     def reset(self, key: str) -> None: ...
 
+    def peek(self, key: str) -> AttemptState:
+        """The identity's counted failures and lock, without counting anything (admin status)."""
+        ...
+
     def hit(self, bucket: str, window_seconds: int, now: float) -> int:
         """Count one event in the fixed window containing `now`; returns the window's count."""
         ...

@@ -88,6 +88,10 @@ class SqliteCounterStore:
     def reset(self, key: str) -> None:
         self.succeed(key)
 
+    def peek(self, key: str) -> AttemptState:
+        with self._lock:
+            return self._state(key)
+
     def hit(self, bucket: str, window_seconds: int, now: float) -> int:
         start = int(now // window_seconds) * window_seconds
         with self._lock:

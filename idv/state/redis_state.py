@@ -149,6 +149,11 @@ class RedisCounterStore:
     def reset(self, key: str) -> None:
         self.succeed(key)
 
+    def peek(self, key: str) -> AttemptState:
+        with _guard():
+            consecutive, locked = self._redis.hmget(self._attempt_key(key), "c", "l")
+        return AttemptState(int(consecutive or 0), float(locked or 0))
+
     def hit(self, bucket: str, window_seconds: int, now: float) -> int:
         start = int(now // window_seconds) * window_seconds
         with _guard():

@@ -26,6 +26,9 @@ class IdentityRecord:
     # Store-assigned, increasing with every put: lets each replica's gallery fetch only
     # what changed since it last looked (0 on records not yet stored).
     revision: int = 0
+    # A deletion marker (DeleteIdentity): no name, no templates; tells every replica's
+    # gallery to drop the identity. Only the keyed hash remains.
+    deleted: bool = False
 
 
 class ReferenceStore(Protocol):
@@ -38,7 +41,12 @@ class ReferenceStore(Protocol):
     def iter_all(self) -> Iterator[IdentityRecord]: ...
 
     def changes_since(self, revision: int, limit: int) -> list[IdentityRecord]:
-        """Up to `limit` identities put after `revision`, in revision order (-1: from the start)."""
+        """Up to `limit` identities put or deleted after `revision`, in revision order (-1: from the
+        start); a deletion comes back as a record with `deleted` set and no templates."""
+        ...
+
+    def delete(self, id_key: str) -> bool:
+        """Remove the identity and its templates, leaving a deletion marker; False if it was absent."""
         ...
 
     def replace_templates(self, id_key: str, templates: tuple[TemplateRecord, ...]) -> None: ...

@@ -208,6 +208,7 @@ class PostgresReferenceStore:
             if exists and not replace:
                 return False
             conn.execute("DELETE FROM templates WHERE id_key = %s", (record.id_key,))
+            conn.execute("DELETE FROM deletions WHERE id_key = %s", (record.id_key,))
             conn.execute(
                 "INSERT INTO identities(id_key, name_key, enrolled_at, revision) "
                 "VALUES (%s, %s, %s, nextval('identity_revision')) "
@@ -238,7 +239,20 @@ class PostgresReferenceStore:
         with _guard(), self._pool.connection() as conn:
             rows = conn.execute(self._SELECT.format(source=source) + "ORDER BY i.revision, t.position",
                                 (revision, limit)).fetchall()
-        return self._records(rows)
+            removed = conn.execute("SELECT id_key, revision FROM deletions WHERE revision > %s "
+                                   "ORDER BY revision LIMIT %s", (revision, limit)).fetchall()
+        merged = self._records(rows) + [IdentityRecord(k, "", (), 0.0, int(r), deleted=True) for k, r in removed]
+        return sorted(merged, key=lambda record: record.revision)[:limit]
+
+    def delete(self, id_key: str) -> bool:
+        with _guard(), self._pool.connection() as conn, conn.transaction():
+            # The same lock as puts: the marker's revision becomes visible in order.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('idv.put.' || current_schema()))")
+            existed = conn.execute("DELETE FROM identities WHERE id_key = %s", (id_key,)).rowcount > 0
+            if existed:  # templates go with it (ON DELETE CASCADE)
+                conn.execute("INSERT INTO deletions(id_key, revision) VALUES (%s, nextval('identity_revision')) "
+                             "ON CONFLICT (id_key) DO UPDATE SET revision = excluded.revision", (id_key,))
+        return existed
 
     def iter_all(self) -> Iterator[IdentityRecord]:
         after = ""

@@ -26,7 +26,16 @@ CREATE TABLE IF NOT EXISTS templates (
     ciphertext        BLOB NOT NULL,
     PRIMARY KEY (id_key, position)
 );
+-- Deletion markers: only the keyed hash and the revision, so other replicas' galleries drop it.
+CREATE TABLE IF NOT EXISTS deletions (
+    id_key   TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL
+);
 """
+
+# One writer at a time (BEGIN IMMEDIATE), so max + 1 over puts and deletions is a fresh revision.
+_NEXT_REVISION = ("(SELECT COALESCE(MAX(r), 0) + 1 FROM (SELECT MAX(revision) AS r FROM identities "
+                  "UNION ALL SELECT MAX(revision) FROM deletions))")
 
 
 class SqliteReferenceStore:
@@ -41,6 +50,7 @@ class SqliteReferenceStore:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA secure_delete=ON")  # erased templates are overwritten, not left in free pages
             self._db.executescript(_SCHEMA)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(identities)")}
             if "revision" not in columns:  # a file from before revisions: every row counts as changed
@@ -75,14 +85,15 @@ class SqliteReferenceStore:
                     if exists and not replace:
                         self._db.execute("ROLLBACK")
                         return False
+                    # Taken before the marker goes: a re-enrolment must come after its own deletion.
+                    revision = self._db.execute(f"SELECT {_NEXT_REVISION}").fetchone()[0]
                     self._db.execute("DELETE FROM templates WHERE id_key = ?", (record.id_key,))
-                    # One writer at a time (BEGIN IMMEDIATE), so max + 1 is a fresh revision.
+                    self._db.execute("DELETE FROM deletions WHERE id_key = ?", (record.id_key,))
                     self._db.execute(
-                        "INSERT INTO identities(id_key, name_key, enrolled_at, revision) "
-                        "VALUES (?, ?, ?, (SELECT COALESCE(MAX(revision), 0) + 1 FROM identities)) "
+                        "INSERT INTO identities(id_key, name_key, enrolled_at, revision) VALUES (?, ?, ?, ?) "
                         "ON CONFLICT(id_key) DO UPDATE SET name_key = excluded.name_key, "
                         "enrolled_at = excluded.enrolled_at, revision = excluded.revision",
-                        (record.id_key, record.name_key, record.enrolled_at or time.time()),
+                        (record.id_key, record.name_key, record.enrolled_at or time.time(), revision),
                     )
                     self._insert_templates(record.id_key, record.templates)
                     self._db.execute("COMMIT")
@@ -130,10 +141,29 @@ class SqliteReferenceStore:
         try:
             with self._lock:
                 rows = self._db.execute(
-                    "SELECT id_key, name_key, enrolled_at, revision FROM identities WHERE revision > ? "
-                    "ORDER BY revision LIMIT ?", (revision, limit)).fetchall()
-                return [IdentityRecord(id_key, name_key, self._templates(id_key), enrolled_at, rev)
-                        for id_key, name_key, enrolled_at, rev in rows]
+                    "SELECT id_key, name_key, enrolled_at, revision, 0 FROM identities WHERE revision > ? "
+                    "UNION ALL SELECT id_key, '', 0, revision, 1 FROM deletions WHERE revision > ? "
+                    "ORDER BY revision LIMIT ?", (revision, revision, limit)).fetchall()
+                return [IdentityRecord(id_key, "", (), 0.0, rev, deleted=True) if deleted else
+                        IdentityRecord(id_key, name_key, self._templates(id_key), enrolled_at, rev)
+                        for id_key, name_key, enrolled_at, rev, deleted in rows]
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"reference store error: {type(exc).__name__}") from exc
+
+    def delete(self, id_key: str) -> bool:
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    existed = self._db.execute("DELETE FROM identities WHERE id_key = ?", (id_key,)).rowcount > 0
+                    if existed:  # templates go with it (ON DELETE CASCADE)
+                        self._db.execute(f"INSERT OR REPLACE INTO deletions(id_key, revision) VALUES (?, {_NEXT_REVISION})",
+                                         (id_key,))
+                    self._db.execute("COMMIT")
+                    return existed
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"reference store error: {type(exc).__name__}") from exc
 
