@@ -358,14 +358,33 @@ def load_settings(
 
 
 SECRET_SETTINGS = frozenset({"store", "redis_url"})  # a DSN or URL may carry a password
+_KEYWORD_SECRET = re.compile(r"(?i)\b(password|passwd|sslpassword|pass)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|sslpassword|pass)=)[^&#]*")
+
+
+def mask_dsn(value: str) -> str:
+    """A DSN or URL with every secret replaced by ***: the user-info password of a URL
+    (postgresql://user:pw@host, redis://:pw@host), password=... query parameters and the
+    password=... of a libpq keyword DSN. Hosts, ports and database names stay readable."""
+    masked_value = _QUERY_SECRET.sub(r"\1***", value)
+    masked_value = _KEYWORD_SECRET.sub(lambda m: f"{m.group(1)}=***", masked_value)
+    scheme, sep, rest = masked_value.partition("://")
+    if sep:
+        authority, slash, tail = rest.partition("/")
+        if "@" in authority:
+            userinfo, _, host = authority.rpartition("@")
+            user, colon, _ = userinfo.partition(":")
+            if colon:  # user:password@ or :password@ (no colon: a user name alone, nothing secret)
+                authority = f"{user}:***@{host}" if user else f"***@{host}"
+        masked_value = f"{scheme}://{authority}{slash}{tail}"
+    return masked_value
 
 
 def masked(settings: Settings) -> dict[str, object]:
     """The effective settings as plain values, secrets masked (for `idv config show`)."""
     out: dict[str, object] = {}
     for name, value in dataclasses.asdict(settings).items():
-        if name in SECRET_SETTINGS and isinstance(value, str) and "@" in value:
-            scheme, _, rest = value.partition("://")
-            value = f"{scheme}://***@{rest.rpartition('@')[2]}"
+        if name in SECRET_SETTINGS and isinstance(value, str):
+            value = mask_dsn(value)
         out[name] = str(value) if isinstance(value, Path) else value
     return out

@@ -46,6 +46,7 @@ from idv.state.base import ChallengeStore, CounterStore, LockoutPolicy
 from idv.state.local import MemoryChallengeStore, SqliteCounterStore
 from idv.store.base import ReferenceStore
 from idv.store.sqlite import SqliteReferenceStore
+from idv.store_guard import StoreGuardConfig, check_store
 from idv.throttle import CallerLimits, Throttle
 from idv.verdicts import Purpose
 
@@ -124,8 +125,10 @@ class Node:
         keys_may_be_created = settings.mode == "development"
         store = open_reference_store(settings)
         self._closers.append(store.close)
-        vault = ReferenceVault(store, load_keyring(settings.data_dir, create=keys_may_be_created),
-                               reload_keys=lambda: load_keyring(settings.data_dir, create=False))
+        keyring = load_keyring(settings.data_dir, create=keys_may_be_created)
+        # --- issue 17: refuse a store that is not ours, or keys that are not the store's ----
+        check_store(store, keyring, StoreGuardConfig(settings.data_dir / "store.id", describe_store(settings)))
+        vault = ReferenceVault(store, keyring, reload_keys=lambda: load_keyring(settings.data_dir, create=False))
         counters, challenge_store = open_shared_state(settings, self._closers)
         liveness_gate = self._liveness(manifest, settings)
         limits = PipelineLimits(
@@ -245,6 +248,15 @@ def open_reference_store(settings: Settings, migrate: bool | None = None) -> Ref
 
     return PostgresReferenceStore(postgres_config(settings),
                                   settings.postgres_migrate_on_start if migrate is None else migrate)
+
+
+def describe_store(settings: Settings) -> str:
+    """The store for messages: the SQLite path, or the DSN (secrets masked) and schema."""
+    if settings.store_kind != "postgresql":
+        return str(settings.store_path)
+    from idv.config import mask_dsn
+
+    return f"{mask_dsn(settings.store)} (schema {settings.postgres_schema})"
 
 
 def postgres_config(settings: Settings):

@@ -455,14 +455,21 @@ class VerificationPipeline:
             owned.append(templates)
             id_key = self._vault.id_key(canonical_id)
             duplicate_of = ""
-            if self._screening is not None:
+            if self._screening is None:
+                stored = self._vault.enroll(canonical_id, name, templates, self._embedder.fingerprint, command.replace)
+            else:
                 budget.check("screening")
-                duplicate_of = self._screening.before_enroll(id_key, templates)
-            stored = self._vault.enroll(canonical_id, name, templates, self._embedder.fingerprint, command.replace)
+                # Serialised across every replica of the store: the check (which first reads every
+                # committed change from the store) and the put cannot interleave with another
+                # replica's, so one face enrolled at once under two IDs is caught.
+                with self._vault.store.enrolment_lock(budget.remaining()):
+                    duplicate_of = self._screening.before_enroll(id_key, templates)
+                    stored = self._vault.enroll(canonical_id, name, templates, self._embedder.fingerprint,
+                                                command.replace)
+                    if stored:
+                        self._screening.after_enroll(id_key, templates)
             if not stored:
                 raise AlreadyEnrolled("this identity is already enrolled; set replace to overwrite its reference")
-            if self._screening is not None:
-                self._screening.after_enroll(id_key, templates)
             return EnrollOutcome(request_id, len(aligned_crops), bool(duplicate_of), duplicate_of, id_key)
         finally:
             _zero(owned)

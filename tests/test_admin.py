@@ -15,7 +15,7 @@ import pytest
 from idv.client import IdvClient
 from idv.rpc.status import error_info
 from idv.security.callers import add_caller
-from tests.conftest import ID_SUBJECT_1, ID_SUBJECT_2, ID_UNKNOWN, nuaa_frames, nuaa_sequences, start_node
+from tests.conftest import ID_SUBJECT_1, ID_SUBJECT_2, ID_UNKNOWN, nuaa_frames, nuaa_sequences, refused_start, start_node
 
 NAME = "张三"
 
@@ -129,5 +129,41 @@ def test_a_reference_past_its_retention_asks_the_matching_face_only_to_re_enrol(
             assert client.identity_status(ID_SUBJECT_1).reenrolment_required is True
             client.enroll(ID_SUBJECT_1, NAME, [_reference(testdata, "0001")], replace=True)
             assert client.verify(ID_SUBJECT_1, NAME, _burst(testdata, "0001")).reason == "VERIFIED"
+    finally:
+        node.stop(0)
+
+
+def _remove_sqlite(path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
+def test_a_deleted_or_replaced_store_file_is_refused_at_start_not_silently_recreated(node_settings, testdata) -> None:
+    from idv.store_guard import StoreMismatch
+
+    node = start_node(node_settings)
+    with IdvClient(f"127.0.0.1:{node.port}", retries=0) as client:
+        client.enroll(ID_SUBJECT_1, NAME, [_reference(testdata, "0001")])
+    node.stop(0)
+    store = node_settings.store_path
+    kept = store.with_name("kept.sqlite3")
+    store.rename(kept)
+    _remove_sqlite(store)
+    refused = refused_start(node_settings)
+    assert isinstance(refused, StoreMismatch) and "empty and unclaimed" in str(refused)
+    assert str(store) in str(refused) and "store.id" in str(refused)
+    # Another node's store file in its place: refused as replaced.
+    other = replace(node_settings, data_dir=node_settings.data_dir.parent / "other")
+    start_node(other).stop(0)
+    _remove_sqlite(store)
+    other.store_path.rename(store)
+    refused = refused_start(node_settings)
+    assert isinstance(refused, StoreMismatch) and "the store was replaced" in str(refused)
+    _remove_sqlite(store)
+    kept.rename(store)  # the real one back: it serves what it had
+    node = start_node(node_settings)
+    try:
+        with IdvClient(f"127.0.0.1:{node.port}", retries=0) as client:
+            assert client.identity_status(ID_SUBJECT_1).enrolled
     finally:
         node.stop(0)

@@ -7,6 +7,7 @@ Backends never see an ID number, a name or a plaintext template: the vault
 from __future__ import annotations
 
 from dataclasses import dataclass
+from contextlib import AbstractContextManager
 from typing import Iterator, Protocol
 
 
@@ -52,6 +53,20 @@ class ReferenceStore(Protocol):
     def replace_templates(self, id_key: str, templates: tuple[TemplateRecord, ...]) -> None: ...
 
     def count(self) -> int: ...
+
+    def get_meta(self, name: str) -> str | None:
+        """A fact about the store itself (its id, the fingerprint of its keys); None if unset."""
+        ...
+
+    def set_meta(self, name: str, value: str, expected: str | None) -> bool:
+        """Set `name` to `value` if it is still `expected` (None: unset); False if another writer won."""
+        ...
+
+    def enrolment_lock(self, timeout_seconds: float) -> AbstractContextManager[None]:
+        """Held across the duplicate check and the put of an enrolment, by every replica sharing
+        the store, so a duplicate check sees every committed enrolment; StoreUnavailable if it
+        cannot be had within `timeout_seconds`."""
+        ...
 
     def ping(self) -> None:
         """Raise StoreUnavailable if the store cannot answer."""

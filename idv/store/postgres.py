@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -270,6 +271,37 @@ class PostgresReferenceStore:
     def count(self) -> int:
         with _guard(), self._pool.connection() as conn:
             return int(conn.execute("SELECT COUNT(*) FROM identities").fetchone()[0])
+
+    def get_meta(self, name: str) -> str | None:
+        with _guard(), self._pool.connection() as conn:
+            row = conn.execute("SELECT value FROM store_meta WHERE name = %s", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, name: str, value: str, expected: str | None) -> bool:
+        with _guard(), self._pool.connection() as conn:
+            if expected is None:
+                cursor = conn.execute("INSERT INTO store_meta(name, value) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                                      (name, value))
+            else:
+                cursor = conn.execute("UPDATE store_meta SET value = %s WHERE name = %s AND value = %s",
+                                      (value, name, expected))
+        return cursor.rowcount == 1
+
+    @contextmanager
+    def enrolment_lock(self, timeout_seconds: float) -> Iterator[None]:
+        # A session advisory lock on one pooled connection, held while the caller screens and puts
+        # through others: every replica on this schema enrols one at a time.
+        deadline = time.monotonic() + max(timeout_seconds, 0.0)
+        with _guard(), self._pool.connection(timeout=max(timeout_seconds, 0.01)) as conn:
+            while not conn.execute("SELECT pg_try_advisory_lock(hashtext('idv.enrol.' || current_schema()))"
+                                   ).fetchone()[0]:
+                if time.monotonic() >= deadline:
+                    raise StoreUnavailable("another enrolment holds the enrolment lock; retry")
+                time.sleep(0.01)
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtext('idv.enrol.' || current_schema()))")
 
     def ping(self) -> None:
         with _guard(), self._pool.connection() as conn:

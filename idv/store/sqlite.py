@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from idv.errors import StoreUnavailable
@@ -26,6 +29,11 @@ CREATE TABLE IF NOT EXISTS templates (
     ciphertext        BLOB NOT NULL,
     PRIMARY KEY (id_key, position)
 );
+-- Facts about the store itself: its id and the fingerprint of its keys (never the keys).
+CREATE TABLE IF NOT EXISTS store_meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 -- Deletion markers: only the keyed hash and the revision, so other replicas' galleries drop it.
 CREATE TABLE IF NOT EXISTS deletions (
     id_key   TEXT PRIMARY KEY,
@@ -45,6 +53,8 @@ class SqliteReferenceStore:
         # One connection shared by the worker threads, serialised by a lock:
         # SQLite writes are serialised anyway and reads are sub-millisecond.
         self._lock = threading.Lock()
+        self._enrol_mutex = threading.Lock()
+        self._enrol_lock_path = path.with_name(path.name + ".enrol-lock")
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         path.chmod(0o600)
         with self._lock:
@@ -173,6 +183,55 @@ class SqliteReferenceStore:
                 return int(self._db.execute("SELECT COUNT(*) FROM identities").fetchone()[0])
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"reference store error: {type(exc).__name__}") from exc
+
+    def get_meta(self, name: str) -> str | None:
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT value FROM store_meta WHERE name = ?", (name,)).fetchone()
+            return None if row is None else str(row[0])
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"reference store error: {type(exc).__name__}") from exc
+
+    def set_meta(self, name: str, value: str, expected: str | None) -> bool:
+        try:
+            with self._lock:
+                if expected is None:
+                    cursor = self._db.execute("INSERT OR IGNORE INTO store_meta(name, value) VALUES (?, ?)",
+                                              (name, value))
+                else:
+                    cursor = self._db.execute("UPDATE store_meta SET value = ? WHERE name = ? AND value = ?",
+                                              (value, name, expected))
+                return cursor.rowcount == 1
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"reference store error: {type(exc).__name__}") from exc
+
+    @contextmanager
+    def enrolment_lock(self, timeout_seconds: float) -> Iterator[None]:
+        # A lock file beside the database, not a SQLite write transaction: the put inside the
+        # section takes SQLite's write lock itself, and a transaction held open on another
+        # connection would block it. flock serialises processes, the mutex this process's threads.
+        deadline = time.monotonic() + max(timeout_seconds, 0.0)
+        if not self._enrol_mutex.acquire(timeout=max(timeout_seconds, 0.0)):
+            raise StoreUnavailable("another enrolment holds the enrolment lock; retry")
+        try:
+            fd = os.open(self._enrol_lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            raise StoreUnavailable("another enrolment holds the enrolment lock; retry") from None
+                        time.sleep(0.01)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+        finally:
+            self._enrol_mutex.release()
 
     def ping(self) -> None:
         try:
