@@ -118,6 +118,9 @@ class Settings:
     # Retention: references older than this many days answer REENROLMENT_REQUIRED to a face
     # that matches them (0: kept until deleted; DeleteIdentity erases at any time).
     reference_max_age_days: float = 0.0
+    # A SQLite file (references, counters) locked by another process is waited for at most this
+    # long, then the request answers UNAVAILABLE: kept below request_budget_seconds.
+    sqlite_busy_timeout_seconds: float = 1.0
     # --- models --------------------------------------------------------------
     model_dir: Path = field(default_factory=_default_model_dir)
     model_mirror: Path | None = None
@@ -271,6 +274,9 @@ class Settings:
             problems.append("impersonation_margin must be in [0, 1)")
         if self.gallery_exact_max < 1 or self.gallery_nprobe < 1 or self.gallery_refresh_seconds <= 0:
             problems.append("gallery_exact_max and gallery_nprobe must be at least 1, gallery_refresh_seconds positive")
+        if not (0 < self.sqlite_busy_timeout_seconds < self.request_budget_seconds):
+            problems.append("sqlite_busy_timeout_seconds must be positive and below request_budget_seconds "
+                            "(a locked store must answer UNAVAILABLE within the deadline)")
         if self.reference_max_age_days < 0:
             problems.append("reference_max_age_days must be 0 (no limit) or positive")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -46,6 +46,7 @@ from idv.state.base import ChallengeStore, CounterStore, LockoutPolicy
 from idv.state.local import MemoryChallengeStore, SqliteCounterStore
 from idv.store.base import ReferenceStore
 from idv.store.sqlite import SqliteReferenceStore
+from idv.store.sqlite_file import SqliteOptions
 from idv.store_guard import StoreGuardConfig, check_store
 from idv.throttle import CallerLimits, Throttle
 from idv.verdicts import Purpose
@@ -177,7 +178,8 @@ class Node:
         fingerprints = dict(pipeline.fingerprints)
         self.state.metrics.set_models(fingerprints)
         self.state.ready(service)
-        probe = ReadinessProbe([store.ping, counters.ping], settings.store_probe_interval_seconds,
+        # Readiness probes what requests touch, writes included (issue 17): stores and the audit log.
+        probe = ReadinessProbe([store.ping, counters.ping, audit.probe], settings.store_probe_interval_seconds,
                                settings.store_probe_failures, on_ready=lambda: self.state.ready(service),
                                on_not_ready=self.state.not_serving)
         probe.start()
@@ -243,7 +245,7 @@ class Node:
 def open_reference_store(settings: Settings, migrate: bool | None = None) -> ReferenceStore:
     """The configured reference store: the embedded SQLite file, or PostgreSQL shared by replicas."""
     if settings.store_kind != "postgresql":
-        return SqliteReferenceStore(settings.store_path)
+        return SqliteReferenceStore(settings.store_path, SqliteOptions(settings.sqlite_busy_timeout_seconds))
     from idv.store.postgres import PostgresReferenceStore
 
     return PostgresReferenceStore(postgres_config(settings),
@@ -273,7 +275,7 @@ def postgres_config(settings: Settings):
 def open_shared_state(settings: Settings, closers: list) -> tuple[CounterStore, ChallengeStore]:
     """Throttling counters and challenges: in Redis when replicas share them, else this process's own."""
     if not settings.redis_url:
-        counters = SqliteCounterStore(settings.counters_path)
+        counters = SqliteCounterStore(settings.counters_path, SqliteOptions(settings.sqlite_busy_timeout_seconds))
         closers.append(counters.close)
         return counters, MemoryChallengeStore()
     from idv.state.redis_state import RedisChallengeStore, RedisConfig, RedisCounterStore, connect

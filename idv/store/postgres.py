@@ -304,8 +304,10 @@ class PostgresReferenceStore:
                 conn.execute("SELECT pg_advisory_unlock(hashtext('idv.enrol.' || current_schema()))")
 
     def ping(self) -> None:
+        """Readiness probes the write path: a row written and committed (read-only or full fails here)."""
         with _guard(), self._pool.connection() as conn:
-            conn.execute("SELECT 1").fetchone()
+            conn.execute("INSERT INTO store_meta(name, value) VALUES ('probe', now()::text) "
+                         "ON CONFLICT (name) DO UPDATE SET value = excluded.value")
 
     def close(self) -> None:
         self._pool.close(timeout=2)

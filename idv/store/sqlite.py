@@ -13,6 +13,7 @@ from pathlib import Path
 
 from idv.errors import StoreUnavailable
 from idv.store.base import IdentityRecord, TemplateRecord
+from idv.store.sqlite_file import SqliteOptions, check_identity, connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identities (
@@ -47,16 +48,14 @@ _NEXT_REVISION = ("(SELECT COALESCE(MAX(r), 0) + 1 FROM (SELECT MAX(revision) AS
 
 
 class SqliteReferenceStore:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    def __init__(self, path: Path, options: SqliteOptions = SqliteOptions()):
         self._path = path
         # One connection shared by the worker threads, serialised by a lock:
         # SQLite writes are serialised anyway and reads are sub-millisecond.
         self._lock = threading.Lock()
         self._enrol_mutex = threading.Lock()
         self._enrol_lock_path = path.with_name(path.name + ".enrol-lock")
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        path.chmod(0o600)
+        self._db, self._identity = connect(path, options)
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -86,9 +85,13 @@ class SqliteReferenceStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"reference store error: {type(exc).__name__}") from exc
 
+    def _check_file(self) -> None:
+        check_identity(self._path, self._identity, "REFERENCE_STORE_UNAVAILABLE")
+
     def put(self, record: IdentityRecord, replace: bool) -> bool:
         try:
             with self._lock:
+                self._check_file()
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     exists = self._db.execute("SELECT 1 FROM identities WHERE id_key = ?", (record.id_key,)).fetchone()
@@ -124,6 +127,7 @@ class SqliteReferenceStore:
         # Re-encryption only: the plaintext templates do not change, so neither does the revision.
         try:
             with self._lock:
+                self._check_file()
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     self._db.execute("DELETE FROM templates WHERE id_key = ?", (id_key,))
@@ -163,6 +167,7 @@ class SqliteReferenceStore:
     def delete(self, id_key: str) -> bool:
         try:
             with self._lock:
+                self._check_file()
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     existed = self._db.execute("DELETE FROM identities WHERE id_key = ?", (id_key,)).rowcount > 0
@@ -234,11 +239,14 @@ class SqliteReferenceStore:
             self._enrol_mutex.release()
 
     def ping(self) -> None:
+        """Readiness: the file is still ours, and a write commits (a locked or full disk fails here)."""
         try:
             with self._lock:
-                self._db.execute("SELECT 1").fetchone()
+                self._check_file()
+                self._db.execute("INSERT INTO store_meta(name, value) VALUES ('probe', ?) "
+                                 "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (repr(time.time()),))
         except sqlite3.Error as exc:
-            raise StoreUnavailable("reference store does not answer") from exc
+            raise StoreUnavailable(f"reference store does not answer: {type(exc).__name__}") from exc
 
     def close(self) -> None:
         with self._lock:
