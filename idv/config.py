@@ -121,6 +121,9 @@ class Settings:
     # A SQLite file (references, counters) locked by another process is waited for at most this
     # long, then the request answers UNAVAILABLE: kept below request_budget_seconds.
     sqlite_busy_timeout_seconds: float = 1.0
+    # The callers file and TLS certificates are reloaded on SIGHUP and when they change,
+    # checked this often (0: on SIGHUP only).
+    reload_watch_seconds: float = 2.0
     # --- models --------------------------------------------------------------
     model_dir: Path = field(default_factory=_default_model_dir)
     model_mirror: Path | None = None
@@ -277,6 +280,8 @@ class Settings:
         if not (0 < self.sqlite_busy_timeout_seconds < self.request_budget_seconds):
             problems.append("sqlite_busy_timeout_seconds must be positive and below request_budget_seconds "
                             "(a locked store must answer UNAVAILABLE within the deadline)")
+        if self.reload_watch_seconds < 0:
+            problems.append("reload_watch_seconds must be 0 (SIGHUP only) or positive")
         if self.reference_max_age_days < 0:
             problems.append("reference_max_age_days must be 0 (no limit) or positive")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -42,6 +42,7 @@ from idv.references import ReferenceVault
 from idv.security.callers import CallerRegistry
 from idv.service import VerificationService, VerifyPolicy
 from idv.readiness import ReadinessProbe
+from idv.reload import ReloadConfig, Reloader, TlsFiles
 from idv.state.base import ChallengeStore, CounterStore, LockoutPolicy
 from idv.state.local import MemoryChallengeStore, SqliteCounterStore
 from idv.store.base import ReferenceStore
@@ -91,6 +92,7 @@ class Node:
     state: NodeState
     started_at: float
     metrics_port: int = -1
+    reloader: Reloader | None = None  # issue 17
     _closers: list = field(default_factory=list)
     _stoppers: list = field(default_factory=list)  # background threads, stopped before anything closes
 
@@ -321,6 +323,9 @@ def build_node(settings: Settings) -> Node:
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     metrics = Metrics()
     state = NodeState(health_servicer, CallerRegistry.load(settings.callers_path), metrics)
+    # --- issue 17: callers and TLS certificates reloaded on SIGHUP and on change (idv.reload)
+    reloader = Reloader(ReloadConfig(settings.callers_path, tls_files(settings), settings.reload_watch_seconds),
+                        apply_callers=lambda callers: setattr(state, "callers", callers))
     admission = Admission(settings.max_concurrent_rpcs, settings.worker_threads)
     metrics.track_in_flight(lambda: admission.in_flight)
     pb_grpc.add_IdentityVerificationServicer_to_server(
@@ -338,7 +343,7 @@ def build_node(settings: Settings) -> Node:
     address = f"{settings.host}:{settings.port}"
     try:
         if settings.tls:
-            port = server.add_secure_port(address, server_credentials(settings))
+            port = server.add_secure_port(address, reloader.server_credentials())
         else:
             port = server.add_insecure_port(address)
     except RuntimeError as exc:
@@ -346,26 +351,30 @@ def build_node(settings: Settings) -> Node:
     if port == 0:
         raise OSError(f"cannot listen on {address} (is another idv already running there?)")
     server.start()
-    node = Node(settings, server, port, state, started)
+    node = Node(settings, server, port, state, started, reloader=reloader)
+    reloader.start()
+    node._stoppers.append(reloader.stop)
     if settings.metrics_port >= 0:
         http_server, node.metrics_port = metrics.serve(settings.metrics_host, settings.metrics_port)
         node._closers.append(http_server.shutdown)
     return node
 
 
-def server_credentials(settings: Settings) -> grpc.ServerCredentials:
-    assert settings.tls_cert_file is not None and settings.tls_key_file is not None
-    pair = [(Path(settings.tls_key_file).read_bytes(), Path(settings.tls_cert_file).read_bytes())]
-    if settings.tls_client_ca_file is not None:
-        return grpc.ssl_server_credentials(pair, root_certificates=Path(settings.tls_client_ca_file).read_bytes(),
-                                           require_client_auth=True)
-    return grpc.ssl_server_credentials(pair)
+def tls_files(settings: Settings) -> TlsFiles | None:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    return TlsFiles(Path(settings.tls_cert_file), Path(settings.tls_key_file),
+                    Path(settings.tls_client_ca_file) if settings.tls_client_ca_file else None)
 
 
 def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     harden_process()
-    node = build_node(settings)
+    try:
+        node = build_node(settings)
+    except Exception as exc:  # issue 17: a bad callers/TLS file or a busy port, named, without a traceback
+        log.error(f"refusing to start: {exc}")
+        return 2
     log.info("listening", extra={"port": node.port, "state": "NOT_SERVING"})
     stop_requested = threading.Event()
 
@@ -375,6 +384,9 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    # --- issue 17: SIGHUP reloads callers and TLS certificates (idv.reload); no restart, no drain
+    if node.reloader is not None:
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: node.reloader.request())
     try:
         node.load()
     except Exception as exc:  # refuse to serve: a model is missing or altered, a key or store is broken
