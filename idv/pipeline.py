@@ -117,7 +117,9 @@ class ValidatedVerify:
 
 
 class LivenessGate(Protocol):
-    def is_live(self, observations: Sequence[FaceObservation]) -> bool: ...
+    def is_live(self, observations: Sequence[FaceObservation], owned: list[np.ndarray]) -> bool:
+        """`owned`: append every buffer derived from the frames; the pipeline zeroes them."""
+        ...
 
 
 class Screening(Protocol):
@@ -134,7 +136,7 @@ class Screening(Protocol):
 
 class ActionCheck(Protocol):
     def performed(self, frames: Sequence[np.ndarray], faces: Sequence[FaceDetection],
-                  actions: Sequence[str]) -> bool: ...
+                  actions: Sequence[str], owned: list[np.ndarray]) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -357,7 +359,7 @@ class VerificationPipeline:
             if self._liveness is not None:
                 budget.check("liveness")
                 with timer.stage("liveness"):
-                    live = self._liveness.is_live(observations)
+                    live = self._liveness.is_live(observations, owned)
                 if not live:
                     return self._outcome(request_id, TrueReason.LIVENESS_FAILED, request.id_key, timer)
             if actions is not None:
@@ -366,7 +368,7 @@ class VerificationPipeline:
                 budget.check("challenge")
                 with timer.stage("challenge"):
                     performed = self._actions.performed([o.frame_bgr for o in observations],
-                                                        [o.face for o in observations], actions)
+                                                        [o.face for o in observations], actions, owned)
                 if not performed:
                     return self._outcome(request_id, TrueReason.CHALLENGE_FAILED, request.id_key, timer)
             budget.check("compare")
