@@ -16,7 +16,9 @@ class ActionVerifier:
         self._facemesh = facemesh
         self._config = config
 
-    def performed(self, frames: Sequence[np.ndarray], faces: Sequence[FaceDetection], actions: Sequence[str]) -> bool:
-        signals = [frame_signals(self._facemesh.landmarks(frame, face.box_xywh), index)
+    def performed(self, frames: Sequence[np.ndarray], faces: Sequence[FaceDetection], actions: Sequence[str],
+                  owned: list[np.ndarray] | None = None) -> bool:
+        """`owned`: the request's buffer list; FaceMesh crops and inputs join it, to be zeroed."""
+        signals = [frame_signals(self._facemesh.landmarks(frame, face.box_xywh, owned), index)
                    for index, (frame, face) in enumerate(zip(frames, faces, strict=True))]
         return detect_actions(signals, [Action(a) for a in actions], self._config).passed

@@ -18,9 +18,10 @@ from concurrent import futures
 from dataclasses import dataclass, field
 
 from idv.action_check import ActionVerifier
+from idv.admin import AdminConfig, AdminService
 from idv.audit import AuditLog
 from idv.challenges import ChallengeIssuer
-from idv.config import Settings
+from idv.config import Settings, mask_dsn
 from idv.gallery import Gallery, GallerySync, Screening, ScreeningPolicy
 from idv.keys import load_audit_key, load_keyring
 from idv.liveness_gate import build_liveness_gate
@@ -36,6 +37,8 @@ from idv.state.redis_state import RedisChallengeStore, RedisCounterStore, connec
 from idv.store.base import ReferenceStore
 from idv.store.postgres import PostgresReferenceStore
 from idv.store.sqlite import SqliteReferenceStore
+from idv.store.sqlite_file import SqliteOptions
+from idv.store_guard import StoreGuardConfig, check_store
 from idv.throttle import Throttle
 from liveness.actions import ActionConfig
 
@@ -50,10 +53,13 @@ class AssembledService:
     reverse order of opening."""
 
     service: VerificationService
+    admin: AdminService  # erase, unlock, inspect one identity (scope admin)
     pipeline: VerificationPipeline
     models: ModelSet
     vault: ReferenceVault
     challenge_store: ChallengeStore
+    counters: CounterStore  # throttling counters and lockouts
+    screening: Screening | None  # the 1:N gallery's policies; None when both are off
     threshold: float  # the comparison threshold in force (manifest, operator model or site calibration)
     # Pinged by the readiness probe: what a request touches (reference store, shared state).
     readiness_checks: tuple[Callable[[], None], ...]
@@ -79,23 +85,33 @@ def open_reference_store(settings: Settings, migrate: bool | None = None) -> Ref
     """The configured reference store: the embedded SQLite file, or PostgreSQL shared by replicas."""
     store = settings.store
     if store.kind != "postgresql":
-        return SqliteReferenceStore(store.sqlite_path)
+        return SqliteReferenceStore(store.sqlite_path, SqliteOptions(store.sqlite_busy_timeout_seconds))
     return PostgresReferenceStore(store.postgres(), store.postgres_migrate_on_start if migrate is None else migrate)
+
+
+def describe_store(settings: Settings) -> str:
+    """The store for messages: the SQLite path, or the DSN (secrets masked) and schema."""
+    if settings.store.kind != "postgresql":
+        return str(settings.store.sqlite_path)
+    return f"{mask_dsn(settings.store.url)} (schema {settings.store.postgres_schema})"
 
 
 def open_vault(settings: Settings, store: ReferenceStore) -> ReferenceVault:
     """The store behind its keys. Development creates keys on first start; production refuses to
     run without provisioned keys."""
     data_dir = settings.store.data_dir
-    create = not settings.serving.production
-    return ReferenceVault(store, load_keyring(data_dir, create=create),
-                          reload_keys=lambda: load_keyring(data_dir, create=False))
+    keyring = load_keyring(data_dir, create=not settings.serving.production)
+    # Refuse a store that is not ours, or keys that are not the store's (a replica started with
+    # other keys would find nobody and answer NOT_VERIFIED to everyone).
+    check_store(store, keyring, StoreGuardConfig(settings.store.store_id_path, describe_store(settings)))
+    return ReferenceVault(store, keyring, reload_keys=lambda: load_keyring(data_dir, create=False))
 
 
 def _open_shared_state(settings: Settings, closers: list[Callable[[], None]]) -> tuple[CounterStore, ChallengeStore]:
     """Throttling counters and challenges: in Redis when replicas share them, else this process's own."""
     if not settings.state.shared:
-        counters = SqliteCounterStore(settings.store.counters_path)
+        counters = SqliteCounterStore(settings.store.counters_path,
+                                      SqliteOptions(settings.store.sqlite_busy_timeout_seconds))
         closers.append(counters.close)
         return counters, MemoryChallengeStore()
     config = settings.state.redis()
@@ -192,13 +208,19 @@ def build_service(settings: Settings, models: ModelSet | None = None) -> Assembl
         throttle = Throttle(counters, settings.throttle)
         service = VerificationService(pipeline, vault, throttle, audit, settings.challenges, issuer, screening,
                                       fingerprints={"detector": models.fingerprints["detector"],
-                                                    "recognizer": models.fingerprints["recognizer"]})
+                                                    "recognizer": models.fingerprints["recognizer"]},
+                                      reference_max_age_seconds=settings.store.reference_max_age_seconds)
+        admin = AdminService(vault, throttle, audit,
+                             AdminConfig(settings.gallery.refresh_seconds, settings.store.reference_max_age_seconds),
+                             screening.refresh if screening is not None else None)
     except BaseException:
         for stop in stoppers:
             stop()
         for close in reversed(closers):
             close()
         raise
-    return AssembledService(service, pipeline, models, vault, challenge_store, threshold.threshold,
-                           (store.ping, counters.ping),
+    # Readiness probes what requests touch, writes included: the stores and the audit log.
+    return AssembledService(service, admin, pipeline, models, vault, challenge_store, counters, screening,
+                           threshold.threshold,
+                           (store.ping, counters.ping, audit.probe),
                            stoppers, closers)

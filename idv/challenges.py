@@ -4,13 +4,12 @@ Checking that a burst performs the actions is idv.action_check's job, not this m
 
 A challenge is bound to the caller that asked for it and to the keyed hash of the
 ID number, stored server-side, and consumed atomically by the first Verify that
-presents it. Unknown, expired, replayed, cross-caller and cross-identity uses
+presents it from its caller for its ID. Unknown, expired, replayed, cross-caller and cross-identity uses
 all get the same answer (CHALLENGE_INVALID): no oracle.
 """
 
 from __future__ import annotations
 
-import hmac
 import secrets
 import time
 from collections.abc import Callable
@@ -75,14 +74,13 @@ class ChallengeIssuer:
         return challenge
 
     def redeem(self, challenge_id: str, caller: str, id_key: str) -> tuple[str, ...] | None:
-        """The challenge's actions if it is valid for this caller and identity, else None. Consumes it."""
+        """The challenge's actions if it is valid for this caller and identity, else None. Consumes it
+        only then."""
         if not challenge_id or len(challenge_id) > 128:
             return None
-        challenge = self._store.consume(challenge_id)
-        if challenge is None:
-            return None
-        bound = hmac.compare_digest(challenge.caller, caller) & hmac.compare_digest(challenge.id_key, id_key)
-        if not bound or challenge.expires_at < self._clock():
+        # The store consumes it only for its own caller and ID: a wrong caller or ID cannot burn it.
+        challenge = self._store.consume(challenge_id, caller, id_key)
+        if challenge is None or challenge.expires_at < self._clock():
             return None
         return challenge.actions
 

@@ -222,6 +222,63 @@ def challenge(id_number: str, **conn) -> None:
                            "expires_at_unix": issued.expires_at_unix}))
 
 
+# ----------------------------------------------------------------------- admin
+@main.group()
+def admin() -> None:
+    """Operator actions on one identity (caller scope `admin`; every call is audited)."""
+
+
+@admin.command("delete")
+@client_options
+@click.option("--id", "id_number", required=True)
+def admin_delete(id_number: str, **conn) -> None:
+    """Erase an identity's reference (templates and gallery entries, on every replica)."""
+    import grpc
+
+    with _client(**conn) as client:
+        try:
+            deleted, bound = client.delete_identity(id_number)
+        except grpc.RpcError as error:
+            raise _rpc_failure(error) from None
+    if deleted:
+        click.echo(f"deleted; every replica's gallery forgets it within {bound:g} s")
+    else:
+        click.echo("not enrolled: nothing to delete")
+
+
+@admin.command("unlock")
+@client_options
+@click.option("--id", "id_number", required=True)
+def admin_unlock(id_number: str, **conn) -> None:
+    """Reset an identity's lockout and failure cap."""
+    import grpc
+
+    with _client(**conn) as client:
+        try:
+            was_locked = client.unlock_identity(id_number)
+        except grpc.RpcError as error:
+            raise _rpc_failure(error) from None
+    click.echo("unlocked" if was_locked else "was not locked; counters reset")
+
+
+@admin.command("status")
+@client_options
+@click.option("--id", "id_number", required=True)
+def admin_status(id_number: str, **conn) -> None:
+    """Print an identity's status as JSON (`enrolled`, templates, model, lock), or "not enrolled"."""
+    import grpc
+
+    with _client(**conn) as client:
+        try:
+            status = client.identity_status(id_number)
+        except grpc.RpcError as error:
+            raise _rpc_failure(error) from None
+    if not status.enrolled and not status.consecutive_failures and not status.failure_cap_reached:
+        click.echo("not enrolled")
+        return
+    click.echo(json.dumps(status.as_dict()))
+
+
 def _bulk_items(source: Path) -> list[tuple[str, str, list[Path]]]:
     """(id, name, images) from a CSV (id_number,name,image[;image...]) or a folder of
     `<ID>_<name>.<jpg|png>` files or `<ID>_<name>/` sub-folders."""

@@ -47,6 +47,28 @@ class Challenge:
 
 
 @dataclass(frozen=True)
+class IdentityStatus:
+    """GetIdentityStatus: no biometric, only facts an operator needs."""
+
+    enrolled: bool
+    template_count: int
+    enrolled_at_unix: float
+    model_fingerprints: tuple[str, ...]
+    consecutive_failures: int
+    locked_until_unix: float
+    failure_cap_reached: bool
+    reenrolment_required: bool
+    request_id: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"enrolled": self.enrolled, "template_count": self.template_count,
+                "enrolled_at_unix": self.enrolled_at_unix, "model_fingerprints": list(self.model_fingerprints),
+                "consecutive_failures": self.consecutive_failures, "locked_until_unix": self.locked_until_unix,
+                "failure_cap_reached": self.failure_cap_reached, "reenrolment_required": self.reenrolment_required,
+                "request_id": self.request_id}
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     ca_file: Path
     cert_file: Path | None = None  # client certificate for mutual TLS
@@ -118,6 +140,22 @@ class IdvClient:
         response = self._invoke(self._stub.CreateChallenge, pb.CreateChallengeRequest(id_number=id_number))
         return Challenge(response.challenge_id, tuple(pb.Action.Name(a) for a in response.actions),
                          response.expires_at_unix)
+
+    # ---- admin (scope `admin`)
+    def delete_identity(self, id_number: str) -> tuple[bool, float]:
+        """Erase the identity; returns (whether it was enrolled, seconds until every replica forgot it)."""
+        response = self._invoke(self._stub.DeleteIdentity, pb.IdentityRequest(id_number=id_number))
+        return response.deleted, response.propagation_bound_seconds
+
+    def unlock_identity(self, id_number: str) -> bool:
+        """Reset the lockout and failure cap; returns whether it was locked or had failures."""
+        return self._invoke(self._stub.UnlockIdentity, pb.IdentityRequest(id_number=id_number)).was_locked
+
+    def identity_status(self, id_number: str) -> IdentityStatus:
+        r = self._invoke(self._stub.GetIdentityStatus, pb.IdentityRequest(id_number=id_number))
+        return IdentityStatus(r.enrolled, r.template_count, r.enrolled_at_unix, tuple(r.model_fingerprints),
+                              r.consecutive_failures, r.locked_until_unix, r.failure_cap_reached,
+                              r.reenrolment_required, r.request_id)
 
     def health(self, service: str = "") -> str:
         response = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self._timeout)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -73,6 +74,9 @@ class ServingSettings:
     # Prometheus /metrics on its own HTTP port (0 picks a free port; -1 disables).
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
+    # The callers file and TLS certificates are reloaded on SIGHUP and when they change,
+    # checked this often (0: on SIGHUP only).
+    reload_watch_seconds: float = 2.0
     log_level: str = "INFO"
 
     @property
@@ -105,6 +109,8 @@ class ServingSettings:
         if not self.tls and (self.mode != "development" or self.host not in _LOOPBACK):
             problems.append("plaintext serving is only for development mode on a loopback address; "
                             "set tls_cert_file and tls_key_file (see `idv tls dev-ca`)")
+        if self.reload_watch_seconds < 0:
+            problems.append("serving.reload_watch_seconds must be 0 (SIGHUP only) or positive")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append(f"serving.log_level {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
         return problems
@@ -152,6 +158,9 @@ class Settings:
         if self.store.kind == "postgresql" and store_call >= self.serving.request_budget_seconds:
             problems.append("postgres_pool_timeout_seconds + postgres_statement_timeout_ms must stay below "
                             "request_budget_seconds (a slow store must answer UNAVAILABLE within the deadline)")
+        if not (0 < self.store.sqlite_busy_timeout_seconds < self.serving.request_budget_seconds):
+            problems.append("store.sqlite_busy_timeout_seconds must be positive and below request_budget_seconds "
+                            "(a locked store must answer UNAVAILABLE within the deadline)")
         if self.serving.production:
             if self.serving.reflection:
                 problems.append("production mode refuses reflection = true")
@@ -214,17 +223,21 @@ _FIRST_VERSION_NAMES = (
 
 
 def _flat_aliases() -> dict[str, tuple[str, str]]:
-    """The first version's flat names, each mapped to the one section field it became. Only those:
-    a new field is reachable as `section__field`, never by a bare name that could collide."""
-    aliases: dict[str, tuple[str, str]] = {}
+    """Bare names: the first version's flat names, each mapped to the one field it became, and any
+    other field whose name is unique across sections and not a single word (`dir`, `url`,
+    `enabled` say nothing without their section, so they are reachable only as `section__field`)."""
+    owners: dict[str, list[str]] = {}
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            owners.setdefault(f.name, []).append(section)
+    aliases = {name: (found[0], name) for name, found in owners.items() if len(found) == 1 and "_" in name}
     for name in _FIRST_VERSION_NAMES:
         if name in _RENAMED:
             aliases[name] = _RENAMED[name]
-            continue
-        owners = [section for section, cls in SECTIONS.items() if name in {f.name for f in fields(cls)}]
-        if len(owners) != 1:
-            raise AssertionError(f"flat setting {name!r} must map to exactly one section, found {owners}")
-        aliases[name] = (owners[0], name)
+        elif len(owners.get(name, [])) == 1:
+            aliases[name] = (owners[name][0], name)
+        else:
+            raise AssertionError(f"flat setting {name!r} must map to exactly one section, found {owners.get(name)}")
     return aliases
 
 
@@ -329,13 +342,26 @@ def load_settings(
     return settings.validate()
 
 
-def _mask_secret(value: str) -> str:
-    """A DSN or URL with its password (or whole user-info) hidden."""
-    if "@" not in value:
-        return value
-    scheme, sep, rest = value.partition("://")
-    host = rest.rpartition("@")[2]
-    return f"{scheme}://***@{host}" if sep else "***@" + host
+_KEYWORD_SECRET = re.compile(r"(?i)\b(password|passwd|sslpassword|pass)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|sslpassword|pass)=)[^&#]*")
+
+
+def mask_dsn(value: str) -> str:
+    """A DSN or URL with every secret replaced by ***: the user-info password of a URL
+    (postgresql://user:pw@host, redis://:pw@host), password=... query parameters and the
+    password=... of a libpq keyword DSN. Hosts, ports and database names stay readable."""
+    masked_value = _QUERY_SECRET.sub(r"\1***", value)
+    masked_value = _KEYWORD_SECRET.sub(lambda m: f"{m.group(1)}=***", masked_value)
+    scheme, sep, rest = masked_value.partition("://")
+    if sep:
+        authority, slash, tail = rest.partition("/")
+        if "@" in authority:
+            userinfo, _, host = authority.rpartition("@")
+            user, colon, _ = userinfo.partition(":")
+            if colon:  # user:password@ or :password@ (no colon: a user name alone, nothing secret)
+                authority = f"{user}:***@{host}" if user else f"***@{host}"
+        masked_value = f"{scheme}://{authority}{slash}{tail}"
+    return masked_value
 
 
 SECRET_SETTINGS = frozenset({("store", "url"), ("state", "redis_url")})  # a DSN or URL may carry a password
@@ -348,7 +374,7 @@ def masked(settings: Settings) -> dict[str, dict[str, object]]:
         plain: dict[str, object] = {}
         for name, value in dataclasses.asdict(getattr(settings, section.name)).items():
             if (section.name, name) in SECRET_SETTINGS and isinstance(value, str):
-                value = _mask_secret(value)
+                value = mask_dsn(value)
             plain[name] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
         out[section.name] = plain
     return out

@@ -14,7 +14,8 @@
     ├── Cancelled                  CANCELLED            CANCELLED (the caller went away; work stops)
     ├── NotServing                 UNAVAILABLE          NOT_SERVING
     ├── StoreUnavailable           UNAVAILABLE          REFERENCE_STORE_UNAVAILABLE,
-    │                                                   STATE_STORE_UNAVAILABLE (Redis: counters, challenges)
+    │                                                   STATE_STORE_UNAVAILABLE (Redis or SQLite: counters, challenges),
+    │                                                   AUDIT_LOG_UNAVAILABLE (the decision could not be recorded)
     ├── Overloaded                 RESOURCE_EXHAUSTED   OVERLOADED
     ├── Throttled                  RESOURCE_EXHAUSTED   IDENTITY_LOCKED, ALTERNATIVE_METHOD_REQUIRED,
     │                                                   RATE_LIMITED, VELOCITY_LIMITED (+ RetryInfo)

@@ -33,7 +33,8 @@ class LibraryLivenessGate:
         """Shorter bursts cannot pass, so Verify refuses them before decoding (FRAME_COUNT)."""
         return 1 if self._checker.config.allow_single_frame else MIN_BURST
 
-    def is_live(self, observations: Sequence) -> bool:
+    def is_live(self, observations: Sequence, owned: list[np.ndarray] | None = None) -> bool:
+        """`owned`: the request's buffer list; every array liveness derives from the frames joins it."""
         # Challenge bursts carry up to 24 frames; the multi-frame cues were calibrated on
         # bursts of at most MAX_BURST, so judge an evenly spread subset of that size.
         if len(observations) > MAX_BURST:
@@ -41,7 +42,7 @@ class LibraryLivenessGate:
             observations = [observations[i] for i in picks]
         return self._checker.check([
             FaceObservation(o.frame_bgr, o.face.box_xywh, o.face.landmarks, o.embedding) for o in observations
-        ]).passed
+        ], scratch=owned).passed
 
 
 def build_liveness_gate(minifasnet_v2: Any, minifasnet_v1se: Any, settings: LivenessSettings) -> LibraryLivenessGate:

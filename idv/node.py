@@ -23,8 +23,10 @@ from grpc_reflection.v1alpha import reflection
 from idv.assemble import AssembledService, build_service
 from idv.config import ServingSettings, Settings
 from idv.metrics import Metrics
+from idv.models.model_set import ModelSet
 from idv.node_state import NodeState
 from idv.readiness import ReadinessProbe
+from idv.reload import ReloadConfig, Reloader, TlsFiles
 from idv.rpc.servicer import Admission, IdentityVerificationServicer
 from idv.security.callers import CallerRegistry
 from idv.v1 import verification_pb2, verification_pb2_grpc
@@ -69,16 +71,20 @@ class Node:
     state: NodeState
     started_at: float
     metrics_port: int = -1
+    reloader: Reloader | None = None  # callers and TLS certificates, reloaded on SIGHUP and on change
     assembled: AssembledService | None = None  # set by load()
     _closers: list = field(default_factory=list)
     _stoppers: list = field(default_factory=list)  # background threads, stopped before anything closes
 
-    def load(self) -> None:
-        """Build the service (idv.assemble), then report SERVING. Raises (and stays NOT_SERVING) on any problem."""
-        assembled = build_service(self.settings)
+    def load(self, models: ModelSet | None = None) -> None:
+        """Build the service (idv.assemble), then report SERVING. Raises (and stays NOT_SERVING) on any problem.
+
+        `models`: an already loaded ModelSet to serve (tests share one); by default the settings' models."""
+        assembled = build_service(self.settings, models)
         self.assembled = assembled
         self._closers.append(assembled.close)  # after the server has stopped: calls in flight use it
         service = assembled.service
+        self.state.admin = assembled.admin
         self.state.metrics.set_models(service.fingerprints)
         self.state.ready(service)
         store_settings = self.settings.store
@@ -117,6 +123,8 @@ def build_node(settings: Settings) -> Node:
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     metrics = Metrics()
     state = NodeState(health_servicer, CallerRegistry.load(settings.store.callers_path), metrics)
+    reloader = Reloader(ReloadConfig(settings.store.callers_path, tls_files(serving), serving.reload_watch_seconds),
+                        apply_callers=lambda callers: setattr(state, "callers", callers))
     admission = Admission(serving.max_concurrent_rpcs, serving.worker_threads)
     metrics.track_in_flight(lambda: admission.in_flight)
     verification_pb2_grpc.add_IdentityVerificationServicer_to_server(
@@ -130,7 +138,7 @@ def build_node(settings: Settings) -> Node:
     address = f"{serving.host}:{serving.port}"
     try:
         if serving.tls:
-            port = server.add_secure_port(address, server_credentials(serving))
+            port = server.add_secure_port(address, reloader.server_credentials())
         else:
             port = server.add_insecure_port(address)
     except RuntimeError as exc:
@@ -138,26 +146,30 @@ def build_node(settings: Settings) -> Node:
     if port == 0:
         raise OSError(f"cannot listen on {address} (is another idv already running there?)")
     server.start()
-    node = Node(settings, server, port, state, started)
+    node = Node(settings, server, port, state, started, reloader=reloader)
+    reloader.start()
+    node._stoppers.append(reloader.stop)
     if serving.metrics_port >= 0:
         http_server, node.metrics_port = metrics.serve(serving.metrics_host, serving.metrics_port)
         node._closers.append(http_server.shutdown)
     return node
 
 
-def server_credentials(settings: ServingSettings) -> grpc.ServerCredentials:
-    assert settings.tls_cert_file is not None and settings.tls_key_file is not None
-    pair = [(Path(settings.tls_key_file).read_bytes(), Path(settings.tls_cert_file).read_bytes())]
-    if settings.tls_client_ca_file is not None:
-        return grpc.ssl_server_credentials(pair, root_certificates=Path(settings.tls_client_ca_file).read_bytes(),
-                                           require_client_auth=True)
-    return grpc.ssl_server_credentials(pair)
+def tls_files(settings: ServingSettings) -> TlsFiles | None:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    return TlsFiles(Path(settings.tls_cert_file), Path(settings.tls_key_file),
+                    Path(settings.tls_client_ca_file) if settings.tls_client_ca_file else None)
 
 
 def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     harden_process()
-    node = build_node(settings)
+    try:
+        node = build_node(settings)
+    except Exception as exc:  # issue 17: a bad callers/TLS file or a busy port, named, without a traceback
+        log.error(f"refusing to start: {exc}")
+        return 2
     log.info("listening", extra={"port": node.port, "state": "NOT_SERVING"})
     stop_requested = threading.Event()
 
@@ -167,6 +179,9 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    # --- issue 17: SIGHUP reloads callers and TLS certificates (idv.reload); no restart, no drain
+    if node.reloader is not None:
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: node.reloader.request())
     try:
         node.load()
     except Exception as exc:  # refuse to serve: a model is missing or altered, a key or store is broken

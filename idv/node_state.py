@@ -6,6 +6,7 @@ import logging
 
 from grpc_health.v1 import health, health_pb2
 
+from idv.admin import AdminService
 from idv.metrics import Metrics
 from idv.service import VerificationService, VerifyCommand, VerifyOutcome
 from idv.security.callers import CallerRegistry
@@ -21,6 +22,7 @@ class NodeState:
         self.callers = callers
         self.metrics = metrics
         self.service: VerificationService | None = None
+        self.admin: AdminService | None = None  # issue 17: set with the service, when the node is loaded
         self.not_serving()
 
     def _set(self, status: int) -> None:

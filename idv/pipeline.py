@@ -87,7 +87,9 @@ class FaceObservation:
 
 
 class LivenessGate(Protocol):
-    def is_live(self, observations: Sequence[FaceObservation]) -> bool: ...
+    def is_live(self, observations: Sequence[FaceObservation], owned: list[np.ndarray]) -> bool:
+        """`owned`: append every buffer derived from the frames; the pipeline zeroes them."""
+        ...
 
 
 class Screening(Protocol):
@@ -104,7 +106,7 @@ class Screening(Protocol):
 
 class ActionCheck(Protocol):
     def performed(self, frames: Sequence[np.ndarray], faces: Sequence[FaceDetection],
-                  actions: Sequence[str]) -> bool: ...
+                  actions: Sequence[str], owned: list[np.ndarray]) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -322,7 +324,7 @@ class VerificationPipeline:
             if self._liveness is not None:
                 budget.check("liveness")
                 with timer.stage("liveness"):
-                    live = self._liveness.is_live(observations)
+                    live = self._liveness.is_live(observations, owned)
                 if not live:
                     return Decision(TrueReason.LIVENESS_FAILED, dict(timer.timings))
             if actions is not None:
@@ -331,7 +333,7 @@ class VerificationPipeline:
                 budget.check("challenge")
                 with timer.stage("challenge"):
                     performed = self._actions.performed([o.frame_bgr for o in observations],
-                                                        [o.face for o in observations], actions)
+                                                        [o.face for o in observations], actions, owned)
                 if not performed:
                     return Decision(TrueReason.CHALLENGE_FAILED, dict(timer.timings))
             budget.check("compare")

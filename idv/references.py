@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidTag
 
 from idv.errors import TemplateMismatch
 from idv.identity import name_match_key
-from idv.keys import KeyRing
+from idv.keys import KeyMaterialError, KeyRing
 from idv.store.base import IdentityRecord, ReferenceStore, TemplateRecord
 
 
@@ -37,7 +37,9 @@ class ReferencePage:
     references: tuple[Reference, ...]
     last_revision: int  # pass back to read the next page
     fetched: int  # identities read from the store (0: nothing more changed)
-    foreign: tuple[str, ...]  # id_keys whose templates another recognizer made: not comparable
+    # id_keys to drop from the gallery: deleted (DeleteIdentity), or templates another recognizer
+    # made (not comparable).
+    foreign: tuple[str, ...]
 
 
 class ReferenceVault:
@@ -52,6 +54,10 @@ class ReferenceVault:
         if key_id not in self._keys.data_keys and self._reload_keys is not None:
             self._keys = self._reload_keys()
         return self._keys.decrypt(key_id, blob, associated)
+
+    @property
+    def store(self) -> ReferenceStore:
+        return self._store
 
     def id_key(self, canonical_id: str) -> str:
         return self._keys.pseudonym("id", canonical_id)
@@ -92,7 +98,7 @@ class ReferenceVault:
             try:
                 plain = self._decrypt(template.key_id, template.ciphertext,
                                       self._associated(record.id_key, fingerprint))
-            except InvalidTag:
+            except (InvalidTag, KeyMaterialError):  # KeyMaterialError: its data key is not on this node
                 # Altered at rest, or moved onto another identity/model: never compared, never a PASS.
                 raise TemplateMismatch("an enrolled template failed its integrity check; re-enrol the identity",
                                        "REFERENCE_INVALID") from None
@@ -108,6 +114,9 @@ class ReferenceVault:
         references: list[Reference] = []
         foreign: list[str] = []
         for record in records:
+            if record.deleted:
+                foreign.append(record.id_key)
+                continue
             try:
                 references.append(self.decrypt(record, fingerprint, dimension))
             except TemplateMismatch:

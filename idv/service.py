@@ -20,13 +20,14 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from idv.audit import AuditLog
 from idv.challenges import ChallengeIssuer, ChallengePolicy
-from idv.errors import AlreadyEnrolled, DuplicateFace, InvalidRequest, NotServing, Throttled
+from idv.errors import AlreadyEnrolled, DuplicateFace, InvalidRequest, NotServing, TemplateMismatch, Throttled
 from idv.identity import IdentityError, normalise_name, parse_id_number
 from idv.pipeline import Budget, ClaimedReference, Decision, Screening, VerificationPipeline
 from idv.references import ReferenceVault
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 _FAILED_ATTEMPT = frozenset({
     TrueReason.FACE_MISMATCH, TrueReason.NO_REFERENCE, TrueReason.NAME_MISMATCH, TrueReason.LIVENESS_FAILED,
     TrueReason.CHALLENGE_FAILED, TrueReason.CHALLENGE_INVALID, TrueReason.IMPERSONATION_SUSPECTED,
+    TrueReason.REFERENCE_INVALID,  # counted like the non-match it is answered as
 })
 # Decisions reached by comparing with the (possibly decoy) reference: an identity problem
 # found before the comparison is the answer then, and only then.
@@ -106,6 +108,8 @@ class VerificationService:
         challenges: ChallengeIssuer | None = None,
         screening: Screening | None = None,
         fingerprints: dict[str, str] | None = None,
+        reference_max_age_seconds: float = 0.0,
+        clock: Callable[[], float] = time.time,
     ):
         self._pipeline = pipeline
         self._vault = vault
@@ -115,6 +119,10 @@ class VerificationService:
         self._challenges = challenges
         self._screening = screening
         self._fingerprints = dict(fingerprints or {})
+        # Retention: a reference older than this (0: no limit) answers REENROLMENT_REQUIRED to a
+        # face that matches it; any other face hears the usual NOT_VERIFIED.
+        self._reference_max_age = reference_max_age_seconds
+        self._clock = clock
 
     @property
     def fingerprints(self) -> dict[str, str]:
@@ -177,8 +185,16 @@ class VerificationService:
         elif not self._vault.name_matches(record, claim.name):
             identity_problem = TrueReason.NAME_MISMATCH
         else:
-            templates = self._vault.decrypt(record, self._pipeline.recognizer_fingerprint,
-                                            self._pipeline.dimension).templates
+            try:
+                templates = self._vault.decrypt(record, self._pipeline.recognizer_fingerprint,
+                                                self._pipeline.dimension).templates
+            except TemplateMismatch as problem:
+                if problem.reason != "REFERENCE_INVALID":
+                    raise  # another recognizer's template: the operator must re-enrol (FAILED_PRECONDITION)
+                # Undecryptable (altered, or this node's keys differ): a non-match like any other,
+                # so the answer does not single out enrolled IDs; the audit says why.
+                log.warning("an enrolled template failed its integrity check")
+                identity_problem = TrueReason.REFERENCE_INVALID
         lookup_ms = (time.perf_counter() - started) * 1000.0
         try:
             decision: Decision = self._pipeline.evaluate(command.frames, ClaimedReference(claim.id_key, templates),
@@ -189,7 +205,12 @@ class VerificationService:
         true_reason = decision.true_reason
         if identity_problem is not None and true_reason in _COMPARED:
             true_reason = identity_problem  # answered like a face mismatch (same caller reason)
+        elif true_reason is TrueReason.VERIFIED and record is not None and self._expired(record.enrolled_at):
+            true_reason = TrueReason.REFERENCE_EXPIRED
         return _outcome(request_id, true_reason, claim.id_key, {"lookup": lookup_ms, **decision.timings_ms})
+
+    def _expired(self, enrolled_at: float) -> bool:
+        return self._reference_max_age > 0 and self._clock() - enrolled_at > self._reference_max_age
 
     def _audit_decision(self, command: VerifyCommand, outcome: VerifyOutcome) -> None:
         self._audit.append({
@@ -224,19 +245,26 @@ class VerificationService:
         templates = self._pipeline.templates(command.reference_images, budget)
         try:
             duplicate_of = ""
-            if self._screening is not None:
+            if self._screening is None:
+                stored = self._vault.enroll(id_key, parsed.name, templates, self._pipeline.recognizer_fingerprint,
+                                            command.replace)
+            else:
                 budget.check("screening")
-                try:
-                    duplicate_of = self._screening.before_enroll(id_key, templates)
-                except DuplicateFace as refused:
-                    self._audit_duplicate(command, request_id, id_key, refused)
-                    raise
-            stored = self._vault.enroll(id_key, parsed.name, templates, self._pipeline.recognizer_fingerprint,
-                                        command.replace)
+                # Serialised across every replica of the store: the duplicate check (which first
+                # reads every committed change from the store) and the put cannot interleave with
+                # another replica's, so one face enrolled at once under two IDs is caught.
+                with self._vault.store.enrolment_lock(budget.remaining()):
+                    try:
+                        duplicate_of = self._screening.before_enroll(id_key, templates)
+                    except DuplicateFace as refused:
+                        self._audit_duplicate(command, request_id, id_key, refused)
+                        raise
+                    stored = self._vault.enroll(id_key, parsed.name, templates,
+                                                self._pipeline.recognizer_fingerprint, command.replace)
+                    if stored:
+                        self._screening.after_enroll(id_key, templates)
             if not stored:
                 raise AlreadyEnrolled("this identity is already enrolled; set replace to overwrite its reference")
-            if self._screening is not None:
-                self._screening.after_enroll(id_key, templates)
         finally:
             templates.fill(0)
         outcome = EnrollOutcome(request_id, len(command.reference_images), bool(duplicate_of), duplicate_of, id_key)

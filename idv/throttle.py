@@ -39,6 +39,17 @@ class ThrottlePolicy:
         return problems
 
 
+@dataclass(frozen=True)
+class IdentityLockState:
+    consecutive_failures: int
+    locked_until: float  # unix time; 0 when not locked now
+    failure_cap_reached: bool  # ALTERNATIVE_METHOD_REQUIRED until an operator unlocks
+
+    @property
+    def locked(self) -> bool:
+        return self.locked_until > 0 or self.failure_cap_reached
+
+
 class Throttle:
     def __init__(self, store: CounterStore, policy: ThrottlePolicy, clock: Callable[[], float] = time.time):
         self._store = store
@@ -78,3 +89,11 @@ class Throttle:
 
     def reset_identity(self, id_key: str) -> None:
         self._store.reset(f"id:{id_key}")
+
+    def identity_state(self, id_key: str) -> IdentityLockState:
+        """The identity's failures and lock as an operator sees them (GetIdentityStatus)."""
+        state = self._store.peek(f"id:{id_key}")
+        now = self._clock()
+        return IdentityLockState(state.consecutive_failures,
+                                 state.locked_until if state.locked_until > now else 0.0,
+                                 state.consecutive_failures >= self._lockout.failure_cap)

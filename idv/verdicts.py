@@ -21,6 +21,7 @@ class Reason(Enum):
     CHALLENGE_FAILED = "CHALLENGE_FAILED"
     CHALLENGE_INVALID = "CHALLENGE_INVALID"
     IMPERSONATION_SUSPECTED = "IMPERSONATION_SUSPECTED"
+    REENROLMENT_REQUIRED = "REENROLMENT_REQUIRED"
 
 
 class Purpose(Enum):
@@ -44,6 +45,11 @@ class TrueReason(Enum):
     CHALLENGE_FAILED = "CHALLENGE_FAILED"
     CHALLENGE_INVALID = "CHALLENGE_INVALID"
     IMPERSONATION_SUSPECTED = "IMPERSONATION_SUSPECTED"
+    # The face matched a reference older than the retention limit.
+    REFERENCE_EXPIRED = "REFERENCE_EXPIRED"
+    # A template failed to decrypt (altered at rest, or this node's data key differs): answered
+    # like any other non-match, so the answer does not tell who is enrolled.
+    REFERENCE_INVALID = "REFERENCE_INVALID"
 
 
 CALLER_REASON: dict[TrueReason, Reason] = {
@@ -59,4 +65,6 @@ CALLER_REASON: dict[TrueReason, Reason] = {
     TrueReason.CHALLENGE_FAILED: Reason.CHALLENGE_FAILED,
     TrueReason.CHALLENGE_INVALID: Reason.CHALLENGE_INVALID,
     TrueReason.IMPERSONATION_SUSPECTED: Reason.IMPERSONATION_SUSPECTED,
+    TrueReason.REFERENCE_EXPIRED: Reason.REENROLMENT_REQUIRED,
+    TrueReason.REFERENCE_INVALID: Reason.NOT_VERIFIED,
 }

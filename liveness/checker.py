@@ -21,6 +21,7 @@ from liveness.identity import min_pairwise_cosine
 from liveness.motion import measure_motion
 from liveness.passive import PassiveScorer
 from liveness.planarity import measure_planarity
+from liveness.scratch import Scratch
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +53,20 @@ class LivenessChecker:
     def config(self) -> LivenessConfig:
         return self._config
 
-    def check(self, observations: Sequence[FaceObservation]) -> LivenessDecision:
+    def check(self, observations: Sequence[FaceObservation], scratch: Scratch | None = None) -> LivenessDecision:
+        """With `scratch`, every buffer derived from the frames (patches, crops, motion and planarity
+        arrays) is appended to it for the caller to zero when the request ends."""
         if not observations:
             raise ValueError("a liveness check needs at least one observation")
         cfg = self._config
-        evidence = self.measure(observations) if burst_length_ok(len(observations), cfg) else _unmeasured(len(observations))
+        evidence = self.measure(observations, scratch) if burst_length_ok(len(observations), cfg) else _unmeasured(len(observations))
         verdicts = judge(evidence, cfg)
         passed = decide(verdicts)
         # No scores, frames, crops or embeddings in logs: only the burst length and the outcome.
         log.debug("liveness decided", extra={"frames": evidence.frames, "passed": passed})
         return LivenessDecision(passed, verdicts, evidence)
 
-    def measure(self, observations: Sequence[FaceObservation]) -> LivenessEvidence:
+    def measure(self, observations: Sequence[FaceObservation], scratch: Scratch | None = None) -> LivenessEvidence:
         """Every enabled cue's raw values (the multi-frame cues need 2+ frames)."""
         cfg = self._config
         n = len(observations)
@@ -77,11 +80,11 @@ class LivenessChecker:
         passive_score = None
         if cfg.passive_enabled:
             chosen = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(cfg.passive_frames, n))})
-            scores = self._passive.score([frames[i] for i in chosen], [boxes[i] for i in chosen])
+            scores = self._passive.score([frames[i] for i in chosen], [boxes[i] for i in chosen], scratch)
             v2, v1se = scores.v2, scores.v1se
             passive_score = float(np.mean(scores.per_frame))
 
-        motion = measure_motion(frames, boxes, landmarks) if cfg.motion_enabled and multi else None
+        motion = measure_motion(frames, boxes, landmarks, scratch) if cfg.motion_enabled and multi else None
 
         identity = None
         if cfg.identity_enabled and multi:
@@ -89,7 +92,7 @@ class LivenessChecker:
                 raise ValueError("the identity cue is enabled but an observation has no embedding")
             identity = min_pairwise_cosine([o.embedding for o in observations])
 
-        planarity = measure_planarity(frames, boxes, landmarks) if cfg.planarity_enabled and multi else None
+        planarity = measure_planarity(frames, boxes, landmarks, scratch) if cfg.planarity_enabled and multi else None
         return LivenessEvidence(n, v2, v1se, passive_score, motion, identity, planarity)
 
 

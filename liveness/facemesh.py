@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
+from liveness.scratch import Scratch, own
+
 INPUT_SIZE = 192
 NUM_LANDMARKS = 468
 CROP_SCALE = 1.5
@@ -70,24 +72,31 @@ class FaceMesh:
             [[scale, 0.0, (side / 2.0 - cx) * scale], [0.0, scale, (side / 2.0 - cy) * scale]], dtype=np.float64
         )
 
-    def landmarks(self, image_bgr: np.ndarray, box: Box) -> FaceLandmarks:
-        """468 landmarks of the face in `box`, in `image_bgr` pixel coordinates."""
+    def landmarks(self, image_bgr: np.ndarray, box: Box, scratch: Scratch | None = None) -> FaceLandmarks:
+        """468 landmarks of the face in `box`, in `image_bgr` pixel coordinates. With `scratch`, the
+        crop, the model input and the interpreter's copy of it are the caller's to zero."""
         transform = self.crop_transform(box)
         # warpAffine crops, scales and zero-pads the border in one resampling step.
-        crop = cv2.warpAffine(
+        crop = own(scratch, cv2.warpAffine(
             image_bgr,
             transform,
             (INPUT_SIZE, INPUT_SIZE),
             flags=cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_CONSTANT,
             borderValue=(0, 0, 0),
-        )
-        blob = (cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0)[np.newaxis]
+        ))
+        rgb = own(scratch, cv2.cvtColor(crop, cv2.COLOR_BGR2RGB))
+        scaled = own(scratch, rgb.astype(np.float32))
+        scaled /= 255.0
+        blob = scaled[np.newaxis]
         with self._lock:
             self._interpreter.set_tensor(self._input_index, blob)
             self._interpreter.invoke()
             raw = self._interpreter.get_tensor(self._landmarks_index).reshape(NUM_LANDMARKS, 3).astype(np.float64)
             logit = float(self._interpreter.get_tensor(self._presence_index).reshape(-1)[0])
+            if scratch is not None:  # the interpreter keeps its own copy of the input: overwrite it too
+                blob.fill(0)
+                self._interpreter.set_tensor(self._input_index, blob)
         scale = transform[0, 0]
         points = np.empty_like(raw)
         points[:, 0] = (raw[:, 0] - transform[0, 2]) / scale
@@ -95,6 +104,12 @@ class FaceMesh:
         points[:, 2] = raw[:, 2] / scale
         presence = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, logit))))
         return FaceLandmarks(points=points.astype(np.float32), presence=presence)
+
+
+    def input_tensor(self) -> np.ndarray:
+        """A copy of what the interpreter holds as its input now (to check that no crop outlives a call)."""
+        with self._lock:
+            return np.array(self._interpreter.get_tensor(self._input_index))
 
 
 def _check_contract(interpreter: Interpreter, inputs: dict[str, tuple], outputs: dict[str, tuple]) -> None:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from liveness.scratch import Scratch, own
+
 _FINE_SIDE = 64
 _COARSE_SIDE = 16
 _LOW_PASS_SIGMA = 2.0
@@ -56,13 +58,14 @@ def _union_box(boxes: Sequence[tuple[float, float, float, float]], shape: tuple[
     return x0, y0, max(x0 + 1, x1), max(y0 + 1, y1)
 
 
-def _face_grey(frame_bgr: np.ndarray, box: tuple[int, int, int, int], side: int) -> np.ndarray:
+def _face_grey(frame_bgr: np.ndarray, box: tuple[int, int, int, int], side: int, scratch: Scratch | None) -> np.ndarray:
     x0, y0, x1, y1 = box
-    grey = cv2.cvtColor(frame_bgr[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
-    return cv2.resize(grey, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+    grey = own(scratch, cv2.cvtColor(frame_bgr[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY))
+    small = own(scratch, cv2.resize(grey, (side, side), interpolation=cv2.INTER_AREA))
+    return own(scratch, small.astype(np.float32))
 
 
-def _photometric_residual(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
+def _photometric_residual(image: np.ndarray, reference: np.ndarray, scratch: Scratch | None = None) -> np.ndarray:
     """`image` minus the best global tone mapping of `reference`.
 
     A global change of brightness, contrast or tone curve (auto-exposure, or an
@@ -72,37 +75,41 @@ def _photometric_residual(image: np.ndarray, reference: np.ndarray) -> np.ndarra
     different values on pixels of equal reference grey and survives it.
     """
     # Binned on the difference, not on `image`, so identical frames leave exactly nothing.
-    diff = (image - reference).ravel().astype(np.float64)
-    bins = np.minimum((reference * (_TONE_BINS / 256.0)).astype(np.int32), _TONE_BINS - 1).ravel()
-    counts = np.bincount(bins, minlength=_TONE_BINS)
-    shift = np.bincount(bins, weights=diff, minlength=_TONE_BINS) / np.maximum(counts, 1)
-    return (diff - shift[bins]).reshape(image.shape).astype(np.float32)
+    delta = own(scratch, image - reference)
+    diff = own(scratch, delta.ravel().astype(np.float64))
+    bins = own(scratch, np.minimum((reference * (_TONE_BINS / 256.0)).astype(np.int32), _TONE_BINS - 1).ravel())
+    counts = own(scratch, np.bincount(bins, minlength=_TONE_BINS))
+    shift = own(scratch, np.bincount(bins, weights=diff, minlength=_TONE_BINS) / np.maximum(counts, 1))
+    residual = own(scratch, diff - shift[bins])
+    return own(scratch, residual.reshape(image.shape).astype(np.float32))
 
 
-def _coherence(diff: np.ndarray) -> float:
-    energy = float(np.mean(diff * diff))
+def _coherence(diff: np.ndarray, scratch: Scratch | None = None) -> float:
+    energy = float(np.mean(own(scratch, diff * diff)))
     if energy < 1e-6:
         return 0.0
-    low = cv2.GaussianBlur(diff, (0, 0), _LOW_PASS_SIGMA)
-    return float(np.mean(low * low)) / energy
+    low = own(scratch, cv2.GaussianBlur(diff, (0, 0), _LOW_PASS_SIGMA))
+    return float(np.mean(own(scratch, low * low))) / energy
 
 
 def measure_motion(
     frames: Sequence[np.ndarray],
     boxes: Sequence[tuple[float, float, float, float]],
     landmarks: Sequence[np.ndarray],
+    scratch: Scratch | None = None,
 ) -> MotionEvidence:
     if len(frames) < 2 or len({f.shape[:2] for f in frames}) != 1:
         # Frames of one burst come from one camera; differing sizes mean a spliced burst.
         return _NO_MOTION
     region = _union_box(boxes, frames[0].shape[:2])
-    fine = [_face_grey(f, region, _FINE_SIDE) for f in frames]
-    residuals = [_photometric_residual(f, fine[0]) for f in fine[1:]]
+    fine = [_face_grey(f, region, _FINE_SIDE, scratch) for f in frames]
+    residuals = [_photometric_residual(f, fine[0], scratch) for f in fine[1:]]
     coarse_change = max(
-        float(np.mean(np.abs(cv2.resize(r, (_COARSE_SIDE, _COARSE_SIDE), interpolation=cv2.INTER_AREA))))
+        float(np.mean(own(scratch, np.abs(own(scratch, cv2.resize(r, (_COARSE_SIDE, _COARSE_SIDE),
+                                                                    interpolation=cv2.INTER_AREA))))))
         for r in residuals
     )
-    coherence = max(_coherence(r) for r in residuals)
+    coherence = max(_coherence(r, scratch) for r in residuals)
 
     ref = np.asarray(landmarks[0], dtype=np.float64)
     iod = max(float(np.linalg.norm(ref[0] - ref[1])), 1.0)

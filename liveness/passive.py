@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from liveness.patches import V1SE_PATCH, V2_PATCH, PatchSpec, crop_patch
+from liveness.scratch import Scratch, own
 
 REAL_CLASS = 1
 
@@ -50,13 +51,16 @@ class _PatchModel:
         batch_dim = self._session.get_inputs()[0].shape[0]
         self._batched = not isinstance(batch_dim, int) or batch_dim != 1
 
-    def real_probability(self, frames: Sequence[np.ndarray], boxes: Sequence[tuple[float, float, float, float]]) -> np.ndarray:
-        patches = np.stack([crop_patch(f, b, self._spec) for f, b in zip(frames, boxes, strict=True)])
-        blob = patches.transpose(0, 3, 1, 2).astype(np.float32)
+    def real_probability(self, frames: Sequence[np.ndarray], boxes: Sequence[tuple[float, float, float, float]],
+                         scratch: Scratch | None = None) -> np.ndarray:
+        crops = [own(scratch, crop_patch(f, b, self._spec)) for f, b in zip(frames, boxes, strict=True)]
+        patches = own(scratch, np.stack(crops))
+        blob = own(scratch, patches.transpose(0, 3, 1, 2).astype(np.float32))
         if self._batched:
-            probs = self._session.run(None, {self._input: blob})[0]
+            probs = own(scratch, self._session.run(None, {self._input: blob})[0])
         else:
-            probs = np.concatenate([self._session.run(None, {self._input: blob[i : i + 1]})[0] for i in range(len(blob))])
+            probs = own(scratch, np.concatenate([own(scratch, self._session.run(None, {self._input: blob[i : i + 1]})[0])
+                                                 for i in range(len(blob))]))
         return probs[:, REAL_CLASS].astype(np.float64)
 
 
@@ -65,8 +69,9 @@ class PassiveScorer:
         self._v2 = _PatchModel(v2_model, V2_PATCH)
         self._v1se = _PatchModel(v1se_model, V1SE_PATCH)
 
-    def score(self, frames: Sequence[np.ndarray], boxes: Sequence[tuple[float, float, float, float]]) -> PassiveScores:
+    def score(self, frames: Sequence[np.ndarray], boxes: Sequence[tuple[float, float, float, float]],
+              scratch: Scratch | None = None) -> PassiveScores:
         return PassiveScores(
-            v2=tuple(self._v2.real_probability(frames, boxes).tolist()),
-            v1se=tuple(self._v1se.real_probability(frames, boxes).tolist()),
+            v2=tuple(self._v2.real_probability(frames, boxes, scratch).tolist()),
+            v1se=tuple(self._v1se.real_probability(frames, boxes, scratch).tolist()),
         )

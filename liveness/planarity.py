@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from liveness.scratch import Scratch, own
+
 _MAX_CORNERS = 120
 _MIN_TRACKS = 12
 _FB_MAX_ERROR = 0.7  # pixels, at the working scale
@@ -56,6 +58,7 @@ def measure_planarity(
     frames: Sequence[np.ndarray],
     boxes: Sequence[tuple[float, float, float, float]],
     landmarks: Sequence[np.ndarray],
+    scratch: Scratch | None = None,
 ) -> PlanarityEvidence:
     if len(frames) < 2 or len({f.shape[:2] for f in frames}) != 1:
         return _NOT_MEASURABLE
@@ -67,36 +70,39 @@ def measure_planarity(
     factor = min(1.0, _WORK_IOD / iod)
     greys = []
     for frame in frames:
-        grey = cv2.cvtColor(frame[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
+        grey = own(scratch, cv2.cvtColor(frame[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY))
         if factor < 1.0:
-            grey = cv2.resize(grey, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+            grey = own(scratch, cv2.resize(grey, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA))
         greys.append(grey)
     work_iod = iod * factor
 
     # Corners only inside the first frame's face box (not the background around it).
-    mask = np.zeros_like(greys[0])
+    mask = own(scratch, np.zeros_like(greys[0]))
     bx, by, bw, bh = boxes[0]
     mx0, my0 = int((bx - x0) * factor), int((by - y0) * factor)
     mask[max(0, my0) : int(my0 + bh * factor), max(0, mx0) : int(mx0 + bw * factor)] = 255
-    corners = cv2.goodFeaturesToTrack(greys[0], _MAX_CORNERS, 0.01, max(3.0, work_iod / 12), mask=mask)
+    corners = own(scratch, cv2.goodFeaturesToTrack(greys[0], _MAX_CORNERS, 0.01, max(3.0, work_iod / 12), mask=mask))
     if corners is None or len(corners) < _MIN_TRACKS:
         return _NOT_MEASURABLE
 
     best = _NOT_MEASURABLE
     for grey in greys[1:]:
-        moved, status, _ = cv2.calcOpticalFlowPyrLK(greys[0], grey, corners, None, **_LK_PARAMS)
-        back, status_back, _ = cv2.calcOpticalFlowPyrLK(grey, greys[0], moved, None, **_LK_PARAMS)
+        moved, status, _ = (own(scratch, a) for a in cv2.calcOpticalFlowPyrLK(greys[0], grey, corners, None,
+                                                                                 **_LK_PARAMS))
+        back, status_back, _ = (own(scratch, a) for a in cv2.calcOpticalFlowPyrLK(grey, greys[0], moved, None,
+                                                                                     **_LK_PARAMS))
         ok = (status.ravel() == 1) & (status_back.ravel() == 1)
         ok &= np.linalg.norm((back - corners).reshape(-1, 2), axis=1) < _FB_MAX_ERROR
         if ok.sum() < _MIN_TRACKS:
             continue
-        src = corners.reshape(-1, 2)[ok].astype(np.float64)
-        dst = moved.reshape(-1, 2)[ok].astype(np.float64)
+        src = own(scratch, corners.reshape(-1, 2)[ok].astype(np.float64))
+        dst = own(scratch, moved.reshape(-1, 2)[ok].astype(np.float64))
         movement = float(np.median(np.linalg.norm(dst - src, axis=1))) / work_iod
-        homography, _ = cv2.findHomography(src, dst, 0)  # least squares over every track: no inlier picking
+        # least squares over every track: no inlier picking
+        homography, _ = (own(scratch, a) for a in cv2.findHomography(src, dst, 0))
         if homography is None:
             continue
-        projected = cv2.perspectiveTransform(src.reshape(-1, 1, 2), homography).reshape(-1, 2)
+        projected = own(scratch, cv2.perspectiveTransform(src.reshape(-1, 1, 2), homography)).reshape(-1, 2)
         residual = float(np.median(np.linalg.norm(projected - dst, axis=1))) / work_iod
         if movement > best.movement:
             best = PlanarityEvidence(movement=movement, residual=residual, tracks=int(ok.sum()))

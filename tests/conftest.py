@@ -107,6 +107,20 @@ def start_node(settings: Settings):
     return node
 
 
+def refused_start(settings: Settings) -> Exception:
+    """Start a node that must refuse to serve; returns why, and frees its port."""
+    from idv.node import build_node
+
+    node = build_node(settings)
+    try:
+        node.load()
+    except Exception as refusal:  # noqa: BLE001  (the caller asserts what it was)
+        return refusal
+    finally:
+        node.stop(0)
+    raise AssertionError("the node started although it should have refused")
+
+
 @pytest.fixture()
 def node(node_settings: Settings) -> Iterator[object]:
     running = start_node(node_settings)

@@ -115,6 +115,15 @@ def test_replayed_expired_cross_identity_and_cross_caller_challenges_fail_alike(
         assert _verify(node, key, id_number, frames, challenge_id) == "CHALLENGE_INVALID", label
 
 
+def test_a_wrong_caller_or_identity_does_not_burn_the_challenge(challenge_node, testdata) -> None:
+    node, keys = challenge_node
+    frames = clip_frames(testdata, "live_d12.mp4", 20, 105)
+    challenge_id = _plant(node, "a", ID_SUBJECT_1, ("TURN_LEFT", "TURN_RIGHT"))
+    assert _verify(node, keys["b"], ID_SUBJECT_1, frames, challenge_id) == "CHALLENGE_INVALID"  # saw the id
+    assert _verify(node, keys["a"], ID_SUBJECT_2, frames, challenge_id) == "CHALLENGE_INVALID"
+    assert _verify(node, keys["a"], ID_SUBJECT_1, frames, challenge_id) == "VERIFIED"  # its owner still can
+
+
 def test_twenty_concurrent_uses_yield_exactly_one_evaluation(challenge_node, testdata, monkeypatch) -> None:
     node, keys = challenge_node
     pipeline = node.assembled.pipeline

@@ -18,7 +18,7 @@ import pytest
 
 from idv.client import IdvClient
 from idv.rpc.status import error_info
-from tests.conftest import ID_SUBJECT_1, ID_SUBJECT_2, nuaa_frames, nuaa_sequences, start_node
+from tests.conftest import ID_SUBJECT_1, ID_SUBJECT_2, nuaa_frames, nuaa_sequences, refused_start, start_node
 from tests.servers import (  # noqa: F401  (fixtures)
     pg_schema,
     postgres_dsn,
@@ -109,6 +109,27 @@ def test_a_lockout_earned_on_one_replica_holds_on_the_other(replicas, testdata) 
     assert error_info(locked.value).reason == "IDENTITY_LOCKED"
 
 
+def test_a_deletion_on_one_replica_reaches_the_others_gallery_within_the_stated_bound(shared_settings,
+                                                                                        testdata) -> None:
+    nodes = _start_replicas(shared_settings)
+    try:
+        a, b = (IdvClient(f"127.0.0.1:{n.port}", timeout=30, retries=0) for n in nodes)
+        a.enroll(ID_SUBJECT_1, NAME_1, [_reference(testdata, "0001")])
+        galleries = [n.assembled.screening.gallery for n in nodes]
+        _wait_for(lambda: all(g.identities == 1 for g in galleries), 5, "both galleries hold the identity")
+        deleted, bound = a.delete_identity(ID_SUBJECT_1)
+        assert deleted and bound == shared_settings.gallery.refresh_seconds
+        assert galleries[0].identities == 0  # the replica that deleted forgot it before answering
+        assert b.verify(ID_SUBJECT_1, NAME_1, _burst(testdata, "0001")).reason == "NOT_VERIFIED"  # store: at once
+        took = _wait_for(lambda: galleries[1].identities == 0, bound + 1.0, "the other gallery forgot it")
+        assert took <= bound + 0.5
+        a.close()
+        b.close()
+    finally:
+        for node in nodes:
+            node.stop(0)
+
+
 def _wait_for(predicate, seconds: float, what: str) -> float:
     started = time.monotonic()
     while not predicate():
@@ -168,3 +189,57 @@ def test_postgres_stopped_mid_load_fails_closed_and_both_replicas_recover(node_s
     assert during, "requests were made while PostgreSQL was down"
     assert all(o == "UNAVAILABLE/REFERENCE_STORE_UNAVAILABLE" for _, o in during), during  # never a PASS
     assert max(took for took, _ in during) < settings.serving.request_budget_seconds  # within the deadline
+
+
+def test_the_same_face_enrolled_on_two_replicas_at_once_is_stored_once(shared_settings, testdata) -> None:
+    """The duplicate check and the put are serialised across replicas: with a slow enrolment on both
+    (the window widened to 0.5 s so the race is certain, not lucky), exactly one of the two IDs gets the face."""
+    nodes = _start_replicas(shared_settings.updated(gallery_refresh_seconds=30.0))
+    try:
+        for node in nodes:
+            screening = node.assembled.screening
+            checked = screening.before_enroll
+
+            def slow_check(id_key, templates, checked=checked):
+                answer = checked(id_key, templates)
+                time.sleep(0.5)  # another replica's enrolment would land here without the lock
+                return answer
+
+            screening.before_enroll = slow_check
+        clients = [IdvClient(f"127.0.0.1:{n.port}", timeout=30, retries=0) for n in nodes]
+        outcomes: dict[str, str] = {}
+
+        def enrol(client: IdvClient, id_number: str) -> None:
+            try:
+                client.enroll(id_number, NAME_1, [_reference(testdata, "0001")])
+                outcomes[id_number] = "ENROLLED"
+            except grpc.RpcError as error:
+                outcomes[id_number] = error_info(error).reason
+
+        threads = [threading.Thread(target=enrol, args=(clients[0], ID_SUBJECT_1)),
+                   threading.Thread(target=enrol, args=(clients[1], ID_SUBJECT_2))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert sorted(outcomes.values()) == ["DUPLICATE_FACE", "ENROLLED"], outcomes
+        for client in clients:
+            client.close()
+    finally:
+        for node in nodes:
+            node.stop(0)
+
+
+def test_a_replica_with_other_keys_refuses_to_start_naming_the_key(shared_settings, tmp_path) -> None:
+    first = start_node(shared_settings)
+    first.stop(0)
+    stranger = shared_settings.updated(data_dir=tmp_path / "stranger")  # keys of its own
+    refused = refused_start(stranger)
+    assert "pseudonymisation key does not match" in str(refused), refused
+    # Same pseudonymisation key, another data key: it would answer everybody NOT_VERIFIED.
+    (stranger.store.data_dir / "keys" / "pseudonym.key").write_bytes(
+        (shared_settings.store.data_dir / "keys" / "pseudonym.key").read_bytes())
+    assert "data key(s) [1] do not match" in str(refused_start(stranger))
+    (stranger.store.data_dir / "keys" / "data-1.key").write_bytes(
+        (shared_settings.store.data_dir / "keys" / "data-1.key").read_bytes())
+    start_node(stranger).stop(0)  # the right keys: it starts

@@ -35,8 +35,16 @@ class Screening:
         self._refresh = refresh
 
     @property
+    def gallery(self) -> Gallery:
+        return self._gallery
+
+    @property
     def policy(self) -> ScreeningPolicy:
         return self._policy
+
+    def refresh(self) -> None:
+        """Bring the gallery up to the store now (after a deletion, before a duplicate check)."""
+        self._refresh()
 
     def _best_other(self, id_key: str, vector: np.ndarray) -> tuple[str, float] | None:
         for match in self._gallery.search(vector, identities=2):

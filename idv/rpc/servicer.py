@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import grpc
 
+from idv.admin import AdminService
 from idv.errors import DeadlineExceeded, IdvError, InvalidRequest, NotServing, Overloaded
 from idv.node_state import NodeState
 from idv.pipeline import Budget
@@ -156,6 +157,36 @@ class IdentityVerificationServicer(pb_grpc.IdentityVerificationServicer):
             actions=[pb.Action.Value(a) for a in challenge.actions],
             expires_at_unix=int(challenge.expires_at),
         )
+
+
+    # ---- admin (issue 17): scope `admin`, logic in idv.admin, answers without any biometric
+    def _admin_call(self, rpc: str, context: grpc.ServicerContext, work: Callable[[AdminService, Caller], T]) -> T:
+        def run(service: VerificationService, caller: Caller, budget: Budget) -> T:
+            admin = self._node.admin
+            if admin is None:
+                raise NotServing("the node is starting or stopping; retry shortly")
+            return work(admin, caller)
+
+        return self._call(rpc, context, lambda caller: "admin", run)
+
+    def DeleteIdentity(self, request: pb.IdentityRequest, context: grpc.ServicerContext) -> pb.DeleteIdentityResponse:
+        done = self._admin_call("DeleteIdentity", context, lambda admin, caller: admin.delete(caller.name, request.id_number))
+        return pb.DeleteIdentityResponse(request_id=done.request_id, deleted=done.deleted,
+                                         propagation_bound_seconds=done.propagation_bound_seconds)
+
+    def UnlockIdentity(self, request: pb.IdentityRequest, context: grpc.ServicerContext) -> pb.UnlockIdentityResponse:
+        done = self._admin_call("UnlockIdentity", context, lambda admin, caller: admin.unlock(caller.name, request.id_number))
+        return pb.UnlockIdentityResponse(request_id=done.request_id, was_locked=done.was_locked)
+
+    def GetIdentityStatus(self, request: pb.IdentityRequest,
+                          context: grpc.ServicerContext) -> pb.GetIdentityStatusResponse:
+        status = self._admin_call("GetIdentityStatus", context,
+                                  lambda admin, caller: admin.status(caller.name, request.id_number))
+        return pb.GetIdentityStatusResponse(
+            request_id=status.request_id, enrolled=status.enrolled, template_count=status.template_count,
+            enrolled_at_unix=status.enrolled_at, model_fingerprints=list(status.model_fingerprints),
+            consecutive_failures=status.consecutive_failures, locked_until_unix=status.locked_until,
+            failure_cap_reached=status.failure_cap_reached, reenrolment_required=status.reenrolment_required)
 
 
 def _any_verify_scope(caller: Caller) -> str:

@@ -25,6 +25,10 @@ KEY_PREFIX = "idv_"
 METADATA_KEY = "x-api-key"
 
 
+class CallersFileError(ValueError):
+    """The callers file is malformed; the message names it."""
+
+
 @dataclass(frozen=True)
 class Caller:
     name: str
@@ -59,19 +63,34 @@ class CallerRegistry:
     def required(self) -> bool:
         return bool(self._entries)
 
+    @property
+    def count(self) -> int:
+        return len(self._entries)
+
     @classmethod
     def load(cls, path: Path) -> CallerRegistry:
+        """Every problem names the file (and the caller entry): CallersFileError."""
         if not path.exists():
             return cls([])
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
+        try:
+            with path.open("rb") as fh:
+                raw = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise CallersFileError(f"callers file {path}: {exc}") from None
         entries = []
-        for item in raw.get("caller", []):
-            scopes = frozenset(item["scopes"])
+        for position, item in enumerate(raw.get("caller", []), start=1):
+            try:
+                name, scopes = str(item["name"]), frozenset(item["scopes"])
+                digest = bytes.fromhex(item["key_sha256"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CallersFileError(f"callers file {path}: caller entry {position} is malformed "
+                                       f"(needs name, scopes and a hex key_sha256): {exc!r}") from None
             unknown = scopes - KNOWN_SCOPES
             if unknown:
-                raise ValueError(f"{path}: caller {item['name']!r} has unknown scopes {sorted(unknown)}")
-            entries.append(_StoredCaller(Caller(item["name"], scopes), bytes.fromhex(item["key_sha256"])))
+                raise CallersFileError(f"callers file {path}: caller {name!r} has unknown scopes {sorted(unknown)}")
+            if len(digest) != 32:
+                raise CallersFileError(f"callers file {path}: caller {name!r} has a key_sha256 that is not 32 bytes")
+            entries.append(_StoredCaller(Caller(name, scopes), digest))
         return cls(entries)
 
     def authenticate(self, presented: str | None) -> Caller:

@@ -63,6 +63,10 @@ class CounterStore(Protocol):
 
     def reset(self, key: str) -> None: ...
 
+    def peek(self, key: str) -> AttemptState:
+        """The identity's counted failures and lock, without counting anything (admin status)."""
+        ...
+
     def hit(self, bucket: str, window_seconds: int, now: float) -> int:
         """Count one event in the fixed window containing `now`; returns the window's count."""
         ...
@@ -86,6 +90,8 @@ class StoredChallenge:
 class ChallengeStore(Protocol):
     def put(self, challenge: StoredChallenge) -> None: ...
 
-    def consume(self, challenge_id: str) -> StoredChallenge | None:
-        """Atomically remove and return the challenge: of concurrent callers exactly one gets it."""
+    def consume(self, challenge_id: str, caller: str, id_key: str) -> StoredChallenge | None:
+        """Atomically remove and return the challenge if it was issued to `caller` for `id_key`: of
+        concurrent callers exactly one gets it. Any other caller or ID gets None and leaves it in
+        place, so seeing a challenge id is not enough to burn it."""
         ...

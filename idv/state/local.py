@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import hmac
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from idv.errors import StoreUnavailable
+from idv.store.sqlite_file import SqliteOptions, check_identity, connect
 
 from idv.state.base import AttemptState, AttemptTicket, LockoutPolicy, StoredChallenge
 
@@ -30,15 +36,46 @@ CREATE TABLE IF NOT EXISTS window_members (
 """
 
 
+REASON = "STATE_STORE_UNAVAILABLE"
+
+
 class SqliteCounterStore:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Fails loudly: a locked file, a full disk or a file removed under the node is StoreUnavailable
+    (UNAVAILABLE, STATE_STORE_UNAVAILABLE) within the busy timeout, never INTERNAL, never a hang."""
+
+    def __init__(self, path: Path, options: SqliteOptions = SqliteOptions()):
+        self._path = path
+        self._timeout = options.busy_timeout_seconds
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        path.chmod(0o600)
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
+        try:
+            self._db, self._identity = connect(path, options)
+            with self._session():
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"counter store {path}: {type(exc).__name__}: {exc}", REASON) from exc
+
+    @contextmanager
+    def _session(self, transaction: bool = False) -> Iterator[None]:
+        """The connection for one call: bounded wait, file checked, a transaction committed or rolled back."""
+        if not self._lock.acquire(timeout=self._timeout):
+            raise StoreUnavailable("counter store busy", REASON)
+        try:
+            check_identity(self._path, self._identity, REASON)
+            if transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                if transaction:
+                    self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"counter store error: {type(exc).__name__}", REASON) from exc
+        finally:
+            self._lock.release()
 
     def _state(self, key: str) -> AttemptState:
         row = self._db.execute("SELECT consecutive, locked_until FROM attempts WHERE key = ?", (key,)).fetchone()
@@ -52,46 +89,40 @@ class SqliteCounterStore:
         )
 
     def begin_attempt(self, key: str, policy: LockoutPolicy, now: float) -> AttemptTicket:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                previous = self._state(key)
-                if previous.consecutive_failures >= policy.failure_cap or previous.locked_until > now:
-                    self._db.execute("COMMIT")
-                    return AttemptTicket(key, previous, False, previous)
-                consecutive = previous.consecutive_failures + 1
-                lock = policy.lock_for(consecutive)
-                state = AttemptState(consecutive, now + lock if lock else previous.locked_until)
-                self._write(key, state)
-                self._db.execute("COMMIT")
-                return AttemptTicket(key, previous, True, state)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._session(transaction=True):
+            previous = self._state(key)
+            if previous.consecutive_failures >= policy.failure_cap or previous.locked_until > now:
+                return AttemptTicket(key, previous, False, previous)
+            consecutive = previous.consecutive_failures + 1
+            lock = policy.lock_for(consecutive)
+            state = AttemptState(consecutive, now + lock if lock else previous.locked_until)
+            self._write(key, state)
+            return AttemptTicket(key, previous, True, state)
 
     def succeed(self, key: str) -> None:
-        with self._lock:
+        with self._session():
             self._db.execute("DELETE FROM attempts WHERE key = ?", (key,))
 
     def refund(self, ticket: AttemptTicket) -> None:
         if not ticket.granted:
             return
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._session(transaction=True):
             current = self._state(ticket.key)
             # Only undo our own increment; other attempts may have counted since.
             restored = AttemptState(max(current.consecutive_failures - 1, 0),
                                     ticket.previous.locked_until if current == ticket.state else current.locked_until)
             self._write(ticket.key, restored)
-            self._db.execute("COMMIT")
 
     def reset(self, key: str) -> None:
         self.succeed(key)
 
+    def peek(self, key: str) -> AttemptState:
+        with self._session():
+            return self._state(key)
+
     def hit(self, bucket: str, window_seconds: int, now: float) -> int:
         start = int(now // window_seconds) * window_seconds
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._session(transaction=True):
             self._db.execute(
                 "INSERT INTO windows(bucket, start, count) VALUES (?, ?, 1) "
                 "ON CONFLICT(bucket, start) DO UPDATE SET count = count + 1",
@@ -100,24 +131,23 @@ class SqliteCounterStore:
             count = self._db.execute("SELECT count FROM windows WHERE bucket = ? AND start = ?",
                                      (bucket, start)).fetchone()[0]
             self._db.execute("DELETE FROM windows WHERE start < ?", (start - window_seconds,))
-            self._db.execute("COMMIT")
-            return int(count)
+        return int(count)
 
     def add_distinct(self, bucket: str, member: str, window_seconds: int, now: float) -> int:
         start = int(now // window_seconds) * window_seconds
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._session(transaction=True):
             self._db.execute("INSERT OR IGNORE INTO window_members(bucket, start, member) VALUES (?, ?, ?)",
                              (bucket, start, member))
             count = self._db.execute("SELECT COUNT(*) FROM window_members WHERE bucket = ? AND start = ?",
                                      (bucket, start)).fetchone()[0]
             self._db.execute("DELETE FROM window_members WHERE start < ?", (start - window_seconds,))
-            self._db.execute("COMMIT")
-            return int(count)
+        return int(count)
 
     def ping(self) -> None:
-        with self._lock:
-            self._db.execute("SELECT 1").fetchone()
+        """Readiness probes the write path: a write transaction (a lock held elsewhere fails here)."""
+        with self._session(transaction=True):
+            self._db.execute("INSERT OR REPLACE INTO windows(bucket, start, count) VALUES ('probe', 0, ?)",
+                             (int(time.time()),))
 
     def close(self) -> None:
         with self._lock:
@@ -139,6 +169,15 @@ class MemoryChallengeStore:
                 del self._items[key]
             self._items[challenge.challenge_id] = challenge
 
-    def consume(self, challenge_id: str) -> StoredChallenge | None:
+    def consume(self, challenge_id: str, caller: str, id_key: str) -> StoredChallenge | None:
         with self._lock:
-            return self._items.pop(challenge_id, None)
+            challenge = self._items.get(challenge_id)
+            if challenge is None or not _bound(challenge, caller, id_key):
+                return None
+            return self._items.pop(challenge_id)
+
+
+def _bound(challenge: StoredChallenge, caller: str, id_key: str) -> bool:
+    # Both compared in full, in constant time: the time does not say which of the two differed.
+    return bool(hmac.compare_digest(challenge.caller.encode(), caller.encode())
+                & hmac.compare_digest(challenge.id_key.encode(), id_key.encode()))

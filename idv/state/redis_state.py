@@ -2,7 +2,8 @@
 
 Every read-modify-write is one Lua script (Redis runs a script atomically), so
 replicas racing on one identity count every attempt exactly once, and a challenge
-is consumed with GETDEL: of any number of replicas presenting it, one gets it.
+is consumed by a script that checks its caller and identity and deletes it: of any number of
+replicas presenting it, one gets it, and only its own caller for its own ID can.
 
 Keys start with the configured prefix, and each carries a TTL so that nothing
 lives forever: rate windows expire after two windows, challenges shortly after
@@ -82,6 +83,18 @@ return redis.call('SCARD', KEYS[1])
 """
 
 
+# Consume a challenge only for the caller and identity it was issued to (one script: atomic
+# across replicas); anyone else leaves it in place. KEYS[1] challenge; ARGV caller, id_key
+_CONSUME = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return false end
+local challenge = cjson.decode(raw)
+if challenge['caller'] ~= ARGV[1] or challenge['id_key'] ~= ARGV[2] then return false end
+redis.call('DEL', KEYS[1])
+return raw
+"""
+
+
 @dataclass(frozen=True)
 class RedisConfig:
     url: str
@@ -149,6 +162,11 @@ class RedisCounterStore:
     def reset(self, key: str) -> None:
         self.succeed(key)
 
+    def peek(self, key: str) -> AttemptState:
+        with _guard():
+            consecutive, locked = self._redis.hmget(self._attempt_key(key), "c", "l")
+        return AttemptState(int(consecutive or 0), float(locked or 0))
+
     def hit(self, bucket: str, window_seconds: int, now: float) -> int:
         start = int(now // window_seconds) * window_seconds
         with _guard():
@@ -161,15 +179,16 @@ class RedisCounterStore:
                                           args=[member, 2 * window_seconds]))
 
     def ping(self) -> None:
+        """Readiness probes the write path (a replica in read-only mode, or out of memory, fails here)."""
         with _guard():
-            self._redis.ping()
+            self._redis.set(f"{self._prefix}probe", "1", px=60_000)
 
     def close(self) -> None:
         self._redis.close()
 
 
 class RedisChallengeStore:
-    """Challenges as JSON strings with a TTL; consume is GETDEL, atomic across replicas."""
+    """Challenges as JSON strings with a TTL; consumed by one script (bound check + delete), atomic across replicas."""
 
     # Kept a little past expiry so a late Verify is refused by the issuer's own expiry check
     # (the same CHALLENGE_INVALID either way), not by a clock race between replicas.
@@ -179,6 +198,7 @@ class RedisChallengeStore:
         self._redis = client
         self._prefix = config.prefix
         self._clock = clock
+        self._consume = client.register_script(_CONSUME)
 
     def _key(self, challenge_id: str) -> str:
         return f"{self._prefix}challenge:{challenge_id}"
@@ -190,10 +210,10 @@ class RedisChallengeStore:
         with _guard():
             self._redis.set(self._key(challenge.challenge_id), value, px=ttl_ms)
 
-    def consume(self, challenge_id: str) -> StoredChallenge | None:
+    def consume(self, challenge_id: str, caller: str, id_key: str) -> StoredChallenge | None:
         with _guard():
-            raw = self._redis.getdel(self._key(challenge_id))
-        if raw is None:
+            raw = self._consume(keys=[self._key(challenge_id)], args=[caller, id_key])
+        if not raw:
             return None
         data = json.loads(raw)
         return StoredChallenge(challenge_id, data["caller"], data["id_key"], tuple(data["actions"]),

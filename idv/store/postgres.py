@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -208,6 +209,7 @@ class PostgresReferenceStore:
             if exists and not replace:
                 return False
             conn.execute("DELETE FROM templates WHERE id_key = %s", (record.id_key,))
+            conn.execute("DELETE FROM deletions WHERE id_key = %s", (record.id_key,))
             conn.execute(
                 "INSERT INTO identities(id_key, name_key, enrolled_at, revision) "
                 "VALUES (%s, %s, %s, nextval('identity_revision')) "
@@ -238,7 +240,20 @@ class PostgresReferenceStore:
         with _guard(), self._pool.connection() as conn:
             rows = conn.execute(self._SELECT.format(source=source) + "ORDER BY i.revision, t.position",
                                 (revision, limit)).fetchall()
-        return self._records(rows)
+            removed = conn.execute("SELECT id_key, revision FROM deletions WHERE revision > %s "
+                                   "ORDER BY revision LIMIT %s", (revision, limit)).fetchall()
+        merged = self._records(rows) + [IdentityRecord(k, "", (), 0.0, int(r), deleted=True) for k, r in removed]
+        return sorted(merged, key=lambda record: record.revision)[:limit]
+
+    def delete(self, id_key: str) -> bool:
+        with _guard(), self._pool.connection() as conn, conn.transaction():
+            # The same lock as puts: the marker's revision becomes visible in order.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('idv.put.' || current_schema()))")
+            existed = conn.execute("DELETE FROM identities WHERE id_key = %s", (id_key,)).rowcount > 0
+            if existed:  # templates go with it (ON DELETE CASCADE)
+                conn.execute("INSERT INTO deletions(id_key, revision) VALUES (%s, nextval('identity_revision')) "
+                             "ON CONFLICT (id_key) DO UPDATE SET revision = excluded.revision", (id_key,))
+        return existed
 
     def iter_all(self) -> Iterator[IdentityRecord]:
         after = ""
@@ -257,9 +272,42 @@ class PostgresReferenceStore:
         with _guard(), self._pool.connection() as conn:
             return int(conn.execute("SELECT COUNT(*) FROM identities").fetchone()[0])
 
-    def ping(self) -> None:
+    def get_meta(self, name: str) -> str | None:
         with _guard(), self._pool.connection() as conn:
-            conn.execute("SELECT 1").fetchone()
+            row = conn.execute("SELECT value FROM store_meta WHERE name = %s", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, name: str, value: str, expected: str | None) -> bool:
+        with _guard(), self._pool.connection() as conn:
+            if expected is None:
+                cursor = conn.execute("INSERT INTO store_meta(name, value) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                                      (name, value))
+            else:
+                cursor = conn.execute("UPDATE store_meta SET value = %s WHERE name = %s AND value = %s",
+                                      (value, name, expected))
+        return cursor.rowcount == 1
+
+    @contextmanager
+    def enrolment_lock(self, timeout_seconds: float) -> Iterator[None]:
+        # A session advisory lock on one pooled connection, held while the caller screens and puts
+        # through others: every replica on this schema enrols one at a time.
+        deadline = time.monotonic() + max(timeout_seconds, 0.0)
+        with _guard(), self._pool.connection(timeout=max(timeout_seconds, 0.01)) as conn:
+            while not conn.execute("SELECT pg_try_advisory_lock(hashtext('idv.enrol.' || current_schema()))"
+                                   ).fetchone()[0]:
+                if time.monotonic() >= deadline:
+                    raise StoreUnavailable("another enrolment holds the enrolment lock; retry")
+                time.sleep(0.01)
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtext('idv.enrol.' || current_schema()))")
+
+    def ping(self) -> None:
+        """Readiness probes the write path: a row written and committed (read-only or full fails here)."""
+        with _guard(), self._pool.connection() as conn:
+            conn.execute("INSERT INTO store_meta(name, value) VALUES ('probe', now()::text) "
+                         "ON CONFLICT (name) DO UPDATE SET value = excluded.value")
 
     def close(self) -> None:
         self._pool.close(timeout=2)

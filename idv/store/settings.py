@@ -32,6 +32,12 @@ class StoreSettings:
     postgres_connect_timeout_seconds: int = PostgresConfig.connect_timeout_seconds
     # Apply pending schema migrations on start (else `idv db migrate` must have run).
     postgres_migrate_on_start: bool = True
+    # A SQLite file (references, counters) locked by another process is waited for at most this
+    # long, then the request answers UNAVAILABLE: kept below serving.request_budget_seconds.
+    sqlite_busy_timeout_seconds: float = 1.0
+    # Retention: references older than this many days answer REENROLMENT_REQUIRED to a face
+    # that matches them (0: kept until deleted; DeleteIdentity erases at any time).
+    reference_max_age_days: float = 0.0
     # Readiness: the stores are pinged this often; after this many failures in a row health
     # turns NOT_SERVING, and back to SERVING at the first answer.
     probe_interval_seconds: float = 1.0
@@ -40,6 +46,14 @@ class StoreSettings:
     @property
     def kind(self) -> str:
         return "postgresql" if self.url.startswith(("postgresql://", "postgres://")) else self.url
+
+    @property
+    def reference_max_age_seconds(self) -> float:
+        return self.reference_max_age_days * 86400.0
+
+    @property
+    def store_id_path(self) -> Path:
+        return self.data_dir / "store.id"
 
     @property
     def sqlite_path(self) -> Path:
@@ -79,6 +93,8 @@ class StoreSettings:
             problems.append("postgres timeouts must be positive")
         if self.postgres_connect_timeout_seconds < 2:
             problems.append("store.postgres_connect_timeout_seconds must be at least 2")
+        if self.reference_max_age_days < 0:
+            problems.append("store.reference_max_age_days must be 0 (no limit) or positive")
         if self.probe_interval_seconds <= 0 or self.probe_failures < 1:
             problems.append("store.probe_interval_seconds must be positive and store.probe_failures at least 1")
         return problems

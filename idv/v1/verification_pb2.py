@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19idv/v1/verification.proto\x12\x06idv.v1\"x\n\rVerifyRequest\x12\x11\n\tid_number\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12 \n\x07purpose\x18\x03 \x01(\x0e\x32\x0f.idv.v1.Purpose\x12\x0e\n\x06\x66rames\x18\x04 \x03(\x0c\x12\x14\n\x0c\x63hallenge_id\x18\x05 \x01(\t\"f\n\x0eVerifyResponse\x12 \n\x07verdict\x18\x01 \x01(\x0e\x32\x0f.idv.v1.Verdict\x12\x1e\n\x06reason\x18\x02 \x01(\x0e\x32\x0e.idv.v1.Reason\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"[\n\rEnrollRequest\x12\x11\n\tid_number\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x18\n\x10reference_images\x18\x03 \x03(\x0c\x12\x0f\n\x07replace\x18\x04 \x01(\x08\"X\n\x0e\x45nrollResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0etemplate_count\x18\x02 \x01(\r\x12\x1a\n\x12\x66lagged_for_review\x18\x03 \x01(\x08\"+\n\x16\x43reateChallengeRequest\x12\x11\n\tid_number\x18\x01 \x01(\t\"i\n\x17\x43reateChallengeResponse\x12\x14\n\x0c\x63hallenge_id\x18\x01 \x01(\t\x12\x1f\n\x07\x61\x63tions\x18\x02 \x03(\x0e\x32\x0e.idv.v1.Action\x12\x17\n\x0f\x65xpires_at_unix\x18\x03 \x01(\x03*W\n\x07Purpose\x12\x17\n\x13PURPOSE_UNSPECIFIED\x10\x00\x12\x10\n\x0cREGISTRATION\x10\x01\x12\x13\n\x0fLICENCE_RENEWAL\x10\x02\x12\x0c\n\x08\x43HECK_IN\x10\x03*6\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x08\n\x04PASS\x10\x01\x12\x08\n\x04\x46\x41IL\x10\x02*\xe9\x01\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x0c\n\x08VERIFIED\x10\x01\x12\x10\n\x0cNOT_VERIFIED\x10\x02\x12\x13\n\x0fLIVENESS_FAILED\x10\x03\x12\x0b\n\x07NO_FACE\x10\x04\x12\x12\n\x0eMULTIPLE_FACES\x10\x05\x12\x0f\n\x0bLOW_QUALITY\x10\x06\x12\x16\n\x12\x43HALLENGE_REQUIRED\x10\x07\x12\x14\n\x10\x43HALLENGE_FAILED\x10\x08\x12\x15\n\x11\x43HALLENGE_INVALID\x10\t\x12\x1b\n\x17IMPERSONATION_SUSPECTED\x10\n*c\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\r\n\tTURN_LEFT\x10\x01\x12\x0e\n\nTURN_RIGHT\x10\x02\x12\x07\n\x03NOD\x10\x03\x12\t\n\x05\x42LINK\x10\x04\x12\x0e\n\nOPEN_MOUTH\x10\x05\x32\xdc\x01\n\x14IdentityVerification\x12\x37\n\x06Verify\x12\x15.idv.v1.VerifyRequest\x1a\x16.idv.v1.VerifyResponse\x12\x37\n\x06\x45nroll\x12\x15.idv.v1.EnrollRequest\x1a\x16.idv.v1.EnrollResponse\x12R\n\x0f\x43reateChallenge\x12\x1e.idv.v1.CreateChallengeRequest\x1a\x1f.idv.v1.CreateChallengeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19idv/v1/verification.proto\x12\x06idv.v1\"x\n\rVerifyRequest\x12\x11\n\tid_number\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12 \n\x07purpose\x18\x03 \x01(\x0e\x32\x0f.idv.v1.Purpose\x12\x0e\n\x06\x66rames\x18\x04 \x03(\x0c\x12\x14\n\x0c\x63hallenge_id\x18\x05 \x01(\t\"f\n\x0eVerifyResponse\x12 \n\x07verdict\x18\x01 \x01(\x0e\x32\x0f.idv.v1.Verdict\x12\x1e\n\x06reason\x18\x02 \x01(\x0e\x32\x0e.idv.v1.Reason\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"[\n\rEnrollRequest\x12\x11\n\tid_number\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x18\n\x10reference_images\x18\x03 \x03(\x0c\x12\x0f\n\x07replace\x18\x04 \x01(\x08\"X\n\x0e\x45nrollResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0etemplate_count\x18\x02 \x01(\r\x12\x1a\n\x12\x66lagged_for_review\x18\x03 \x01(\x08\"+\n\x16\x43reateChallengeRequest\x12\x11\n\tid_number\x18\x01 \x01(\t\"i\n\x17\x43reateChallengeResponse\x12\x14\n\x0c\x63hallenge_id\x18\x01 \x01(\t\x12\x1f\n\x07\x61\x63tions\x18\x02 \x03(\x0e\x32\x0e.idv.v1.Action\x12\x17\n\x0f\x65xpires_at_unix\x18\x03 \x01(\x03\"$\n\x0fIdentityRequest\x12\x11\n\tid_number\x18\x01 \x01(\t\"`\n\x16\x44\x65leteIdentityResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\x12!\n\x19propagation_bound_seconds\x18\x03 \x01(\x01\"@\n\x16UnlockIdentityResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nwas_locked\x18\x02 \x01(\x08\"\x83\x02\n\x19GetIdentityStatusResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x65nrolled\x18\x02 \x01(\x08\x12\x16\n\x0etemplate_count\x18\x03 \x01(\r\x12\x18\n\x10\x65nrolled_at_unix\x18\x04 \x01(\x01\x12\x1a\n\x12model_fingerprints\x18\x05 \x03(\t\x12\x1c\n\x14\x63onsecutive_failures\x18\x06 \x01(\r\x12\x19\n\x11locked_until_unix\x18\x07 \x01(\x01\x12\x1b\n\x13\x66\x61ilure_cap_reached\x18\x08 \x01(\x08\x12\x1c\n\x14reenrolment_required\x18\t \x01(\x08*W\n\x07Purpose\x12\x17\n\x13PURPOSE_UNSPECIFIED\x10\x00\x12\x10\n\x0cREGISTRATION\x10\x01\x12\x13\n\x0fLICENCE_RENEWAL\x10\x02\x12\x0c\n\x08\x43HECK_IN\x10\x03*6\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x08\n\x04PASS\x10\x01\x12\x08\n\x04\x46\x41IL\x10\x02*\x83\x02\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x0c\n\x08VERIFIED\x10\x01\x12\x10\n\x0cNOT_VERIFIED\x10\x02\x12\x13\n\x0fLIVENESS_FAILED\x10\x03\x12\x0b\n\x07NO_FACE\x10\x04\x12\x12\n\x0eMULTIPLE_FACES\x10\x05\x12\x0f\n\x0bLOW_QUALITY\x10\x06\x12\x16\n\x12\x43HALLENGE_REQUIRED\x10\x07\x12\x14\n\x10\x43HALLENGE_FAILED\x10\x08\x12\x15\n\x11\x43HALLENGE_INVALID\x10\t\x12\x1b\n\x17IMPERSONATION_SUSPECTED\x10\n\x12\x18\n\x14REENROLMENT_REQUIRED\x10\x0b*c\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\r\n\tTURN_LEFT\x10\x01\x12\x0e\n\nTURN_RIGHT\x10\x02\x12\x07\n\x03NOD\x10\x03\x12\t\n\x05\x42LINK\x10\x04\x12\x0e\n\nOPEN_MOUTH\x10\x05\x32\xc3\x03\n\x14IdentityVerification\x12\x37\n\x06Verify\x12\x15.idv.v1.VerifyRequest\x1a\x16.idv.v1.VerifyResponse\x12\x37\n\x06\x45nroll\x12\x15.idv.v1.EnrollRequest\x1a\x16.idv.v1.EnrollResponse\x12R\n\x0f\x43reateChallenge\x12\x1e.idv.v1.CreateChallengeRequest\x1a\x1f.idv.v1.CreateChallengeResponse\x12I\n\x0e\x44\x65leteIdentity\x12\x17.idv.v1.IdentityRequest\x1a\x1e.idv.v1.DeleteIdentityResponse\x12I\n\x0eUnlockIdentity\x12\x17.idv.v1.IdentityRequest\x1a\x1e.idv.v1.UnlockIdentityResponse\x12O\n\x11GetIdentityStatus\x12\x17.idv.v1.IdentityRequest\x1a!.idv.v1.GetIdentityStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'idv.v1.verification_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PURPOSE']._serialized_start=598
-  _globals['_PURPOSE']._serialized_end=685
-  _globals['_VERDICT']._serialized_start=687
-  _globals['_VERDICT']._serialized_end=741
-  _globals['_REASON']._serialized_start=744
-  _globals['_REASON']._serialized_end=977
-  _globals['_ACTION']._serialized_start=979
-  _globals['_ACTION']._serialized_end=1078
+  _globals['_PURPOSE']._serialized_start=1062
+  _globals['_PURPOSE']._serialized_end=1149
+  _globals['_VERDICT']._serialized_start=1151
+  _globals['_VERDICT']._serialized_end=1205
+  _globals['_REASON']._serialized_start=1208
+  _globals['_REASON']._serialized_end=1467
+  _globals['_ACTION']._serialized_start=1469
+  _globals['_ACTION']._serialized_end=1568
   _globals['_VERIFYREQUEST']._serialized_start=37
   _globals['_VERIFYREQUEST']._serialized_end=157
   _globals['_VERIFYRESPONSE']._serialized_start=159
@@ -51,6 +51,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATECHALLENGEREQUEST']._serialized_end=489
   _globals['_CREATECHALLENGERESPONSE']._serialized_start=491
   _globals['_CREATECHALLENGERESPONSE']._serialized_end=596
-  _globals['_IDENTITYVERIFICATION']._serialized_start=1081
-  _globals['_IDENTITYVERIFICATION']._serialized_end=1301
+  _globals['_IDENTITYREQUEST']._serialized_start=598
+  _globals['_IDENTITYREQUEST']._serialized_end=634
+  _globals['_DELETEIDENTITYRESPONSE']._serialized_start=636
+  _globals['_DELETEIDENTITYRESPONSE']._serialized_end=732
+  _globals['_UNLOCKIDENTITYRESPONSE']._serialized_start=734
+  _globals['_UNLOCKIDENTITYRESPONSE']._serialized_end=798
+  _globals['_GETIDENTITYSTATUSRESPONSE']._serialized_start=801
+  _globals['_GETIDENTITYSTATUSRESPONSE']._serialized_end=1060
+  _globals['_IDENTITYVERIFICATION']._serialized_start=1571
+  _globals['_IDENTITYVERIFICATION']._serialized_end=2022
 # @@protoc_insertion_point(module_scope)

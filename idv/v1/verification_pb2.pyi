@@ -33,6 +33,7 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHALLENGE_FAILED: _ClassVar[Reason]
     CHALLENGE_INVALID: _ClassVar[Reason]
     IMPERSONATION_SUSPECTED: _ClassVar[Reason]
+    REENROLMENT_REQUIRED: _ClassVar[Reason]
 
 class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -60,6 +61,7 @@ CHALLENGE_REQUIRED: Reason
 CHALLENGE_FAILED: Reason
 CHALLENGE_INVALID: Reason
 IMPERSONATION_SUSPECTED: Reason
+REENROLMENT_REQUIRED: Reason
 ACTION_UNSPECIFIED: Action
 TURN_LEFT: Action
 TURN_RIGHT: Action
@@ -128,3 +130,49 @@ class CreateChallengeResponse(_message.Message):
     actions: _containers.RepeatedScalarFieldContainer[Action]
     expires_at_unix: int
     def __init__(self, challenge_id: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[Action, str]]] = ..., expires_at_unix: _Optional[int] = ...) -> None: ...
+
+class IdentityRequest(_message.Message):
+    __slots__ = ("id_number",)
+    ID_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    id_number: str
+    def __init__(self, id_number: _Optional[str] = ...) -> None: ...
+
+class DeleteIdentityResponse(_message.Message):
+    __slots__ = ("request_id", "deleted", "propagation_bound_seconds")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    PROPAGATION_BOUND_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    deleted: bool
+    propagation_bound_seconds: float
+    def __init__(self, request_id: _Optional[str] = ..., deleted: _Optional[bool] = ..., propagation_bound_seconds: _Optional[float] = ...) -> None: ...
+
+class UnlockIdentityResponse(_message.Message):
+    __slots__ = ("request_id", "was_locked")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    WAS_LOCKED_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    was_locked: bool
+    def __init__(self, request_id: _Optional[str] = ..., was_locked: _Optional[bool] = ...) -> None: ...
+
+class GetIdentityStatusResponse(_message.Message):
+    __slots__ = ("request_id", "enrolled", "template_count", "enrolled_at_unix", "model_fingerprints", "consecutive_failures", "locked_until_unix", "failure_cap_reached", "reenrolment_required")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ENROLLED_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ENROLLED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FINGERPRINTS_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    LOCKED_UNTIL_UNIX_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_CAP_REACHED_FIELD_NUMBER: _ClassVar[int]
+    REENROLMENT_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    enrolled: bool
+    template_count: int
+    enrolled_at_unix: float
+    model_fingerprints: _containers.RepeatedScalarFieldContainer[str]
+    consecutive_failures: int
+    locked_until_unix: float
+    failure_cap_reached: bool
+    reenrolment_required: bool
+    def __init__(self, request_id: _Optional[str] = ..., enrolled: _Optional[bool] = ..., template_count: _Optional[int] = ..., enrolled_at_unix: _Optional[float] = ..., model_fingerprints: _Optional[_Iterable[str]] = ..., consecutive_failures: _Optional[int] = ..., locked_until_unix: _Optional[float] = ..., failure_cap_reached: _Optional[bool] = ..., reenrolment_required: _Optional[bool] = ...) -> None: ...

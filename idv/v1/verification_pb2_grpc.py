@@ -49,6 +49,21 @@ class IdentityVerificationStub:
                 request_serializer=idv_dot_v1_dot_verification__pb2.CreateChallengeRequest.SerializeToString,
                 response_deserializer=idv_dot_v1_dot_verification__pb2.CreateChallengeResponse.FromString,
                 _registered_method=True)
+        self.DeleteIdentity = channel.unary_unary(
+                '/idv.v1.IdentityVerification/DeleteIdentity',
+                request_serializer=idv_dot_v1_dot_verification__pb2.IdentityRequest.SerializeToString,
+                response_deserializer=idv_dot_v1_dot_verification__pb2.DeleteIdentityResponse.FromString,
+                _registered_method=True)
+        self.UnlockIdentity = channel.unary_unary(
+                '/idv.v1.IdentityVerification/UnlockIdentity',
+                request_serializer=idv_dot_v1_dot_verification__pb2.IdentityRequest.SerializeToString,
+                response_deserializer=idv_dot_v1_dot_verification__pb2.UnlockIdentityResponse.FromString,
+                _registered_method=True)
+        self.GetIdentityStatus = channel.unary_unary(
+                '/idv.v1.IdentityVerification/GetIdentityStatus',
+                request_serializer=idv_dot_v1_dot_verification__pb2.IdentityRequest.SerializeToString,
+                response_deserializer=idv_dot_v1_dot_verification__pb2.GetIdentityStatusResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityVerificationServicer:
@@ -75,6 +90,27 @@ class IdentityVerificationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteIdentity(self, request, context):
+        """Erase an identity's reference (PIPL Art. 47): templates and gallery entries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnlockIdentity(self, request, context):
+        """Reset an identity's lockout and failure cap.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIdentityStatus(self, request, context):
+        """Whether an identity is enrolled, with what, and its lock state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityVerificationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +128,21 @@ def add_IdentityVerificationServicer_to_server(servicer, server):
                     servicer.CreateChallenge,
                     request_deserializer=idv_dot_v1_dot_verification__pb2.CreateChallengeRequest.FromString,
                     response_serializer=idv_dot_v1_dot_verification__pb2.CreateChallengeResponse.SerializeToString,
+            ),
+            'DeleteIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteIdentity,
+                    request_deserializer=idv_dot_v1_dot_verification__pb2.IdentityRequest.FromString,
+                    response_serializer=idv_dot_v1_dot_verification__pb2.DeleteIdentityResponse.SerializeToString,
+            ),
+            'UnlockIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnlockIdentity,
+                    request_deserializer=idv_dot_v1_dot_verification__pb2.IdentityRequest.FromString,
+                    response_serializer=idv_dot_v1_dot_verification__pb2.UnlockIdentityResponse.SerializeToString,
+            ),
+            'GetIdentityStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIdentityStatus,
+                    request_deserializer=idv_dot_v1_dot_verification__pb2.IdentityRequest.FromString,
+                    response_serializer=idv_dot_v1_dot_verification__pb2.GetIdentityStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +226,87 @@ class IdentityVerification:
             '/idv.v1.IdentityVerification/CreateChallenge',
             idv_dot_v1_dot_verification__pb2.CreateChallengeRequest.SerializeToString,
             idv_dot_v1_dot_verification__pb2.CreateChallengeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idv.v1.IdentityVerification/DeleteIdentity',
+            idv_dot_v1_dot_verification__pb2.IdentityRequest.SerializeToString,
+            idv_dot_v1_dot_verification__pb2.DeleteIdentityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnlockIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idv.v1.IdentityVerification/UnlockIdentity',
+            idv_dot_v1_dot_verification__pb2.IdentityRequest.SerializeToString,
+            idv_dot_v1_dot_verification__pb2.UnlockIdentityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIdentityStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idv.v1.IdentityVerification/GetIdentityStatus',
+            idv_dot_v1_dot_verification__pb2.IdentityRequest.SerializeToString,
+            idv_dot_v1_dot_verification__pb2.GetIdentityStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

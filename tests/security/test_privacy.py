@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
 import os
 import sqlite3
@@ -25,7 +26,7 @@ from idv.client import IdvClient
 from idv.logs import JsonFormatter
 from idv.v1 import verification_pb2 as pb
 from idv.v1 import verification_pb2_grpc as pb_grpc
-from tests.conftest import ID_SUBJECT_1, nuaa_frames, nuaa_sequences, start_node
+from tests.conftest import ID_SUBJECT_1, ID_UNKNOWN, nuaa_frames, nuaa_sequences, start_node
 
 CANARY_NAME = "金丝雀测试"
 CANARY_BYTES = b"CANARY-7f3a9c51e2d84b06"
@@ -256,9 +257,9 @@ def _probe_timing(node, testdata) -> None:
         f"median unknown {unknown:.2f} ms vs mismatch {mismatch:.2f} ms")
 
 
-def test_a_tampered_template_fails_closed_with_reference_invalid(node, testdata) -> None:
-    from idv.rpc.status import error_info
-
+def test_a_tampered_template_is_answered_like_any_non_match_and_audited_truly(node, testdata) -> None:
+    """No REFERENCE_INVALID oracle: an undecryptable reference answers NOT_VERIFIED, byte for byte like an
+    unknown ID, never a PASS; the audit keeps the true reason."""
     stub = pb_grpc.IdentityVerificationStub(grpc.insecure_channel(f"127.0.0.1:{node.port}"))
     stub.Enroll(pb.EnrollRequest(id_number=ID_SUBJECT_1, name="张三",
                                  reference_images=[nuaa_frames(testdata, "print", "0001")[0].read_bytes()]), timeout=30)
@@ -268,8 +269,12 @@ def test_a_tampered_template_fails_closed_with_reference_invalid(node, testdata)
         flipped[40] ^= 0x01
         db.execute("UPDATE templates SET ciphertext = ?", (bytes(flipped),))
     frames = [p.read_bytes() for p in next(iter(nuaa_sequences(testdata, "live", "0001").values()))[:9:3]]
-    with pytest.raises(grpc.RpcError) as failure:
-        stub.Verify(pb.VerifyRequest(id_number=ID_SUBJECT_1, name="张三", purpose=pb.CHECK_IN, frames=frames),
-                    timeout=30)
-    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert error_info(failure.value).reason == "REFERENCE_INVALID"
+    tampered = stub.Verify(pb.VerifyRequest(id_number=ID_SUBJECT_1, name="张三", purpose=pb.CHECK_IN, frames=frames),
+                           timeout=30)
+    unknown = stub.Verify(pb.VerifyRequest(id_number=ID_UNKNOWN, name="张三", purpose=pb.CHECK_IN, frames=frames),
+                          timeout=30)
+    assert (tampered.verdict, tampered.reason) == (pb.FAIL, pb.NOT_VERIFIED)
+    assert len(tampered.SerializeToString()) == len(unknown.SerializeToString())
+    records = [json.loads(line) for line in node.settings.store.audit_path.read_text().splitlines()]
+    verdicts = [r for r in records if r["event"] == "verify"]
+    assert [r["true_reason"] for r in verdicts] == ["REFERENCE_INVALID", "NO_REFERENCE"]

@@ -68,6 +68,23 @@ def test_changes_since_pages_in_revision_order(store) -> None:
     assert [r.id_key for r in again] == [f"{1:064d}"] and again[0].templates[0].ciphertext == b"new"
 
 
+def test_delete_erases_and_leaves_a_marker_for_the_galleries(store) -> None:
+    for i in range(3):
+        store.put(_record(f"{i:064d}"), replace=False)
+    seen = store.changes_since(-1, 100)[-1].revision
+    assert store.delete(f"{1:064d}") is True
+    assert store.get(f"{1:064d}") is None and store.count() == 2
+    assert store.delete(f"{1:064d}") is False and store.delete("z" * 64) is False
+    marker = store.changes_since(seen, 100)
+    assert [(r.id_key, r.deleted, r.templates, r.name_key) for r in marker] == [(f"{1:064d}", True, (), "")]
+    assert marker[0].revision > seen
+    assert [r.id_key for r in store.changes_since(-1, 100) if not r.deleted] == [f"{i:064d}" for i in (0, 2)]
+    store.put(_record(f"{1:064d}", (b"again",)), replace=False)  # enrolling again clears the marker
+    after = store.changes_since(marker[0].revision, 100)
+    assert [(r.id_key, r.deleted) for r in after] == [(f"{1:064d}", False)]
+    assert not any(r.deleted for r in store.changes_since(-1, 100))
+
+
 def test_iter_all_and_replace_templates(store) -> None:
     for i in range(3):
         store.put(_record(f"{i:064d}"), replace=False)
@@ -174,3 +191,14 @@ def test_stopped_server_fails_closed_fast_and_recovers_without_restart(private_p
             assert time.monotonic() < deadline, f"the store did not recover after the server came back: {exc}"
             time.sleep(0.2)
     store.close()
+
+
+def test_a_deletion_after_a_gallery_caught_up_is_still_seen(store) -> None:
+    """A reader that has seen the last enrolment's revision must still read its deletion after it."""
+    from idv.store.base import IdentityRecord, TemplateRecord
+
+    store.put(IdentityRecord("only", "n", (TemplateRecord("fp", 1, b"x" * 40),), 1.0), replace=False)
+    seen = store.changes_since(-1, 10)[-1].revision
+    assert store.delete("only")
+    after = store.changes_since(seen, 10)
+    assert [(r.id_key, r.deleted) for r in after] == [("only", True)]

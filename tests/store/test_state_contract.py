@@ -82,11 +82,22 @@ def test_a_challenge_is_consumed_once_of_many_racers(state) -> None:
 
     challenges.put(StoredChallenge("ch-1", "terminal", "k" * 64, ("BLINK", "NOD"), time.time() + 60))
     with ThreadPoolExecutor(8) as pool:
-        got = list(pool.map(lambda _: challenges.consume("ch-1"), range(16)))
+        got = list(pool.map(lambda _: challenges.consume("ch-1", "terminal", "k" * 64), range(16)))
     winners = [g for g in got if g is not None]
     assert len(winners) == 1
     assert winners[0] == StoredChallenge("ch-1", "terminal", "k" * 64, ("BLINK", "NOD"), winners[0].expires_at)
-    assert challenges.consume("ch-1") is None and challenges.consume("never-issued") is None
+    assert challenges.consume("ch-1", "terminal", "k" * 64) is None
+    assert challenges.consume("never-issued", "terminal", "k" * 64) is None
+
+
+def test_a_wrong_caller_or_identity_cannot_burn_a_challenge(state) -> None:
+    _, challenges = state
+    import time
+
+    challenges.put(StoredChallenge("ch-2", "terminal", "k" * 64, ("NOD",), time.time() + 60))
+    assert challenges.consume("ch-2", "eavesdropper", "k" * 64) is None
+    assert challenges.consume("ch-2", "terminal", "j" * 64) is None
+    assert challenges.consume("ch-2", "terminal", "k" * 64).actions == ("NOD",)  # still there for its owner
 
 
 # ------------------------------------------------------------------ Redis only
@@ -118,7 +129,7 @@ def test_redis_down_fails_closed_and_recovers(private_redis) -> None:
     counters.ping()
     private_redis.stop()
     for call in (counters.ping, lambda: counters.begin_attempt("id:x", POLICY, 1.0),
-                 lambda: counters.hit("rate:c", 60, 1.0), lambda: challenges.consume("ch")):
+                 lambda: counters.hit("rate:c", 60, 1.0), lambda: challenges.consume("ch", "c", "k")):
         with pytest.raises(StoreUnavailable) as failure:
             call()
         assert failure.value.reason == "STATE_STORE_UNAVAILABLE"
