@@ -153,6 +153,22 @@ class Settings:
     liveness_allow_single_frame: bool = False
     # --- logging ---------------------------------------------------------------
     log_level: str = "INFO"
+    # --- verification sessions and the device endpoint (issue 13) --------------
+    # HTTP(S) port for capture devices: the capture page and the upload (e.g. 8080; 0 picks a
+    # free port; -1, the default, turns it and CreateSession off). TLS with tls_cert_file/tls_key_file.
+    device_host: str = "127.0.0.1"
+    device_port: int = -1
+    # Base of capture_url as devices reach this node (e.g. https://idv.example.com:8443);
+    # empty: http(s)://device_host:<bound port>.
+    device_public_url: str = ""
+    # Origins allowed to upload cross-origin (comma-separated scheme://host[:port]); empty: none.
+    device_allowed_origins: str = ""
+    device_max_body_bytes: int = 8 * 1024 * 1024
+    device_requests_per_minute: int = 30  # per client address
+    session_frame_count: int = 24  # frames a device is asked to capture
+    session_result_ttl_seconds: float = 600.0  # the result stays readable this long after the capture window
+    # Tests only: CreateSession may fix the challenge's actions (gRPC metadata idv-test-fixed-actions).
+    session_fixed_challenges: bool = False
 
     @property
     def store_path(self) -> Path:
@@ -181,6 +197,10 @@ class Settings:
     @property
     def tls(self) -> bool:
         return self.tls_cert_file is not None
+
+    @property
+    def device_origins(self) -> tuple[str, ...]:
+        return tuple(o.strip().rstrip("/") for o in self.device_allowed_origins.split(",") if o.strip())
 
     @property
     def challenge_purposes(self) -> frozenset[str]:
@@ -263,6 +283,21 @@ class Settings:
             problems.append("impersonation_margin must be in [0, 1)")
         if self.gallery_exact_max < 1 or self.gallery_nprobe < 1 or self.gallery_refresh_seconds <= 0:
             problems.append("gallery_exact_max and gallery_nprobe must be at least 1, gallery_refresh_seconds positive")
+        if self.device_port >= 0:
+            if not (0 <= self.device_port <= 65535):
+                problems.append(f"device_port {self.device_port} is not a TCP port")
+            if not self.tls and (self.mode != "development" or self.device_host not in _LOOPBACK):
+                problems.append("a plaintext device endpoint is only for development mode on a loopback address")
+            if self.device_public_url and not re.fullmatch(r"https?://[^\s/#?]+/?", self.device_public_url):
+                problems.append("device_public_url must be scheme://host[:port]")
+            if any(not re.fullmatch(r"https?://[^\s/#?,]+", o) for o in self.device_origins):
+                problems.append("device_allowed_origins must list scheme://host[:port] origins")
+            if self.device_max_body_bytes < self.max_frame_bytes or self.device_requests_per_minute < 1:
+                problems.append("device_max_body_bytes must hold a frame and device_requests_per_minute be at least 1")
+            if not (1 <= self.session_frame_count <= self.max_frames_with_challenge):
+                problems.append("session_frame_count must be 1 to max_frames_with_challenge")
+            if self.session_result_ttl_seconds < 10:
+                problems.append("session_result_ttl_seconds must be at least 10")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append(f"log_level {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
         if self.mode == "production":
@@ -278,6 +313,8 @@ class Settings:
                 problems.append("production mode refuses liveness_allow_single_frame = true")
             if self.tls_client_ca_file is None:
                 problems.append("production mode requires mutual TLS (tls_client_ca_file)")
+            if self.session_fixed_challenges:
+                problems.append("production mode refuses session_fixed_challenges = true")
         if problems:
             raise ConfigError("invalid settings: " + "; ".join(problems))
         return self

@@ -88,6 +88,8 @@ class Node:
     state: NodeState
     started_at: float
     metrics_port: int = -1
+    admission: object = None
+    device: object = None  # idv.http.server.DeviceServer when the device endpoint is on (issue 13)
     _closers: list = field(default_factory=list)
     _stoppers: list = field(default_factory=list)  # background threads, stopped before anything closes
 
@@ -163,7 +165,9 @@ class Node:
         )
         audit = AuditLog(settings.audit_path, load_audit_key(settings.data_dir, create=keys_may_be_created))
         policy = VerifyPolicy(frozenset(Purpose(p) for p in settings.challenge_purposes))
-        service = VerificationService(pipeline, throttle, audit, policy, challenges)
+        sessions = self._sessions(settings) if challenges is not None else None
+        service = VerificationService(pipeline, throttle, audit, policy, challenges,
+                                      sessions, settings.session_fixed_challenges)
         self._closers.append(audit.close)
         fingerprints = dict(pipeline.fingerprints)
         self.state.metrics.set_models(fingerprints)
@@ -173,12 +177,50 @@ class Node:
                                on_not_ready=self.state.not_serving)
         probe.start()
         self._stoppers.append(probe.stop)
+        self._serve_devices(counters)
         log.info(
             "serving",
             extra={"port": self.port, "seconds": round(time.monotonic() - self.started_at, 3),
                    "fingerprints": fingerprints, "mode": settings.mode, "store": settings.store_kind,
                    "shared_state": "redis" if settings.redis_url else "local", "replica": settings.replica_id},
         )
+
+    # --- verification sessions and the device endpoint (issue 13) --------------------------------
+    @property
+    def capture_base_url(self) -> str:
+        if self.settings.device_public_url:
+            return self.settings.device_public_url.rstrip("/")
+        scheme = "https" if self.settings.tls else "http"
+        return f"{scheme}://{self.settings.device_host}:{self.device.port if self.device else self.settings.device_port}"
+
+    def _sessions(self, settings: Settings):
+        """Sessions need the device endpoint (their capture URL) and active challenges."""
+        if self.device is None:
+            return None
+        from idv.sessions import SessionKeeper, SessionPolicy
+
+        store = open_session_store(settings, self._closers)
+        policy = SessionPolicy(settings.session_result_ttl_seconds, settings.session_frame_count,
+                               self.capture_base_url)
+        return SessionKeeper(store, load_keyring(settings.data_dir, create=False), policy)
+
+    def _serve_devices(self, counters: CounterStore) -> None:
+        if self.device is None:
+            return
+        from idv.http.app import DeviceEndpointConfig, build_app
+        from idv.http.capture_body import CaptureLimits
+
+        settings = self.settings
+        config = DeviceEndpointConfig(
+            allowed_origins=settings.device_origins, max_body_bytes=settings.device_max_body_bytes,
+            requests_per_minute_per_address=settings.device_requests_per_minute,
+            request_budget_seconds=settings.request_budget_seconds,
+            capture=CaptureLimits(max_frames=settings.max_frames_with_challenge,
+                                  max_frame_bytes=settings.max_frame_bytes),
+        )
+        self.device.start(build_app(self.state, self.admission, counters, config))
+        self._stoppers.append(self.device.stop)
+        log.info("devices served", extra={"port": self.device.port, "tls": self.device.tls})
 
     @staticmethod
     def _challenges(manifest: Manifest, settings: Settings, store: ChallengeStore):
@@ -269,6 +311,21 @@ def open_shared_state(settings: Settings, closers: list) -> tuple[CounterStore, 
     return counters, RedisChallengeStore(client, config)
 
 
+def open_session_store(settings: Settings, closers: list):
+    """Verification sessions (issue 13): in Redis when replicas share them, else in this process."""
+    if not settings.redis_url:
+        from idv.state.local import MemorySessionStore
+
+        return MemorySessionStore()
+    from idv.state.redis_state import RedisConfig, RedisSessionStore, connect
+
+    config = RedisConfig(settings.redis_url, settings.redis_prefix, settings.redis_timeout_seconds,
+                         settings.redis_attempt_ttl_seconds)
+    client = connect(config)
+    closers.append(client.close)
+    return RedisSessionStore(client, config)
+
+
 def duplicate_threshold(manifest: Manifest, settings: Settings, verify_threshold: float) -> float:
     """The 1:N match threshold: the setting, else the recognizer's calibrated fmr_1e-5 threshold.
 
@@ -326,7 +383,14 @@ def build_node(settings: Settings) -> Node:
     if port == 0:
         raise OSError(f"cannot listen on {address} (is another idv already running there?)")
     server.start()
-    node = Node(settings, server, port, state, started)
+    node = Node(settings, server, port, state, started, admission=admission)
+    # --- issue 13: bind the device port now (capture URLs name it); it serves once the models are warm
+    if settings.device_port >= 0:
+        from idv.http.server import DeviceServer, DeviceServerConfig
+
+        node.device = DeviceServer(DeviceServerConfig(settings.device_host, settings.device_port,
+                                                      settings.tls_cert_file, settings.tls_key_file))
+        node._closers.append(node.device.close)
     if settings.metrics_port >= 0:
         http_server, node.metrics_port = metrics.serve(settings.metrics_host, settings.metrics_port)
         node._closers.append(http_server.shutdown)

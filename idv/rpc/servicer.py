@@ -157,6 +157,56 @@ class IdentityVerificationServicer(pb_grpc.IdentityVerificationServicer):
             expires_at_unix=int(challenge.expires_at),
         )
 
+    # --- verification sessions (issue 13) ------------------------------------------------------
+
+    def CreateSession(self, request: pb.CreateSessionRequest,
+                      context: grpc.ServicerContext) -> pb.CreateSessionResponse:
+        purpose = _PURPOSES.get(request.purpose)
+        fixed = _fixed_actions(context)
+
+        def scope(caller: Caller) -> str:
+            if purpose is None:
+                raise InvalidRequest("purpose is required (REGISTRATION, LICENCE_RENEWAL or CHECK_IN)",
+                                     "MISSING_PURPOSE")
+            return f"verify:{purpose.value.lower()}"
+
+        def work(service: VerificationService, caller: Caller, budget: Budget):
+            return service.create_session(caller.name, request.id_number, request.name, purpose, fixed)
+
+        opened = self._call("CreateSession", context, scope, work)
+        return pb.CreateSessionResponse(
+            session_id=opened.session_id, capture_url=opened.capture_url, capture_token=opened.capture_token,
+            actions=[pb.Action.Value(a) for a in opened.actions], expires_at_unix=int(opened.expires_at),
+            frame_count=opened.frame_count,
+        )
+
+    def GetSessionResult(self, request: pb.GetSessionResultRequest,
+                         context: grpc.ServicerContext) -> pb.GetSessionResultResponse:
+        def work(service: VerificationService, caller: Caller, budget: Budget):
+            return service.session_result(caller.name, request.session_id, self._budget_seconds)
+
+        view = self._call("GetSessionResult", context, _any_verify_scope, work)
+        response = pb.GetSessionResultResponse(state=pb.SessionState.Value(view.state.value))
+        if view.result is not None:
+            response.refusal = view.result.refusal
+            response.request_id = view.result.request_id
+            if view.result.verdict:
+                response.verdict = pb.Verdict.Value(view.result.verdict)
+                response.reason = pb.Reason.Value(view.result.reason)
+        return response
+
+
+# Tests only (the service refuses it unless the node allows fixed challenges, never in production):
+# the actions a session's challenge must have, so a recorded clip can match it.
+FIXED_ACTIONS_METADATA_KEY = "idv-test-fixed-actions"
+
+
+def _fixed_actions(context: grpc.ServicerContext) -> tuple[str, ...]:
+    for key, value in context.invocation_metadata() or ():
+        if key == FIXED_ACTIONS_METADATA_KEY and isinstance(value, str):
+            return tuple(a.strip().upper() for a in value.split(",")[:8])
+    return ()
+
 
 def _any_verify_scope(caller: Caller) -> str:
     """CreateChallenge needs some verify scope: return one the caller has, or the first to deny."""

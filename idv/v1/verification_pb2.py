@@ -24,21 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19idv/v1/verification.proto\x12\x06idv.v1\"x\n\rVerifyRequest\x12\x11\n\tid_number\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12 \n\x07purpose\x18\x03 \x01(\x0e\x32\x0f.idv.v1.Purpose\x12\x0e\n\x06\x66rames\x18\x04 \x03(\x0c\x12\x14\n\x0c\x63hallenge_id\x18\x05 \x01(\t\"f\n\x0eVerifyResponse\x12 \n\x07verdict\x18\x01 \x01(\x0e\x32\x0f.idv.v1.Verdict\x12\x1e\n\x06reason\x18\x02 \x01(\x0e\x32\x0e.idv.v1.Reason\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"[\n\rEnrollRequest\x12\x11\n\tid_number\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x18\n\x10reference_images\x18\x03 \x03(\x0c\x12\x0f\n\x07replace\x18\x04 \x01(\x08\"X\n\x0e\x45nrollResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0etemplate_count\x18\x02 \x01(\r\x12\x1a\n\x12\x66lagged_for_review\x18\x03 \x01(\x08\"+\n\x16\x43reateChallengeRequest\x12\x11\n\tid_number\x18\x01 \x01(\t\"i\n\x17\x43reateChallengeResponse\x12\x14\n\x0c\x63hallenge_id\x18\x01 \x01(\t\x12\x1f\n\x07\x61\x63tions\x18\x02 \x03(\x0e\x32\x0e.idv.v1.Action\x12\x17\n\x0f\x65xpires_at_unix\x18\x03 \x01(\x03*W\n\x07Purpose\x12\x17\n\x13PURPOSE_UNSPECIFIED\x10\x00\x12\x10\n\x0cREGISTRATION\x10\x01\x12\x13\n\x0fLICENCE_RENEWAL\x10\x02\x12\x0c\n\x08\x43HECK_IN\x10\x03*6\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x08\n\x04PASS\x10\x01\x12\x08\n\x04\x46\x41IL\x10\x02*\xe9\x01\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x0c\n\x08VERIFIED\x10\x01\x12\x10\n\x0cNOT_VERIFIED\x10\x02\x12\x13\n\x0fLIVENESS_FAILED\x10\x03\x12\x0b\n\x07NO_FACE\x10\x04\x12\x12\n\x0eMULTIPLE_FACES\x10\x05\x12\x0f\n\x0bLOW_QUALITY\x10\x06\x12\x16\n\x12\x43HALLENGE_REQUIRED\x10\x07\x12\x14\n\x10\x43HALLENGE_FAILED\x10\x08\x12\x15\n\x11\x43HALLENGE_INVALID\x10\t\x12\x1b\n\x17IMPERSONATION_SUSPECTED\x10\n*c\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\r\n\tTURN_LEFT\x10\x01\x12\x0e\n\nTURN_RIGHT\x10\x02\x12\x07\n\x03NOD\x10\x03\x12\t\n\x05\x42LINK\x10\x04\x12\x0e\n\nOPEN_MOUTH\x10\x05\x32\xdc\x01\n\x14IdentityVerification\x12\x37\n\x06Verify\x12\x15.idv.v1.VerifyRequest\x1a\x16.idv.v1.VerifyResponse\x12\x37\n\x06\x45nroll\x12\x15.idv.v1.EnrollRequest\x1a\x16.idv.v1.EnrollResponse\x12R\n\x0f\x43reateChallenge\x12\x1e.idv.v1.CreateChallengeRequest\x1a\x1f.idv.v1.CreateChallengeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19idv/v1/verification.proto\x12\x06idv.v1\"x\n\rVerifyRequest\x12\x11\n\tid_number\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12 \n\x07purpose\x18\x03 \x01(\x0e\x32\x0f.idv.v1.Purpose\x12\x0e\n\x06\x66rames\x18\x04 \x03(\x0c\x12\x14\n\x0c\x63hallenge_id\x18\x05 \x01(\t\"f\n\x0eVerifyResponse\x12 \n\x07verdict\x18\x01 \x01(\x0e\x32\x0f.idv.v1.Verdict\x12\x1e\n\x06reason\x18\x02 \x01(\x0e\x32\x0e.idv.v1.Reason\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"[\n\rEnrollRequest\x12\x11\n\tid_number\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x18\n\x10reference_images\x18\x03 \x03(\x0c\x12\x0f\n\x07replace\x18\x04 \x01(\x08\"X\n\x0e\x45nrollResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0etemplate_count\x18\x02 \x01(\r\x12\x1a\n\x12\x66lagged_for_review\x18\x03 \x01(\x08\"+\n\x16\x43reateChallengeRequest\x12\x11\n\tid_number\x18\x01 \x01(\t\"i\n\x17\x43reateChallengeResponse\x12\x14\n\x0c\x63hallenge_id\x18\x01 \x01(\t\x12\x1f\n\x07\x61\x63tions\x18\x02 \x03(\x0e\x32\x0e.idv.v1.Action\x12\x17\n\x0f\x65xpires_at_unix\x18\x03 \x01(\x03\"Y\n\x14\x43reateSessionRequest\x12\x11\n\tid_number\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12 \n\x07purpose\x18\x03 \x01(\x0e\x32\x0f.idv.v1.Purpose\"\xa6\x01\n\x15\x43reateSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61pture_url\x18\x02 \x01(\t\x12\x15\n\rcapture_token\x18\x03 \x01(\t\x12\x1f\n\x07\x61\x63tions\x18\x04 \x03(\x0e\x32\x0e.idv.v1.Action\x12\x17\n\x0f\x65xpires_at_unix\x18\x05 \x01(\x03\x12\x13\n\x0b\x66rame_count\x18\x06 \x01(\r\"-\n\x17GetSessionResultRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xa6\x01\n\x18GetSessionResultResponse\x12 \n\x07verdict\x18\x01 \x01(\x0e\x32\x0f.idv.v1.Verdict\x12\x1e\n\x06reason\x18\x02 \x01(\x0e\x32\x0e.idv.v1.Reason\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.idv.v1.SessionState\x12\x0f\n\x07refusal\x18\x05 \x01(\t*W\n\x07Purpose\x12\x17\n\x13PURPOSE_UNSPECIFIED\x10\x00\x12\x10\n\x0cREGISTRATION\x10\x01\x12\x13\n\x0fLICENCE_RENEWAL\x10\x02\x12\x0c\n\x08\x43HECK_IN\x10\x03*6\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x08\n\x04PASS\x10\x01\x12\x08\n\x04\x46\x41IL\x10\x02*\xe9\x01\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x0c\n\x08VERIFIED\x10\x01\x12\x10\n\x0cNOT_VERIFIED\x10\x02\x12\x13\n\x0fLIVENESS_FAILED\x10\x03\x12\x0b\n\x07NO_FACE\x10\x04\x12\x12\n\x0eMULTIPLE_FACES\x10\x05\x12\x0f\n\x0bLOW_QUALITY\x10\x06\x12\x16\n\x12\x43HALLENGE_REQUIRED\x10\x07\x12\x14\n\x10\x43HALLENGE_FAILED\x10\x08\x12\x15\n\x11\x43HALLENGE_INVALID\x10\t\x12\x1b\n\x17IMPERSONATION_SUSPECTED\x10\n*c\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\r\n\tTURN_LEFT\x10\x01\x12\x0e\n\nTURN_RIGHT\x10\x02\x12\x07\n\x03NOD\x10\x03\x12\t\n\x05\x42LINK\x10\x04\x12\x0e\n\nOPEN_MOUTH\x10\x05*c\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\r\n\tCOMPLETED\x10\x02\x12\x0b\n\x07\x45XPIRED\x10\x03\x12\x0b\n\x07REFUSED\x10\x04\x32\x81\x03\n\x14IdentityVerification\x12\x37\n\x06Verify\x12\x15.idv.v1.VerifyRequest\x1a\x16.idv.v1.VerifyResponse\x12\x37\n\x06\x45nroll\x12\x15.idv.v1.EnrollRequest\x1a\x16.idv.v1.EnrollResponse\x12R\n\x0f\x43reateChallenge\x12\x1e.idv.v1.CreateChallengeRequest\x1a\x1f.idv.v1.CreateChallengeResponse\x12L\n\rCreateSession\x12\x1c.idv.v1.CreateSessionRequest\x1a\x1d.idv.v1.CreateSessionResponse\x12U\n\x10GetSessionResult\x12\x1f.idv.v1.GetSessionResultRequest\x1a .idv.v1.GetSessionResultResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'idv.v1.verification_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PURPOSE']._serialized_start=598
-  _globals['_PURPOSE']._serialized_end=685
-  _globals['_VERDICT']._serialized_start=687
-  _globals['_VERDICT']._serialized_end=741
-  _globals['_REASON']._serialized_start=744
-  _globals['_REASON']._serialized_end=977
-  _globals['_ACTION']._serialized_start=979
-  _globals['_ACTION']._serialized_end=1078
+  _globals['_PURPOSE']._serialized_start=1074
+  _globals['_PURPOSE']._serialized_end=1161
+  _globals['_VERDICT']._serialized_start=1163
+  _globals['_VERDICT']._serialized_end=1217
+  _globals['_REASON']._serialized_start=1220
+  _globals['_REASON']._serialized_end=1453
+  _globals['_ACTION']._serialized_start=1455
+  _globals['_ACTION']._serialized_end=1554
+  _globals['_SESSIONSTATE']._serialized_start=1556
+  _globals['_SESSIONSTATE']._serialized_end=1655
   _globals['_VERIFYREQUEST']._serialized_start=37
   _globals['_VERIFYREQUEST']._serialized_end=157
   _globals['_VERIFYRESPONSE']._serialized_start=159
@@ -51,6 +53,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATECHALLENGEREQUEST']._serialized_end=489
   _globals['_CREATECHALLENGERESPONSE']._serialized_start=491
   _globals['_CREATECHALLENGERESPONSE']._serialized_end=596
-  _globals['_IDENTITYVERIFICATION']._serialized_start=1081
-  _globals['_IDENTITYVERIFICATION']._serialized_end=1301
+  _globals['_CREATESESSIONREQUEST']._serialized_start=598
+  _globals['_CREATESESSIONREQUEST']._serialized_end=687
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=690
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=856
+  _globals['_GETSESSIONRESULTREQUEST']._serialized_start=858
+  _globals['_GETSESSIONRESULTREQUEST']._serialized_end=903
+  _globals['_GETSESSIONRESULTRESPONSE']._serialized_start=906
+  _globals['_GETSESSIONRESULTRESPONSE']._serialized_end=1072
+  _globals['_IDENTITYVERIFICATION']._serialized_start=1658
+  _globals['_IDENTITYVERIFICATION']._serialized_end=2043
 # @@protoc_insertion_point(module_scope)
