@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -144,6 +145,37 @@ def test_enrolled_person_passes_through_the_capture_page(session_node, browser) 
     assert json.loads(used.content)["error"]["reason"] == "CAPTURE_TOKEN_INVALID"
 
 
+
+def test_another_identity_is_not_verified_through_the_capture_page(session_node, browser) -> None:
+    node, keys = session_node
+    with _client(node, keys["a"]) as a:
+        opened = a.create_session(ID_SUBJECT_2, NAME, "registration", fixed_actions=CLIP_ACTIONS)
+        page = _run_page(browser, opened.capture_url)
+        result = a.session_result(opened.session_id)
+    assert (page["state"], page["verdict"], page["reason"]) == ("done", "FAIL", "NOT_VERIFIED"), page
+    assert "We could not verify you" in page["outcome"]
+    assert (result.state, result.verdict, result.reason) == ("COMPLETED", "FAIL", "NOT_VERIFIED")
+
+
+def _is_subsequence(wanted: tuple[str, ...], performed: tuple[str, ...]) -> bool:
+    remaining = iter(performed)
+    return all(action in remaining for action in wanted)
+
+
+def test_a_random_challenge_against_the_recorded_clip_fails(session_node, browser) -> None:
+    node, keys = session_node
+    with _client(node, keys["a"]) as a:
+        for _ in range(50):  # a real random draw; the clip can only satisfy left-then-right
+            opened = a.create_session(ID_SUBJECT_1, NAME, "registration")
+            if not _is_subsequence(opened.actions, CLIP_ACTIONS):
+                break
+        page = _run_page(browser, opened.capture_url)
+        result = a.session_result(opened.session_id)
+    assert (page["state"], page["verdict"], page["reason"]) == ("done", "FAIL", "CHALLENGE_FAILED"), (opened.actions, page)
+    assert "Please follow the prompts" in page["outcome"]
+    assert (result.state, result.verdict, result.reason) == ("COMPLETED", "FAIL", "CHALLENGE_FAILED")
+
+
 def _capture_body(frames: list[bytes], interval_ms: float = 300.0) -> bytes:
     header = {"timestamps_ms": [1000.0 + i * interval_ms for i in range(len(frames))], "sizes": [len(f) for f in frames]}
     return json.dumps(header).encode() + b"\n" + b"".join(frames)
@@ -159,3 +191,158 @@ def _tiny_capture() -> bytes:
 def _upload(node, token: str, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
     return httpx.post(f"http://127.0.0.1:{node.device.port}/v1/capture", content=body, timeout=120, headers={
         "Authorization": f"Bearer {token}", "Content-Type": "application/vnd.idv.capture", **(headers or {})})
+
+
+# ------------------------------------------------------------------ device endpoint over plain HTTP
+def test_expired_and_foreign_tokens_are_refused_like_unknown_ones_and_the_session_expires(session_node, monkeypatch) -> None:
+    node, keys = session_node
+    keeper = node.state.service._sessions
+    with _client(node, keys["a"]) as a:
+        expiring = a.create_session(ID_SUBJECT_1, NAME, "check_in", fixed_actions=CLIP_ACTIONS)
+        challenge = a.create_challenge(ID_SUBJECT_1)
+        later = expiring.expires_at_unix + 120.0  # past the window and the in-flight grace (one budget)
+        monkeypatch.setattr(keeper, "_clock", lambda: later)
+        monkeypatch.setattr(keeper._store, "_clock", lambda: later)
+        answers = [_upload(node, expiring.capture_token, _tiny_capture()),  # expired
+                   _upload(node, challenge.challenge_id, _tiny_capture()),  # a secret of another kind
+                   _upload(node, secrets.token_urlsafe(32), _tiny_capture())]  # never issued
+        assert a.session_result(expiring.session_id).state == "EXPIRED"
+    assert {r.status_code for r in answers} == {401}
+    assert len({r.content for r in answers}) == 1
+    assert answers[0].headers["cache-control"] == "no-store"
+    missing = httpx.post(f"http://127.0.0.1:{node.device.port}/v1/capture", content=_tiny_capture(),
+                         headers={"Content-Type": "application/vnd.idv.capture"})
+    assert missing.status_code == 401 and missing.content == answers[0].content
+
+
+def test_malformed_uploads_get_json_errors_and_leave_the_token_usable(session_node) -> None:
+    node, keys = session_node
+    with _client(node, keys["a"]) as a:
+        opened = a.create_session(ID_SUBJECT_1, NAME, "check_in", fixed_actions=CLIP_ACTIONS)
+    token = opened.capture_token
+    frame = _tiny_capture().split(b"\n", 1)[1][: len(_tiny_capture().split(b"\n", 1)[1]) // 2]
+    cases = {
+        "CAPTURE_FORMAT": [_upload(node, token, b"no header line at all" * 10),
+                           _upload(node, token, b'{"sizes": [5], "timestamps_ms": [1]}\n' + frame),
+                           _upload(node, token, _tiny_capture(), {"Content-Type": "multipart/form-data"})],
+        "FRAME_COUNT": [_upload(node, token, _capture_body([frame] * 25))],
+        "CAPTURE_TIMING": [_upload(node, token, _capture_body([frame] * 3, interval_ms=0)),
+                           _upload(node, token, _capture_body([frame] * 3, interval_ms=-300))],
+        "FRAME_TOO_LARGE": [_upload(node, token, _capture_body([b"\xff" * (513 * 1024)]))],
+    }
+    for reason, responses in cases.items():
+        for response in responses:
+            assert response.status_code == 400, (reason, response.text)
+            assert response.json()["error"]["reason"] == reason
+    too_big = _upload(node, token, b"\x00" * (9 * 1024 * 1024))
+    assert too_big.status_code == 413 and too_big.json()["error"]["reason"] == "BODY_TOO_LARGE"
+
+    def chunks():  # no Content-Length: the bound holds while streaming
+        for _ in range(40):
+            yield b"\x00" * (256 * 1024)
+
+    streamed = httpx.post(f"http://127.0.0.1:{node.device.port}/v1/capture", content=chunks(), timeout=60,
+                          headers={"Authorization": f"Bearer {token}", "Content-Type": "application/vnd.idv.capture"})
+    assert streamed.status_code == 413
+    # None of that used the token: a proper (if faceless) capture is judged, then the token is spent.
+    judged = _upload(node, token, _tiny_capture())
+    assert judged.status_code == 200 and judged.json() == {"verdict": "FAIL", "reason": "NO_FACE"}
+    assert _upload(node, token, _tiny_capture()).status_code == 401
+    with _client(node, keys["a"]) as a:
+        result = a.session_result(opened.session_id)
+    assert (result.state, result.verdict, result.reason) == ("COMPLETED", "FAIL", "NO_FACE")
+
+
+def test_an_upload_refused_by_the_decision_is_recorded_as_refused(session_node) -> None:
+    node, keys = session_node
+    with _client(node, keys["a"]) as a:
+        opened = a.create_session(ID_SUBJECT_1, NAME, "check_in", fixed_actions=CLIP_ACTIONS)
+        garbage = _upload(node, opened.capture_token, _capture_body([b"\xff\xd8\xff\xe0not a jpeg"] * 2))
+        assert garbage.status_code == 400
+        result = a.session_result(opened.session_id)
+    assert result.state == "REFUSED" and result.refusal == garbage.json()["error"]["reason"] and not result.verdict
+
+
+def test_fixed_challenges_are_refused_unless_the_test_setting_allows_them(session_node, monkeypatch) -> None:
+    node, keys = session_node
+    monkeypatch.setattr(node.state.service, "_fixed_challenges_allowed", False)
+    with _client(node, keys["a"]) as a, pytest.raises(grpc.RpcError) as refused:
+        a.create_session(ID_SUBJECT_1, NAME, "check_in", fixed_actions=CLIP_ACTIONS)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(refused.value).reason == "FIXED_CHALLENGE_REFUSED"
+    from idv.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="production mode refuses session_fixed_challenges"):
+        load_settings(environ={}, overrides={"mode": "production", "session_fixed_challenges": True})
+
+
+def test_create_session_checks_scope_identity_and_purpose(session_node, tmp_path) -> None:
+    node, keys = session_node
+    limited = add_caller(node.settings.callers_path, "checkin-only", ["verify:check_in"])
+    node.state.callers = type(node.state.callers).load(node.settings.callers_path)
+    with _client(node, limited) as c:
+        assert c.create_session(ID_SUBJECT_1, NAME, "check_in").session_id
+        for args, code, reason in [((ID_SUBJECT_1, NAME, "registration"), "PERMISSION_DENIED", "PERMISSION_DENIED"),
+                                   (("110105194912310021", NAME, "check_in"), "INVALID_ARGUMENT", "INVALID_ID_FORMAT")]:
+            with pytest.raises(grpc.RpcError) as refused:
+                c.create_session(*args)
+            assert refused.value.code().name == code and error_info(refused.value).reason == reason
+    with IdvClient(f"127.0.0.1:{node.port}", retries=0) as anonymous, pytest.raises(grpc.RpcError) as refused:
+        anonymous.create_session(ID_SUBJECT_1, NAME, "check_in")
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_the_page_is_served_with_strict_headers_and_nothing_from_elsewhere(session_node) -> None:
+    node, _ = session_node
+    base = f"http://127.0.0.1:{node.device.port}"
+    page = httpx.get(f"{base}/capture/", timeout=10)
+    assert page.status_code == 200 and 'id="start"' in page.text and 'data-state="ready"' in page.text
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["referrer-policy"] == "no-referrer"
+    assert httpx.get(base, timeout=10, follow_redirects=True).url.path == "/capture/"
+    static = Path(__file__).resolve().parents[1] / "idv" / "http" / "static"
+    for path in static.iterdir():
+        served = httpx.get(f"{base}/capture/{path.name}", timeout=10)
+        assert served.status_code == 200 and served.content == path.read_bytes()
+        assert "http://" not in served.text and "https://" not in served.text, f"{path.name} loads from elsewhere"
+    assert httpx.get(f"{base}/capture/../../config.py", timeout=10).status_code == 404
+
+
+def test_rate_per_address_and_cors_locked_to_configured_origins(session_node, tmp_path) -> None:
+    """A second device app on the node's service, with a tiny rate and one allowed origin."""
+    from idv.http.app import DeviceEndpointConfig, build_app
+    from idv.http.server import DeviceServer, DeviceServerConfig
+    from idv.state.local import SqliteCounterStore
+
+    node, _ = session_node
+    counters = SqliteCounterStore(tmp_path / "counters.sqlite3")
+    server = DeviceServer(DeviceServerConfig("127.0.0.1", 0))
+    server.start(build_app(node.state, node.admission, counters, DeviceEndpointConfig(
+        allowed_origins=("https://kiosk.example",), requests_per_minute_per_address=3)))
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        allowed = httpx.options(f"{base}/v1/capture", timeout=10, headers={
+            "Origin": "https://kiosk.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type"})
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://kiosk.example"
+        foreign = httpx.options(f"{base}/v1/capture", timeout=10, headers={
+            "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in foreign.headers
+        post = lambda: httpx.post(f"{base}/v1/capture", content=_tiny_capture(), timeout=10, headers={  # noqa: E731
+            "Authorization": "Bearer nope", "Content-Type": "application/vnd.idv.capture",
+            "Origin": "https://evil.example"})
+        first = [post() for _ in range(3)]
+        assert [r.status_code for r in first] == [401, 401, 401]
+        assert all("access-control-allow-origin" not in r.headers for r in first)
+        limited = post()
+        assert limited.status_code == 429 and limited.json()["error"]["reason"] == "RATE_LIMITED"
+        assert int(limited.headers["retry-after"]) >= 1
+        spoofed = httpx.post(f"{base}/v1/capture", content=_tiny_capture(), timeout=10, headers={
+            "Authorization": "Bearer nope", "Content-Type": "application/vnd.idv.capture",
+            "X-Forwarded-For": "203.0.113.9"})
+        assert spoofed.status_code == 429  # a forwarded-for header does not pick a fresh bucket
+    finally:
+        server.stop()
+        counters.close()

@@ -271,7 +271,7 @@ class RedisSessionStore:
         with _guard():
             raw_session, raw_result = self._redis.mget(self._session_key(session_id), self._result_key(session_id))
         session = self._load(session_id, raw_session)
-        if session is None:
+        if session is None or session.expires_at < self._clock():
             return None
         result = None
         if raw_result is not None:

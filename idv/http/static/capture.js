@@ -285,5 +285,7 @@
     startButton.focus();
   }
 
+  // A kiosk that is handed the next session's URL on the same page: start afresh.
+  window.addEventListener("hashchange", () => location.reload());
   init();
 })();
