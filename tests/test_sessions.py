@@ -34,7 +34,9 @@ SEGMENT = (20, 105)
 Y4M_FPS = 10
 HOLD_BEFORE_S = 4.0  # neutral: the page's framing phase (at most 3 s) ends inside it
 HOLD_AFTER_S = 6.0
-SCREENSHOTS = Path(os.environ.get("IDV_CAPTURE_SCREENSHOTS", "")) if os.environ.get("IDV_CAPTURE_SCREENSHOTS") else None
+# Screenshots of each step go to a temporary directory, or to IDV_CAPTURE_SCREENSHOTS
+# (IDV_CAPTURE_SCREENSHOTS=docs/img regenerates the ones docs/integration.md shows).
+SCREENSHOT_STEPS = ("1-ready", "2-framing", "3-challenge", "4-uploading", "5-done")
 
 
 @pytest.fixture(scope="module")
@@ -85,52 +87,60 @@ def _state(driver) -> str:
     return driver.find_element(By.TAG_NAME, "body").get_attribute("data-state")
 
 
-def _shoot(driver, name: str) -> None:
-    if SCREENSHOTS is not None:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        assert driver.save_screenshot(str(SCREENSHOTS / f"capture-{name}.png"))
+@pytest.fixture(scope="module")
+def screenshot_dir(tmp_path_factory) -> Path:
+    configured = os.environ.get("IDV_CAPTURE_SCREENSHOTS")
+    path = Path(configured) if configured else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
-def _run_page(driver, url: str, screenshots: bool = False) -> dict[str, str]:
+def _run_page(driver, url: str, screenshots: Path | None = None) -> dict[str, str]:
     """Open the capture URL, press start, follow the page to done/error; the body's data attributes."""
+    def _shoot(name: str) -> None:
+        if screenshots is not None:
+            assert driver.save_screenshot(str(screenshots / f"capture-{name}.png"))
+
     driver.get(url)
     WebDriverWait(driver, 10).until(lambda d: _state(d) == "ready")
     assert "token=" not in driver.current_url, "the capture token must leave the address bar"
     if screenshots:
-        _shoot(driver, "1-ready")
+        _shoot("1-ready")
     driver.find_element(By.ID, "start").click()
     WebDriverWait(driver, 10).until(lambda d: _state(d) == "capturing")
     if screenshots:
         time.sleep(0.6)
-        _shoot(driver, "2-framing")
+        _shoot("2-framing")
         WebDriverWait(driver, 10).until(
             lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-phase") == "challenge")
         time.sleep(0.4)
-        _shoot(driver, "3-challenge")
-        WebDriverWait(driver, 20).until(lambda d: _state(d) != "capturing")
+        _shoot("3-challenge")
+        WebDriverWait(driver, 20, poll_frequency=0.1).until(lambda d: _state(d) != "capturing")
         if _state(driver) == "uploading":
-            _shoot(driver, "4-uploading")
+            _shoot("4-uploading")
     WebDriverWait(driver, 120, poll_frequency=0.2).until(lambda d: _state(d) in ("done", "error"))
     if screenshots:
-        _shoot(driver, "5-done")
+        _shoot("5-done")
     body = driver.find_element(By.TAG_NAME, "body")
     return {k: body.get_attribute(f"data-{k}") or "" for k in ("state", "verdict", "reason")} | {
         "outcome": driver.find_element(By.ID, "outcome").text}
 
 
-def test_enrolled_person_passes_through_the_capture_page(session_node, browser) -> None:
+def test_enrolled_person_passes_through_the_capture_page(session_node, browser, screenshot_dir) -> None:
     node, keys = session_node
     with _client(node, keys["a"]) as a:
         opened = a.create_session(ID_SUBJECT_1, NAME, "registration", fixed_actions=CLIP_ACTIONS)
         assert opened.actions == CLIP_ACTIONS and opened.frame_count == 24
         assert ID_SUBJECT_1 not in opened.capture_url and NAME not in opened.capture_url
         assert a.session_result(opened.session_id).state == "PENDING"
-        page = _run_page(browser, opened.capture_url, screenshots=True)
+        page = _run_page(browser, opened.capture_url, screenshots=screenshot_dir)
         assert page["state"] == "done" and page["verdict"] == "PASS" and page["reason"] == "VERIFIED", page
         assert "核验通过" in page["outcome"] and "Verified" in page["outcome"]
         result = a.session_result(opened.session_id)
     assert (result.state, result.verdict, result.reason) == ("COMPLETED", "PASS", "VERIFIED")
     assert len(result.request_id) == 36
+    for step in SCREENSHOT_STEPS:
+        assert (screenshot_dir / f"capture-{step}.png").stat().st_size > 5000, step
     with _client(node, keys["a"]) as a:  # readable again until it expires (a lost answer can be re-read)
         assert a.session_result(opened.session_id) == result
     with _client(node, keys["b"]) as b, pytest.raises(grpc.RpcError) as refused:

@@ -87,6 +87,7 @@
     stopCamera();
     setState(state);
     $("hint").textContent = "";
+    $("step").textContent = "";
     $("prompt").textContent = "";
     $("icon").textContent = "";
     $("icon").classList.remove("pulse");
@@ -185,8 +186,8 @@
       const due = began + i * FRAME_INTERVAL_MS;  // a steady schedule: no drift from slow encodes
       const wait = due - performance.now();
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      const action = session.actions[Math.min(session.actions.length - 1, Math.floor(i / perAction))];
-      if (action && body.dataset.action !== action) showAction(action);
+      const step = Math.min(session.actions.length - 1, Math.floor(i / perAction));
+      if (body.dataset.step !== String(step)) showAction(step);
       stamps.push(Math.round(performance.now() * 1000) / 1000);
       frames.push(await grab(canvas, context));
       $("progress").value = Math.round(((i + 1) / total) * 100);
@@ -196,8 +197,12 @@
     return { frames, stamps };
   }
 
-  function showAction(action) {
+  function showAction(step) {
+    const action = session.actions[step];
+    body.dataset.step = String(step);
     body.dataset.action = action;
+    const number = step + 1, count = session.actions.length;
+    $("step").textContent = `动作 ${number}/${count} · Step ${number} of ${count}`;
     const text = ACTIONS[action];
     say($("prompt"), [text.zh, text.en]);
     $("icon").textContent = text.icon;
@@ -240,6 +245,7 @@
     const { frames, stamps } = await capture();
     stopCamera();
     setState("uploading");
+    $("step").textContent = "";
     $("prompt").textContent = "";
     $("icon").textContent = "";
     say($("hint"), ["正在核验，请稍候", "Checking, please wait"]);
