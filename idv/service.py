@@ -32,8 +32,8 @@ from idv.pipeline import (
 from idv.sessions import OpenedSession, SessionKeeper, SessionView
 from idv.state.base import SessionResult, StoredChallenge
 from idv.throttle import Throttle
-from liveness.actions import Action
 from idv.verdicts import CALLER_REASON, Purpose, TrueReason, Verdict
+from liveness.actions import Action
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -184,6 +183,23 @@ def test_a_random_challenge_against_the_recorded_clip_fails(session_node, browse
     assert (page["state"], page["verdict"], page["reason"]) == ("done", "FAIL", "CHALLENGE_FAILED"), (opened.actions, page)
     assert "Please follow the prompts" in page["outcome"]
     assert (result.state, result.verdict, result.reason) == ("COMPLETED", "FAIL", "CHALLENGE_FAILED")
+
+
+
+def test_the_page_says_so_when_the_link_is_broken_or_the_token_spent(session_node, browser) -> None:
+    node, keys = session_node
+    base = f"http://127.0.0.1:{node.device.port}/capture/"
+    browser.get("about:blank")
+    browser.get(base)  # no token at all
+    WebDriverWait(browser, 10).until(lambda d: _state(d) == "error")
+    assert "not valid" in browser.find_element(By.ID, "outcome").text
+    assert not browser.find_element(By.ID, "start").is_displayed()
+    with _client(node, keys["a"]) as a:
+        opened = a.create_session(ID_SUBJECT_1, NAME, "check_in", fixed_actions=CLIP_ACTIONS)
+    assert _upload(node, opened.capture_token, _tiny_capture()).status_code == 200  # spent elsewhere
+    page = _run_page(browser, opened.capture_url)
+    assert (page["state"], page["reason"]) == ("error", "CAPTURE_TOKEN_INVALID"), page
+    assert "already used" in page["outcome"]
 
 
 def _capture_body(frames: list[bytes], interval_ms: float = 300.0) -> bytes:
