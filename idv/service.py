@@ -179,7 +179,8 @@ class VerificationService:
     def create_session(self, caller: str, id_number: str, name: str, purpose: Purpose | None,
                        fixed_actions: tuple[str, ...] = ()) -> OpenedSession:
         if self._sessions is None or self._challenges is None:
-            raise NotServing("sessions need the FaceMesh model (active challenges), which this node has not loaded")
+            raise NotServing("this node does not serve sessions: they need the device endpoint (device_port) "
+                             "and the FaceMesh model (active challenges)")
         self._throttle.admit_caller(caller)
         if purpose is None:
             raise InvalidRequest("purpose is required (REGISTRATION, LICENCE_RENEWAL or CHECK_IN)", "MISSING_PURPOSE")

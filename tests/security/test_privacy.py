@@ -11,6 +11,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -142,7 +143,8 @@ def test_canaries_reach_no_log_response_error_metric_file_or_audit(node_settings
     assert _scan(captured_logs.getvalue().encode()) == [], "a canary reached the log"
     assert _scan(metrics) == [], "a canary reached a metric label"
     assert _scan(settings.audit_path.read_bytes()) == [], "a canary reached the audit log"
-    new_files = [p for p in after if p not in before and not str(p).startswith(str(settings.data_dir))]
+    new_files = [p for p in after if p not in before and not str(p).startswith(str(settings.data_dir))
+                 and not _other_process_file(p, tmp_path)]
     assert new_files == [], f"files were created while verifying: {new_files}"
     for path in _tree_snapshot(settings.data_dir):
         assert _scan(path.read_bytes()) == [], f"a canary reached {path.name}"
@@ -286,9 +288,13 @@ def test_canaries_through_the_device_endpoint_reach_nothing_and_frames_are_zeroe
         return original(self, token, frames, budget)
 
     monkeypatch.setattr(VerificationService, "verify_capture", keep_frames)
+    private_tmp = tmp_path / "process-tmp"  # this process's temporary files land here, and only its own
+    private_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private_tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     node = start_node(settings)
     live = [_with_canary(p.read_bytes()) for p in next(iter(nuaa_sequences(testdata, "live", "0001").values()))[:9:3]]
-    temp_roots = [Path("/tmp"), Path(os.environ.get("TMPDIR", "/tmp")), tmp_path]
+    temp_roots = [Path("/tmp"), private_tmp, Path.cwd()]
     seen: list[bytes] = []
 
     def body(frames: list[bytes]) -> bytes:
@@ -326,9 +332,18 @@ def test_canaries_through_the_device_endpoint_reach_nothing_and_frames_are_zeroe
     assert _scan(captured_logs.getvalue().encode()) == [], "a canary reached the log"
     assert _scan(metrics) == [], "a canary reached a metric label"
     assert _scan(settings.audit_path.read_bytes()) == [], "a canary reached the audit log"
-    new_files = [p for p in after if p not in before and not str(p).startswith(str(settings.data_dir))
-                 and not _other_process_file(p, tmp_path)]
-    assert new_files == [], f"files were created while capturing: {new_files}"
+    new_files = [p for p in after if p not in before and not str(p).startswith(str(settings.data_dir))]
+    assert [p for p in new_files if str(p).startswith(str(private_tmp))] == [], "temporary files were written"
+    # /tmp is shared with other processes on this machine: none of their new files may hold a
+    # canary or be an image (a re-encoded frame would have lost the canary bytes).
+    for path in new_files:
+        try:
+            head = path.read_bytes()
+        except OSError:
+            continue
+        assert _scan(head) == [], f"a canary reached {path}"
+        if not _other_process_file(path, tmp_path):  # other test runs write their own fixture images
+            assert not head.startswith((b"\xff\xd8\xff", b"\x89PNG")), f"{path} looks like a frame"
     for path in _tree_snapshot(settings.data_dir):
         assert _scan(path.read_bytes()) == [], f"a canary reached {path.name}"
     assert len(uploads) == 4 and all(len(frames) >= 2 for frames in uploads)  # the 4th: parsed, token refused
@@ -341,4 +356,4 @@ def _other_process_file(path: Path, own: Path) -> bool:
     """Other test runs and shells on a shared machine write under these; this test's own dir still counts."""
     if str(path).startswith(str(own)):
         return False
-    return any(part.startswith(("pytest-of-", "bash_jobs.")) for part in path.parts[:3])
+    return any(part.startswith(("pytest-of-", "bash_jobs.", "bash_tool_")) for part in path.parts[:3])

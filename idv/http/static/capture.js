@@ -68,7 +68,7 @@
     return {
       token: params.get("token") || "",
       actions,
-      frames: Math.max(1, Math.min(parseInt(params.get("frames") || "24", 10) || 24, 24)),
+      frames: Math.max(1, Math.min(parseInt(params.get("frames") || "24", 10) || 24, 64)),
       expires: parseInt(params.get("expires") || "0", 10) || 0,
     };
   }
