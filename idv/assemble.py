@@ -30,10 +30,12 @@ from idv.models.model_set import ModelSet, load_models, manifest_for
 from idv.pipeline import VerificationPipeline
 from idv.references import ReferenceVault
 from idv.service import VerificationService
+from idv.session_service import SessionService
+from idv.sessions import SessionKeeper, SessionPolicy
 from idv.site_thresholds import resolve_threshold, start_record
-from idv.state.base import ChallengeStore, CounterStore
-from idv.state.local import MemoryChallengeStore, SqliteCounterStore
-from idv.state.redis_state import RedisChallengeStore, RedisCounterStore, connect
+from idv.state.base import ChallengeStore, CounterStore, SessionStore
+from idv.state.local import MemoryChallengeStore, MemorySessionStore, SqliteCounterStore
+from idv.state.redis_state import RedisChallengeStore, RedisCounterStore, RedisSessionStore, connect
 from idv.store.base import ReferenceStore
 from idv.store.postgres import PostgresReferenceStore
 from idv.store.sqlite import SqliteReferenceStore
@@ -54,6 +56,7 @@ class AssembledService:
 
     service: VerificationService
     admin: AdminService  # erase, unlock, inspect one identity (scope admin)
+    sessions: SessionService | None  # verification sessions for capture devices; None without a device endpoint
     pipeline: VerificationPipeline
     models: ModelSet
     vault: ReferenceVault
@@ -107,19 +110,27 @@ def open_vault(settings: Settings, store: ReferenceStore) -> ReferenceVault:
     return ReferenceVault(store, keyring, reload_keys=lambda: load_keyring(data_dir, create=False))
 
 
-def _open_shared_state(settings: Settings, closers: list[Callable[[], None]]) -> tuple[CounterStore, ChallengeStore]:
-    """Throttling counters and challenges: in Redis when replicas share them, else this process's own."""
+@dataclass(frozen=True, eq=False)
+class _SharedState:
+    counters: CounterStore
+    challenges: ChallengeStore
+    sessions: SessionStore
+
+
+def _open_shared_state(settings: Settings, closers: list[Callable[[], None]]) -> _SharedState:
+    """Throttling counters, challenges and sessions: in Redis when replicas share them, else this
+    process's own (counters in a SQLite file: a lockout that a restart forgets is no lockout)."""
     if not settings.state.shared:
         counters = SqliteCounterStore(settings.store.counters_path,
                                       SqliteOptions(settings.store.sqlite_busy_timeout_seconds))
         closers.append(counters.close)
-        return counters, MemoryChallengeStore()
+        return _SharedState(counters, MemoryChallengeStore(), MemorySessionStore())
     config = settings.state.redis()
     client = connect(config)
     closers.append(client.close)
     redis_counters = RedisCounterStore(client, config)
     redis_counters.ping()  # refuse to start without it, like a missing reference store
-    return redis_counters, RedisChallengeStore(client, config)
+    return _SharedState(redis_counters, RedisChallengeStore(client, config), RedisSessionStore(client, config))
 
 
 def duplicate_threshold(manifest: Manifest, settings: Settings, verify_threshold: float) -> float:
@@ -157,12 +168,15 @@ def _screening(settings: Settings, manifest: Manifest, vault: ReferenceVault, mo
     return Screening(gallery, policy, refresh=sync.refresh)
 
 
-def build_service(settings: Settings, models: ModelSet | None = None) -> AssembledService:
+def build_service(settings: Settings, models: ModelSet | None = None,
+                  capture_base_url: str | None = None) -> AssembledService:
     """Everything a verification needs, opened and checked. Raises on any problem (a model missing
     or altered, a key or store broken), closing what it had opened.
 
     `models` may be passed in to share one loaded ModelSet between several services (tests,
-    benchmarks); by default they are loaded from `settings.models`.
+    benchmarks); by default they are loaded from `settings.models`. `capture_base_url`: where
+    capture devices reach this node's device endpoint; with it (and FaceMesh for challenges)
+    the service also serves verification sessions.
     """
     manifest = manifest_for(settings.models)
     stoppers: list[Callable[[], None]] = []
@@ -180,7 +194,8 @@ def build_service(settings: Settings, models: ModelSet | None = None) -> Assembl
         store = open_reference_store(settings)
         closers.append(store.close)
         vault = open_vault(settings, store)
-        counters, challenge_store = _open_shared_state(settings, closers)
+        shared = _open_shared_state(settings, closers)
+        counters, challenge_store = shared.counters, shared.challenges
         liveness = None
         if settings.liveness.enabled:
             if models.minifasnet_v2 is None or models.minifasnet_v1se is None:
@@ -210,6 +225,12 @@ def build_service(settings: Settings, models: ModelSet | None = None) -> Assembl
                                       fingerprints={"detector": models.fingerprints["detector"],
                                                     "recognizer": models.fingerprints["recognizer"]},
                                       reference_max_age_seconds=settings.store.reference_max_age_seconds)
+        sessions = None
+        if capture_base_url is not None and issuer is not None:
+            keeper = SessionKeeper(shared.sessions, vault.keys,
+                                   SessionPolicy(settings.sessions.result_ttl_seconds, settings.sessions.frame_count,
+                                                 capture_base_url.rstrip("/")))
+            sessions = SessionService(service, keeper, issuer, vault, throttle, settings.sessions.fixed_challenges)
         admin = AdminService(vault, throttle, audit,
                              AdminConfig(settings.gallery.refresh_seconds, settings.store.reference_max_age_seconds),
                              screening.refresh if screening is not None else None)
@@ -220,7 +241,7 @@ def build_service(settings: Settings, models: ModelSet | None = None) -> Assembl
             close()
         raise
     # Readiness probes what requests touch, writes included: the stores and the audit log.
-    return AssembledService(service, admin, pipeline, models, vault, challenge_store, counters, screening,
+    return AssembledService(service, admin, sessions, pipeline, models, vault, challenge_store, counters, screening,
                            threshold.threshold,
                            (store.ping, counters.ping, audit.probe),
                            stoppers, closers)

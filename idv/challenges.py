@@ -55,10 +55,11 @@ class ChallengeIssuer:
         self._drawable = actions.drawable_actions()
         self._clock = clock
 
-    def issue(self, caller: str, id_key: str) -> StoredChallenge:
+    def issue(self, caller: str, id_key: str, fixed: tuple[str, ...] = ()) -> StoredChallenge:
+        """A random challenge; `fixed` (tests only: the service refuses it outside test mode) sets the actions."""
         count = self._policy.min_actions + secrets.randbelow(self._policy.max_actions - self._policy.min_actions + 1)
-        sequence: list[str] = []
-        while len(sequence) < count:
+        sequence: list[str] = list(fixed)
+        while not fixed and len(sequence) < count:
             action = self._drawable[secrets.randbelow(len(self._drawable))].value
             if sequence and (action == sequence[-1] or _opposite(action, sequence[-1])):
                 continue  # "left, left" or "left, right" reads as one movement: draw again

@@ -35,12 +35,15 @@ def main() -> None:
 @click.option("--host", default=None, help="Listen address (IDV_HOST).")
 @click.option("--port", type=int, default=None, help="Listen port (IDV_PORT, default 50051).")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Store and keys (IDV_DATA_DIR).")
-def serve(config: Path | None, host: str | None, port: int | None, data_dir: Path | None) -> None:
-    """Serve the gRPC API until SIGTERM/SIGINT."""
+@click.option("--device-port", type=int, default=None,
+              help="Serve the capture page and uploads for sessions on this port (IDV_DEVICE_PORT; off by default).")
+def serve(config: Path | None, host: str | None, port: int | None, data_dir: Path | None,
+          device_port: int | None) -> None:
+    """Serve the gRPC API (and, with --device-port, the device endpoint) until SIGTERM/SIGINT."""
     from idv.logs import configure_logging
     from idv.node import serve as run
 
-    settings = _settings(config, host=host, port=port, data_dir=data_dir)
+    settings = _settings(config, host=host, port=port, data_dir=data_dir, device_port=device_port)
     configure_logging(settings.serving.log_level)
     sys.exit(run(settings))
 
@@ -277,6 +280,60 @@ def admin_status(id_number: str, **conn) -> None:
         click.echo("not enrolled")
         return
     click.echo(json.dumps(status.as_dict()))
+
+
+# ----------------------------------------------------- sessions (issue 13)
+@main.group()
+def session() -> None:
+    """Verification sessions for capture devices (the node needs device_port set)."""
+
+
+@session.command("create")
+@client_options
+@click.option("--id", "id_number", required=True, help="18-character ID number (stays on the server).")
+@click.option("--name", required=True, help="Name as on the ID document (stays on the server).")
+@click.option("--purpose", type=click.Choice(["registration", "licence_renewal", "check_in"]),
+              default="check_in", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (with the token and actions).")
+def session_create(id_number: str, name: str, purpose: str, as_json: bool, **conn) -> None:
+    """Open a session; prints its id and the capture URL to open on the device."""
+    import grpc
+
+    with _client(**conn) as client:
+        try:
+            opened = client.create_session(id_number, name, purpose)
+        except grpc.RpcError as error:
+            raise _rpc_failure(error) from None
+    if as_json:
+        click.echo(json.dumps({"session_id": opened.session_id, "capture_url": opened.capture_url,
+                               "capture_token": opened.capture_token, "actions": list(opened.actions),
+                               "expires_at_unix": opened.expires_at_unix, "frame_count": opened.frame_count}))
+        return
+    click.echo(f"session {opened.session_id}")
+    click.echo(f"open on the device before it expires: {opened.capture_url}")
+
+
+@session.command("result")
+@client_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.argument("session_id")
+def session_result(session_id: str, as_json: bool, **conn) -> None:
+    """The session's state and verdict. Exit 0 on PASS, 1 on FAIL, 2 while pending, 3 expired/refused."""
+    import grpc
+
+    with _client(**conn) as client:
+        try:
+            result = client.session_result(session_id)
+        except grpc.RpcError as error:
+            raise _rpc_failure(error) from None
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+    elif result.state == "COMPLETED":
+        click.echo(f"{result.verdict} ({result.reason}) request {result.request_id}")
+    else:
+        click.echo(result.state + (f" ({result.refusal})" if result.refusal else ""))
+    codes = {"COMPLETED": 0 if result.verdict == "PASS" else 1, "PENDING": 2}
+    sys.exit(codes.get(result.state, 3))
 
 
 def _bulk_items(source: Path) -> list[tuple[str, str, list[Path]]]:

@@ -69,6 +69,31 @@ class IdentityStatus:
 
 
 @dataclass(frozen=True)
+class Session:
+    """An open verification session: give capture_url (or the token and actions) to the device only."""
+
+    session_id: str
+    capture_url: str
+    capture_token: str
+    actions: tuple[str, ...]
+    expires_at_unix: int
+    frame_count: int
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    state: str  # PENDING | COMPLETED | EXPIRED | REFUSED
+    verdict: str  # "PASS" | "FAIL", "" unless COMPLETED
+    reason: str
+    request_id: str
+    refusal: str  # with REFUSED: the upload's error reason
+
+    def as_dict(self) -> dict[str, object]:
+        return {"state": self.state, "verdict": self.verdict, "reason": self.reason,
+                "request_id": self.request_id, "refusal": self.refusal}
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     ca_file: Path
     cert_file: Path | None = None  # client certificate for mutual TLS
@@ -112,12 +137,13 @@ class IdvClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _invoke(self, method, request):
+    def _invoke(self, method, request, metadata: tuple[tuple[str, str], ...] = ()):
         deadline = time.monotonic() + self._timeout
         attempt = 0
         while True:
             try:
-                return method(request, timeout=max(deadline - time.monotonic(), 0.01), metadata=self._metadata)
+                return method(request, timeout=max(deadline - time.monotonic(), 0.01),
+                              metadata=self._metadata + metadata)
             except grpc.RpcError as error:
                 attempt += 1
                 if attempt > self._retries or not _safe_to_retry(error) or time.monotonic() >= deadline:
@@ -156,6 +182,26 @@ class IdvClient:
         return IdentityStatus(r.enrolled, r.template_count, r.enrolled_at_unix, tuple(r.model_fingerprints),
                               r.consecutive_failures, r.locked_until_unix, r.failure_cap_reached,
                               r.reenrolment_required, r.request_id)
+
+    # ---- verification sessions
+    def create_session(self, id_number: str, name: str, purpose: str = "check_in",
+                       fixed_actions: Sequence[str] = ()) -> Session:
+        """Open a verification session. `fixed_actions` is for tests against recorded clips only
+        (a node refuses it unless session_fixed_challenges is on, never in production)."""
+        metadata = (("idv-test-fixed-actions", ",".join(fixed_actions)),) if fixed_actions else ()
+        request = pb.CreateSessionRequest(id_number=id_number, name=name, purpose=PURPOSES[purpose])
+        response = self._invoke(self._stub.CreateSession, request, metadata)
+        return Session(response.session_id, response.capture_url, response.capture_token,
+                       tuple(pb.Action.Name(a) for a in response.actions), response.expires_at_unix,
+                       response.frame_count)
+
+    def session_result(self, session_id: str) -> SessionResult:
+        response = self._invoke(self._stub.GetSessionResult, pb.GetSessionResultRequest(session_id=session_id))
+        completed = response.verdict != pb.VERDICT_UNSPECIFIED
+        return SessionResult(pb.SessionState.Name(response.state),
+                             pb.Verdict.Name(response.verdict) if completed else "",
+                             pb.Reason.Name(response.reason) if completed else "",
+                             response.request_id, response.refusal)
 
     def health(self, service: str = "") -> str:
         response = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self._timeout)

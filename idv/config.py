@@ -11,6 +11,8 @@
     [gallery]    GallerySettings   1:N screening
     [models]     ModelSettings     model cache, pack, operator models, security level
     [liveness]   LivenessSettings  passive + multi-frame liveness
+    [device]     DeviceSettings    the HTTP(S) endpoint for capture devices (page and upload)
+    [sessions]   SessionSettings   verification sessions for capture devices
 
 Each default lives once, in its section's dataclass. Sources, in rising precedence: the
 defaults < a TOML file (`--config` / IDV_CONFIG; `[section]` tables, or the flat names of the
@@ -33,10 +35,12 @@ from pathlib import Path
 from idv.challenges import ChallengePolicy
 from idv.face.quality import QualityLimits
 from idv.gallery.settings import GallerySettings
+from idv.http.settings import DeviceSettings
 from idv.imaging import ImageLimits
 from idv.liveness_gate import LivenessSettings
 from idv.models.settings import ModelSettings
 from idv.pipeline import PipelineLimits
+from idv.sessions import SessionSettings
 from idv.state.settings import StateSettings
 from idv.store.settings import StoreSettings
 from idv.throttle import ThrottlePolicy
@@ -78,6 +82,22 @@ class ServingSettings:
     # checked this often (0: on SIGHUP only).
     reload_watch_seconds: float = 2.0
     log_level: str = "INFO"
+    # --- verification sessions and the device endpoint (issue 13) --------------
+    # HTTP(S) port for capture devices: the capture page and the upload (e.g. 8080; 0 picks a
+    # free port; -1, the default, turns it and CreateSession off). TLS with tls_cert_file/tls_key_file.
+    device_host: str = "127.0.0.1"
+    device_port: int = -1
+    # Base of capture_url as devices reach this node (e.g. https://idv.example.com:8443);
+    # empty: http(s)://device_host:<bound port>.
+    device_public_url: str = ""
+    # Origins allowed to upload cross-origin (comma-separated scheme://host[:port]); empty: none.
+    device_allowed_origins: str = ""
+    device_max_body_bytes: int = 8 * 1024 * 1024
+    device_requests_per_minute: int = 30  # per client address
+    session_frame_count: int = 24  # frames a device is asked to capture
+    session_result_ttl_seconds: float = 600.0  # the result stays readable this long after the capture window
+    # Tests only: CreateSession may fix the challenge's actions (gRPC metadata idv-test-fixed-actions).
+    session_fixed_challenges: bool = False
 
     @property
     def tls(self) -> bool:
@@ -129,6 +149,8 @@ class Settings:
     gallery: GallerySettings = field(default_factory=GallerySettings)
     models: ModelSettings = field(default_factory=ModelSettings)
     liveness: LivenessSettings = field(default_factory=LivenessSettings)
+    device: DeviceSettings = field(default_factory=DeviceSettings)
+    sessions: SessionSettings = field(default_factory=SessionSettings)
 
     def updated(self, **changes: object) -> Settings:
         """A copy with some values changed, by flat name (`port`) or `section__field`; not validated."""
@@ -161,7 +183,16 @@ class Settings:
         if not (0 < self.store.sqlite_busy_timeout_seconds < self.serving.request_budget_seconds):
             problems.append("store.sqlite_busy_timeout_seconds must be positive and below request_budget_seconds "
                             "(a locked store must answer UNAVAILABLE within the deadline)")
+        if self.device.enabled:
+            if not self.serving.tls and (self.serving.mode != "development" or self.device.host not in _LOOPBACK):
+                problems.append("a plaintext device endpoint is only for development mode on a loopback address")
+            if self.device.max_body_bytes < self.image.max_bytes:
+                problems.append("device.max_body_bytes must hold at least one frame (image.max_bytes)")
+            if self.sessions.frame_count > self.limits.max_frames_with_challenge:
+                problems.append("sessions.frame_count must not exceed limits.max_frames_with_challenge")
         if self.serving.production:
+            if self.sessions.fixed_challenges:
+                problems.append("production mode refuses session_fixed_challenges = true")
             if self.serving.reflection:
                 problems.append("production mode refuses reflection = true")
             if self.serving.log_level.upper() == "DEBUG":
@@ -181,6 +212,8 @@ SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(Settings)[f.name] for
 
 # The flat names of the first version (TOML keys, IDV_<NAME>, overrides), kept as aliases.
 _RENAMED: dict[str, tuple[str, str]] = {
+    "host": ("serving", "host"),
+    "port": ("serving", "port"),
     "store": ("store", "url"),
     "data_dir": ("store", "data_dir"),
     "replica_id": ("store", "replica_id"),
@@ -202,6 +235,16 @@ _RENAMED: dict[str, tuple[str, str]] = {
     "model_pack": ("models", "pack"),
     "liveness": ("liveness", "enabled"),
     "liveness_allow_single_frame": ("liveness", "allow_single_frame"),
+    # Settings added with sessions (issue 13), before the sections existed.
+    "device_host": ("device", "host"),
+    "device_port": ("device", "port"),
+    "device_public_url": ("device", "public_url"),
+    "device_allowed_origins": ("device", "allowed_origins"),
+    "device_max_body_bytes": ("device", "max_body_bytes"),
+    "device_requests_per_minute": ("device", "requests_per_minute"),
+    "session_frame_count": ("sessions", "frame_count"),
+    "session_result_ttl_seconds": ("sessions", "result_ttl_seconds"),
+    "session_fixed_challenges": ("sessions", "fixed_challenges"),
 }
 
 
@@ -231,6 +274,7 @@ def _flat_aliases() -> dict[str, tuple[str, str]]:
         for f in fields(cls):
             owners.setdefault(f.name, []).append(section)
     aliases = {name: (found[0], name) for name, found in owners.items() if len(found) == 1 and "_" in name}
+    aliases.update({name: target for name, target in _RENAMED.items() if name not in _FIRST_VERSION_NAMES})
     for name in _FIRST_VERSION_NAMES:
         if name in _RENAMED:
             aliases[name] = _RENAMED[name]

@@ -19,7 +19,9 @@
     ├── Overloaded                 RESOURCE_EXHAUSTED   OVERLOADED
     ├── Throttled                  RESOURCE_EXHAUSTED   IDENTITY_LOCKED, ALTERNATIVE_METHOD_REQUIRED,
     │                                                   RATE_LIMITED, VELOCITY_LIMITED (+ RetryInfo)
-    ├── Unauthenticated            UNAUTHENTICATED      UNAUTHENTICATED
+    ├── NotFound                   NOT_FOUND            SESSION_NOT_FOUND (unknown, expired or another caller's)
+    ├── Unauthenticated            UNAUTHENTICATED      UNAUTHENTICATED, CAPTURE_TOKEN_INVALID (device
+    │                                                   endpoint: unknown, used or expired token alike)
     └── PermissionDenied           PERMISSION_DENIED    PERMISSION_DENIED
 
 Verdicts (PASS/FAIL with a reason) are not errors: see idv.pipeline.
@@ -36,6 +38,7 @@ class Code(Enum):
 
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     ALREADY_EXISTS = "ALREADY_EXISTS"
+    NOT_FOUND = "NOT_FOUND"
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     CANCELLED = "CANCELLED"
@@ -122,6 +125,11 @@ class Throttled(IdvError):
     def __init__(self, message: str, reason: str, retry_after_seconds: float):
         super().__init__(message, reason)
         self.retry_after_seconds = retry_after_seconds
+
+
+class NotFound(IdvError):
+    code = Code.NOT_FOUND
+    default_reason = "SESSION_NOT_FOUND"
 
 
 class Unauthenticated(IdvError):

@@ -22,6 +22,9 @@ from grpc_reflection.v1alpha import reflection
 
 from idv.assemble import AssembledService, build_service
 from idv.config import ServingSettings, Settings
+from idv.http.app import DeviceEndpointConfig, build_app
+from idv.http.capture_body import CaptureLimits
+from idv.http.server import DeviceServer, DeviceServerConfig
 from idv.metrics import Metrics
 from idv.models.model_set import ModelSet
 from idv.node_state import NodeState
@@ -72,6 +75,8 @@ class Node:
     started_at: float
     metrics_port: int = -1
     reloader: Reloader | None = None  # callers and TLS certificates, reloaded on SIGHUP and on change
+    admission: Admission | None = None
+    device: DeviceServer | None = None  # the capture devices' HTTP(S) endpoint, when device.port is set
     assembled: AssembledService | None = None  # set by load()
     _closers: list = field(default_factory=list)
     _stoppers: list = field(default_factory=list)  # background threads, stopped before anything closes
@@ -80,11 +85,13 @@ class Node:
         """Build the service (idv.assemble), then report SERVING. Raises (and stays NOT_SERVING) on any problem.
 
         `models`: an already loaded ModelSet to serve (tests share one); by default the settings' models."""
-        assembled = build_service(self.settings, models)
+        assembled = build_service(self.settings, models,
+                                  self.capture_base_url if self.device is not None else None)
         self.assembled = assembled
         self._closers.append(assembled.close)  # after the server has stopped: calls in flight use it
         service = assembled.service
         self.state.admin = assembled.admin
+        self.state.sessions = assembled.sessions
         self.state.metrics.set_models(service.fingerprints)
         self.state.ready(service)
         store_settings = self.settings.store
@@ -93,6 +100,7 @@ class Node:
                                on_not_ready=self.state.not_serving)
         probe.start()
         self._stoppers.append(probe.stop)
+        self._serve_devices(assembled)
         log.info(
             "serving",
             extra={"port": self.port, "seconds": round(time.monotonic() - self.started_at, 3),
@@ -100,6 +108,31 @@ class Node:
                    "store": store_settings.kind, "shared_state": "redis" if self.settings.state.shared else "local",
                    "replica": store_settings.replica_id},
         )
+
+    # --- verification sessions: the device endpoint -------------------------------------------
+    @property
+    def capture_base_url(self) -> str:
+        """Where capture devices reach this node: device.public_url, else the bound device port."""
+        device = self.settings.device
+        if device.public_url:
+            return device.public_url.rstrip("/")
+        scheme = "https" if self.settings.serving.tls else "http"
+        return f"{scheme}://{device.host}:{self.device.port if self.device else device.port}"
+
+    def _serve_devices(self, assembled: AssembledService) -> None:
+        if self.device is None:
+            return
+        settings = self.settings
+        config = DeviceEndpointConfig(
+            allowed_origins=settings.device.origins, max_body_bytes=settings.device.max_body_bytes,
+            requests_per_minute_per_address=settings.device.requests_per_minute,
+            request_budget_seconds=settings.serving.request_budget_seconds,
+            capture=CaptureLimits(max_frames=settings.limits.max_frames_with_challenge,
+                                  max_frame_bytes=settings.image.max_bytes),
+        )
+        self.device.start(build_app(self.state, self.admission, assembled.counters, config))
+        self._stoppers.append(self.device.stop)
+        log.info("devices served", extra={"port": self.device.port, "tls": self.device.tls})
 
     def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING at once, let in-flight calls finish within the grace period."""
@@ -146,7 +179,12 @@ def build_node(settings: Settings) -> Node:
     if port == 0:
         raise OSError(f"cannot listen on {address} (is another idv already running there?)")
     server.start()
-    node = Node(settings, server, port, state, started, reloader=reloader)
+    node = Node(settings, server, port, state, started, reloader=reloader, admission=admission)
+    # Bound now, like the gRPC port, so capture URLs can name it; it serves once the models are warm.
+    if settings.device.enabled:
+        node.device = DeviceServer(DeviceServerConfig(settings.device.host, settings.device.port,
+                                                      serving.tls_cert_file, serving.tls_key_file))
+        node._closers.append(node.device.close)
     reloader.start()
     node._stoppers.append(reloader.stop)
     if serving.metrics_port >= 0:

@@ -7,6 +7,7 @@ import logging
 from grpc_health.v1 import health, health_pb2
 
 from idv.admin import AdminService
+from idv.session_service import SessionService
 from idv.metrics import Metrics
 from idv.service import VerificationService, VerifyCommand, VerifyOutcome
 from idv.security.callers import CallerRegistry
@@ -22,6 +23,7 @@ class NodeState:
         self.callers = callers
         self.metrics = metrics
         self.service: VerificationService | None = None
+        self.sessions: SessionService | None = None  # set with the service when the device endpoint is on
         self.admin: AdminService | None = None  # issue 17: set with the service, when the node is loaded
         self.not_serving()
 

@@ -59,6 +59,11 @@ class ReferenceVault:
     def store(self) -> ReferenceStore:
         return self._store
 
+    @property
+    def keys(self) -> KeyRing:
+        """The key ring in use (sessions seal their identity with its newest data key)."""
+        return self._keys
+
     def id_key(self, canonical_id: str) -> str:
         return self._keys.pseudonym("id", canonical_id)
 

@@ -243,3 +243,40 @@ def test_a_replica_with_other_keys_refuses_to_start_naming_the_key(shared_settin
     (stranger.store.data_dir / "keys" / "data-1.key").write_bytes(
         (shared_settings.store.data_dir / "keys" / "data-1.key").read_bytes())
     start_node(stranger).stop(0)  # the right keys: it starts
+
+
+def test_a_session_opened_on_one_replica_is_captured_on_the_other_and_read_on_either(
+        shared_settings, testdata) -> None:
+    """Issue 13: sessions live in the shared state (Redis): any replica creates, receives or answers."""
+    import httpx
+
+    from tests.test_challenges import clip_frames
+
+    settings = shared_settings.updated(device_port=0, session_fixed_challenges=True, request_budget_seconds=60.0)
+    nodes = _start_replicas(settings)
+    try:
+        a, b = (IdvClient(f"127.0.0.1:{n.port}", timeout=60, retries=0) for n in nodes)
+        a.enroll(ID_SUBJECT_1, NAME_1, clip_frames(testdata, "live_d12.mp4", 0, 0, 1))
+        opened = a.create_session(ID_SUBJECT_1, NAME_1, "registration", fixed_actions=("TURN_LEFT", "TURN_RIGHT"))
+        frames = clip_frames(testdata, "live_d12.mp4", 20, 105)
+        header = {"timestamps_ms": [300.0 * i for i in range(len(frames))], "sizes": [len(f) for f in frames]}
+        body = (__import__("json").dumps(header) + "\n").encode() + b"".join(frames)
+
+        def upload(node) -> httpx.Response:
+            return httpx.post(f"http://127.0.0.1:{node.device.port}/v1/capture", content=body, timeout=120,
+                              headers={"Authorization": f"Bearer {opened.capture_token}",
+                                       "Content-Type": "application/vnd.idv.capture"})
+
+        assert opened.capture_url.startswith(f"http://127.0.0.1:{nodes[0].device.port}/capture/#")
+        assert b.session_result(opened.session_id).state == "PENDING"
+        judged = upload(nodes[1])
+        assert judged.status_code == 200 and judged.json() == {"verdict": "PASS", "reason": "VERIFIED"}
+        assert upload(nodes[0]).status_code == 401  # spent, whichever replica sees it next
+        for client in (a, b):
+            result = client.session_result(opened.session_id)
+            assert (result.state, result.verdict, result.reason) == ("COMPLETED", "PASS", "VERIFIED")
+        a.close()
+        b.close()
+    finally:
+        for node in nodes:
+            node.stop(0)

@@ -20,6 +20,7 @@ from idv.errors import DeadlineExceeded, IdvError, InvalidRequest, NotServing, O
 from idv.node_state import NodeState
 from idv.pipeline import Budget
 from idv.service import EnrollCommand, VerificationService, VerifyCommand
+from idv.session_service import SessionService
 from idv.rpc.status import internal_status, to_status
 from idv.security.callers import METADATA_KEY, Caller
 from idv.v1 import verification_pb2 as pb
@@ -158,6 +159,52 @@ class IdentityVerificationServicer(pb_grpc.IdentityVerificationServicer):
             expires_at_unix=int(challenge.expires_at),
         )
 
+    # --- verification sessions (issue 13) ------------------------------------------------------
+
+    def _session_service(self) -> SessionService:
+        sessions = self._node.sessions
+        if sessions is None:
+            raise NotServing("this node does not serve sessions: they need the device endpoint (device.port) "
+                             "and the FaceMesh model (active challenges)")
+        return sessions
+
+    def CreateSession(self, request: pb.CreateSessionRequest,
+                      context: grpc.ServicerContext) -> pb.CreateSessionResponse:
+        purpose = _PURPOSES.get(request.purpose)
+        fixed = _fixed_actions(context)
+
+        def scope(caller: Caller) -> str:
+            if purpose is None:
+                raise InvalidRequest("purpose is required (REGISTRATION, LICENCE_RENEWAL or CHECK_IN)",
+                                     "MISSING_PURPOSE")
+            return f"verify:{purpose.value.lower()}"
+
+        def work(service: VerificationService, caller: Caller, budget: Budget):
+            return self._session_service().create_session(caller.name, request.id_number, request.name, purpose,
+                                                          fixed)
+
+        opened = self._call("CreateSession", context, scope, work)
+        return pb.CreateSessionResponse(
+            session_id=opened.session_id, capture_url=opened.capture_url, capture_token=opened.capture_token,
+            actions=[pb.Action.Value(a) for a in opened.actions], expires_at_unix=int(opened.expires_at),
+            frame_count=opened.frame_count,
+        )
+
+    def GetSessionResult(self, request: pb.GetSessionResultRequest,
+                         context: grpc.ServicerContext) -> pb.GetSessionResultResponse:
+        def work(service: VerificationService, caller: Caller, budget: Budget):
+            return self._session_service().session_result(caller.name, request.session_id, self._budget_seconds)
+
+        view = self._call("GetSessionResult", context, _any_verify_scope, work)
+        response = pb.GetSessionResultResponse(state=pb.SessionState.Value(view.state.value))
+        if view.result is not None:
+            response.refusal = view.result.refusal
+            response.request_id = view.result.request_id
+            if view.result.verdict:
+                response.verdict = pb.Verdict.Value(view.result.verdict)
+                response.reason = pb.Reason.Value(view.result.reason)
+        return response
+
 
     # ---- admin (issue 17): scope `admin`, logic in idv.admin, answers without any biometric
     def _admin_call(self, rpc: str, context: grpc.ServicerContext, work: Callable[[AdminService, Caller], T]) -> T:
@@ -187,6 +234,18 @@ class IdentityVerificationServicer(pb_grpc.IdentityVerificationServicer):
             enrolled_at_unix=status.enrolled_at, model_fingerprints=list(status.model_fingerprints),
             consecutive_failures=status.consecutive_failures, locked_until_unix=status.locked_until,
             failure_cap_reached=status.failure_cap_reached, reenrolment_required=status.reenrolment_required)
+
+
+# Tests only (the service refuses it unless the node allows fixed challenges, never in production):
+# the actions a session's challenge must have, so a recorded clip can match it.
+FIXED_ACTIONS_METADATA_KEY = "idv-test-fixed-actions"
+
+
+def _fixed_actions(context: grpc.ServicerContext) -> tuple[str, ...]:
+    for key, value in context.invocation_metadata() or ():
+        if key == FIXED_ACTIONS_METADATA_KEY and isinstance(value, str):
+            return tuple(a.strip().upper() for a in value.split(",")[:8])
+    return ()
 
 
 def _any_verify_scope(caller: Caller) -> str:

@@ -95,3 +95,55 @@ class ChallengeStore(Protocol):
         concurrent callers exactly one gets it. Any other caller or ID gets None and leaves it in
         place, so seeing a challenge id is not enough to burn it."""
         ...
+
+
+# --- verification sessions (issue 13) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    """A session as the shared state keeps it: no ID number or name in the clear.
+
+    `sealed_identity` is the canonical ID and normalised name under the node's data key
+    (AES-GCM, bound to the session id, caller and purpose), because the upload's decision
+    must run exactly what Verify runs on them; `id_key` is the keyed hash (throttling,
+    audit). The capture token itself is never stored, only its SHA-256.
+    """
+
+    session_id: str
+    caller: str
+    purpose: str
+    id_key: str
+    sealed_identity: bytes
+    key_id: int
+    challenge_id: str
+    actions: tuple[str, ...]
+    token_digest: str
+    capture_expires_at: float  # the token is refused after this (unix time)
+    expires_at: float  # the whole record, result included, is gone after this
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    """What a judged (or refused) capture left in the session: never a score, never a frame."""
+
+    verdict: str  # PASS | FAIL, "" when refused
+    reason: str  # caller-visible Reason, "" when refused
+    request_id: str
+    refusal: str = ""  # the stable error reason when the upload was refused before a verdict
+
+
+class SessionStore(Protocol):
+    def put(self, session: StoredSession) -> None:
+        """Store the session and index its token digest until `capture_expires_at`."""
+        ...
+
+    def claim(self, token_digest: str) -> StoredSession | None:
+        """Atomically use the token: of concurrent claims exactly one gets the session; later ones None."""
+        ...
+
+    def finish(self, session_id: str, result: SessionResult) -> None:
+        """Record the result; it lives as long as the session record."""
+        ...
+
+    def get(self, session_id: str) -> tuple[StoredSession, SessionResult | None] | None: ...

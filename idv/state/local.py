@@ -13,7 +13,7 @@ from pathlib import Path
 from idv.errors import StoreUnavailable
 from idv.store.sqlite_file import SqliteOptions, check_identity, connect
 
-from idv.state.base import AttemptState, AttemptTicket, LockoutPolicy, StoredChallenge
+from idv.state.base import AttemptState, AttemptTicket, LockoutPolicy, SessionResult, StoredChallenge, StoredSession
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS attempts (
@@ -181,3 +181,46 @@ def _bound(challenge: StoredChallenge, caller: str, id_key: str) -> bool:
     # Both compared in full, in constant time: the time does not say which of the two differed.
     return bool(hmac.compare_digest(challenge.caller.encode(), caller.encode())
                 & hmac.compare_digest(challenge.id_key.encode(), id_key.encode()))
+
+
+class MemorySessionStore:
+    """One replica's verification sessions (issue 13); a restart forgets them (they read as unknown)."""
+
+    def __init__(self, clock=time.time):
+        self._lock = threading.Lock()
+        self._sessions: dict[str, StoredSession] = {}
+        self._tokens: dict[str, str] = {}
+        self._results: dict[str, SessionResult] = {}
+        self._clock = clock
+
+    def _expire(self, now: float) -> None:
+        for session_id in [k for k, v in self._sessions.items() if v.expires_at < now]:
+            session = self._sessions.pop(session_id)
+            self._tokens.pop(session.token_digest, None)
+            self._results.pop(session_id, None)
+
+    def put(self, session: StoredSession) -> None:
+        with self._lock:
+            self._expire(self._clock())
+            self._sessions[session.session_id] = session
+            self._tokens[session.token_digest] = session.session_id
+
+    def claim(self, token_digest: str) -> StoredSession | None:
+        with self._lock:
+            session_id = self._tokens.pop(token_digest, None)
+            session = self._sessions.get(session_id) if session_id else None
+            if session is None or session.capture_expires_at < self._clock():
+                return None
+            return session
+
+    def finish(self, session_id: str, result: SessionResult) -> None:
+        with self._lock:
+            if session_id in self._sessions:
+                self._results[session_id] = result
+
+    def get(self, session_id: str) -> tuple[StoredSession, SessionResult | None] | None:
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None or session.expires_at < self._clock():
+                return None
+            return session, self._results.get(session_id)

@@ -16,6 +16,7 @@ the counters there is no throttling, so the request is refused, never decided.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import time
@@ -28,7 +29,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from idv.errors import StoreUnavailable
-from idv.state.base import AttemptState, AttemptTicket, LockoutPolicy, StoredChallenge
+from idv.state.base import AttemptState, AttemptTicket, LockoutPolicy, SessionResult, StoredChallenge, StoredSession
 
 REASON = "STATE_STORE_UNAVAILABLE"
 
@@ -218,3 +219,82 @@ class RedisChallengeStore:
         data = json.loads(raw)
         return StoredChallenge(challenge_id, data["caller"], data["id_key"], tuple(data["actions"]),
                                float(data["expires_at"]))
+
+
+class RedisSessionStore:
+    """Verification sessions (issue 13) shared by replicas.
+
+    session:<id> holds the record (JSON, sealed identity base64) until the session expires;
+    session-token:<sha256> -> id until the capture window closes, claimed with GETDEL (one
+    replica wins); session-result:<id> holds the result with the record's remaining TTL.
+    """
+
+    def __init__(self, client: redis.Redis, config: RedisConfig, clock: Callable[[], float] = time.time):
+        self._redis = client
+        self._prefix = config.prefix
+        self._clock = clock
+
+    def _session_key(self, session_id: str) -> str:
+        return f"{self._prefix}session:{session_id}"
+
+    def _result_key(self, session_id: str) -> str:
+        return f"{self._prefix}session-result:{session_id}"
+
+    def _ttl_ms(self, until: float) -> int:
+        return max(int((until - self._clock()) * 1000), 1)
+
+    def put(self, session: StoredSession) -> None:
+        value = json.dumps({
+            "caller": session.caller, "purpose": session.purpose, "id_key": session.id_key,
+            "sealed": base64.b64encode(session.sealed_identity).decode(), "key_id": session.key_id,
+            "challenge_id": session.challenge_id, "actions": list(session.actions),
+            "token_digest": session.token_digest, "capture_expires_at": session.capture_expires_at,
+            "expires_at": session.expires_at,
+        })
+        with _guard():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.set(self._session_key(session.session_id), value, px=self._ttl_ms(session.expires_at))
+            pipe.set(f"{self._prefix}session-token:{session.token_digest}", session.session_id,
+                     px=self._ttl_ms(session.capture_expires_at))
+            pipe.execute()
+
+    def _load(self, session_id: str, raw: bytes | str | None) -> StoredSession | None:
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return StoredSession(session_id, data["caller"], data["purpose"], data["id_key"],
+                             base64.b64decode(data["sealed"]), int(data["key_id"]), data["challenge_id"],
+                             tuple(data["actions"]), data["token_digest"], float(data["capture_expires_at"]),
+                             float(data["expires_at"]))
+
+    def claim(self, token_digest: str) -> StoredSession | None:
+        with _guard():
+            session_id = self._redis.getdel(f"{self._prefix}session-token:{token_digest}")
+            if session_id is None:
+                return None
+            session_id = session_id.decode() if isinstance(session_id, bytes) else session_id
+            session = self._load(session_id, self._redis.get(self._session_key(session_id)))
+        if session is None or session.capture_expires_at < self._clock():
+            return None
+        return session
+
+    def finish(self, session_id: str, result: SessionResult) -> None:
+        value = json.dumps({"verdict": result.verdict, "reason": result.reason, "request_id": result.request_id,
+                            "refusal": result.refusal})
+        with _guard():
+            ttl = self._redis.pttl(self._session_key(session_id))
+            if ttl is None or int(ttl) <= 0:
+                return  # the session is gone: nobody may read a result any more
+            self._redis.set(self._result_key(session_id), value, px=int(ttl))
+
+    def get(self, session_id: str) -> tuple[StoredSession, SessionResult | None] | None:
+        with _guard():
+            raw_session, raw_result = self._redis.mget(self._session_key(session_id), self._result_key(session_id))
+        session = self._load(session_id, raw_session)
+        if session is None or session.expires_at < self._clock():
+            return None
+        result = None
+        if raw_result is not None:
+            data = json.loads(raw_result)
+            result = SessionResult(data["verdict"], data["reason"], data["request_id"], data.get("refusal", ""))
+        return session, result

@@ -43,6 +43,14 @@ class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NOD: _ClassVar[Action]
     BLINK: _ClassVar[Action]
     OPEN_MOUTH: _ClassVar[Action]
+
+class SessionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SESSION_STATE_UNSPECIFIED: _ClassVar[SessionState]
+    PENDING: _ClassVar[SessionState]
+    COMPLETED: _ClassVar[SessionState]
+    EXPIRED: _ClassVar[SessionState]
+    REFUSED: _ClassVar[SessionState]
 PURPOSE_UNSPECIFIED: Purpose
 REGISTRATION: Purpose
 LICENCE_RENEWAL: Purpose
@@ -68,6 +76,11 @@ TURN_RIGHT: Action
 NOD: Action
 BLINK: Action
 OPEN_MOUTH: Action
+SESSION_STATE_UNSPECIFIED: SessionState
+PENDING: SessionState
+COMPLETED: SessionState
+EXPIRED: SessionState
+REFUSED: SessionState
 
 class VerifyRequest(_message.Message):
     __slots__ = ("id_number", "name", "purpose", "frames", "challenge_id")
@@ -176,3 +189,49 @@ class GetIdentityStatusResponse(_message.Message):
     failure_cap_reached: bool
     reenrolment_required: bool
     def __init__(self, request_id: _Optional[str] = ..., enrolled: _Optional[bool] = ..., template_count: _Optional[int] = ..., enrolled_at_unix: _Optional[float] = ..., model_fingerprints: _Optional[_Iterable[str]] = ..., consecutive_failures: _Optional[int] = ..., locked_until_unix: _Optional[float] = ..., failure_cap_reached: _Optional[bool] = ..., reenrolment_required: _Optional[bool] = ...) -> None: ...
+
+class CreateSessionRequest(_message.Message):
+    __slots__ = ("id_number", "name", "purpose")
+    ID_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    id_number: str
+    name: str
+    purpose: Purpose
+    def __init__(self, id_number: _Optional[str] = ..., name: _Optional[str] = ..., purpose: _Optional[_Union[Purpose, str]] = ...) -> None: ...
+
+class CreateSessionResponse(_message.Message):
+    __slots__ = ("session_id", "capture_url", "capture_token", "actions", "expires_at_unix", "frame_count")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_URL_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    FRAME_COUNT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    capture_url: str
+    capture_token: str
+    actions: _containers.RepeatedScalarFieldContainer[Action]
+    expires_at_unix: int
+    frame_count: int
+    def __init__(self, session_id: _Optional[str] = ..., capture_url: _Optional[str] = ..., capture_token: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[Action, str]]] = ..., expires_at_unix: _Optional[int] = ..., frame_count: _Optional[int] = ...) -> None: ...
+
+class GetSessionResultRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class GetSessionResultResponse(_message.Message):
+    __slots__ = ("verdict", "reason", "request_id", "state", "refusal")
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    verdict: Verdict
+    reason: Reason
+    request_id: str
+    state: SessionState
+    refusal: str
+    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., reason: _Optional[_Union[Reason, str]] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[SessionState, str]] = ..., refusal: _Optional[str] = ...) -> None: ...

@@ -64,6 +64,16 @@ class IdentityVerificationStub:
                 request_serializer=idv_dot_v1_dot_verification__pb2.IdentityRequest.SerializeToString,
                 response_deserializer=idv_dot_v1_dot_verification__pb2.GetIdentityStatusResponse.FromString,
                 _registered_method=True)
+        self.CreateSession = channel.unary_unary(
+                '/idv.v1.IdentityVerification/CreateSession',
+                request_serializer=idv_dot_v1_dot_verification__pb2.CreateSessionRequest.SerializeToString,
+                response_deserializer=idv_dot_v1_dot_verification__pb2.CreateSessionResponse.FromString,
+                _registered_method=True)
+        self.GetSessionResult = channel.unary_unary(
+                '/idv.v1.IdentityVerification/GetSessionResult',
+                request_serializer=idv_dot_v1_dot_verification__pb2.GetSessionResultRequest.SerializeToString,
+                response_deserializer=idv_dot_v1_dot_verification__pb2.GetSessionResultResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityVerificationServicer:
@@ -111,6 +121,21 @@ class IdentityVerificationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSession(self, request, context):
+        """Open a verification session for a capture device (issue 13).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSessionResult(self, request, context):
+        """The session's state and, once judged, its verdict. Only the creating
+        caller may read it; it stays readable until the session expires.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityVerificationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +168,16 @@ def add_IdentityVerificationServicer_to_server(servicer, server):
                     servicer.GetIdentityStatus,
                     request_deserializer=idv_dot_v1_dot_verification__pb2.IdentityRequest.FromString,
                     response_serializer=idv_dot_v1_dot_verification__pb2.GetIdentityStatusResponse.SerializeToString,
+            ),
+            'CreateSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSession,
+                    request_deserializer=idv_dot_v1_dot_verification__pb2.CreateSessionRequest.FromString,
+                    response_serializer=idv_dot_v1_dot_verification__pb2.CreateSessionResponse.SerializeToString,
+            ),
+            'GetSessionResult': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSessionResult,
+                    request_deserializer=idv_dot_v1_dot_verification__pb2.GetSessionResultRequest.FromString,
+                    response_serializer=idv_dot_v1_dot_verification__pb2.GetSessionResultResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +342,60 @@ class IdentityVerification:
             '/idv.v1.IdentityVerification/GetIdentityStatus',
             idv_dot_v1_dot_verification__pb2.IdentityRequest.SerializeToString,
             idv_dot_v1_dot_verification__pb2.GetIdentityStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idv.v1.IdentityVerification/CreateSession',
+            idv_dot_v1_dot_verification__pb2.CreateSessionRequest.SerializeToString,
+            idv_dot_v1_dot_verification__pb2.CreateSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSessionResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idv.v1.IdentityVerification/GetSessionResult',
+            idv_dot_v1_dot_verification__pb2.GetSessionResultRequest.SerializeToString,
+            idv_dot_v1_dot_verification__pb2.GetSessionResultResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -122,3 +122,34 @@ def test_plaintext_is_refused_outside_local_development(node_settings) -> None:
         node_settings.updated(host="0.0.0.0").validate()
     with pytest.raises(ConfigError, match="plaintext"):
         node_settings.updated(mode="production").validate()
+
+
+def test_the_device_endpoint_serves_tls_with_the_grpc_certificate_and_no_client_certificate(
+        node_settings, pki) -> None:
+    import ssl
+
+    import httpx
+
+    settings = node_settings.updated(tls_cert_file=pki.server_cert, tls_key_file=pki.server_key,
+                       tls_client_ca_file=pki.ca_cert, device_port=0)
+    node = start_node(settings)
+    try:
+        base = f"https://127.0.0.1:{node.device.port}"
+        page = httpx.get(f"{base}/capture/", verify=ssl.create_default_context(cafile=str(pki.ca_cert)), timeout=10)
+        assert page.status_code == 200 and 'id="start"' in page.text  # a phone has no client certificate
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{node.device.port}/capture/", timeout=5)
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{base}/capture/", timeout=5)  # not trusted without the CA
+        with IdvClient(f"127.0.0.1:{node.port}", timeout=10,
+                       tls=TlsConfig(pki.ca_cert, pki.client_cert, pki.client_key)) as client:
+            assert client.create_session(ID_SUBJECT_1, "张三", "check_in").capture_url.startswith(base + "/capture/#")
+    finally:
+        node.stop(0)
+
+
+def test_a_plaintext_device_endpoint_is_refused_off_loopback(node_settings) -> None:
+    from idv.config import ConfigError
+
+    with pytest.raises(ConfigError, match="plaintext device endpoint"):
+        node_settings.updated(device_port=8080, device_host="0.0.0.0").validate()

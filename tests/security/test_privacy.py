@@ -12,6 +12,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -142,7 +143,8 @@ def test_canaries_reach_no_log_response_error_metric_file_or_audit(node_settings
     assert _scan(captured_logs.getvalue().encode()) == [], "a canary reached the log"
     assert _scan(metrics) == [], "a canary reached a metric label"
     assert _scan(settings.store.audit_path.read_bytes()) == [], "a canary reached the audit log"
-    new_files = [p for p in after if p not in before and not str(p).startswith(str(settings.store.data_dir))]
+    new_files = [p for p in after if p not in before and not str(p).startswith(str(settings.store.data_dir))
+                 and not _other_process_file(p, tmp_path)]
     assert new_files == [], f"files were created while verifying: {new_files}"
     for path in _tree_snapshot(settings.store.data_dir):
         assert _scan(path.read_bytes()) == [], f"a canary reached {path.name}"
@@ -278,3 +280,94 @@ def test_a_tampered_template_is_answered_like_any_non_match_and_audited_truly(no
     records = [json.loads(line) for line in node.settings.store.audit_path.read_text().splitlines()]
     verdicts = [r for r in records if r["event"] == "verify"]
     assert [r["true_reason"] for r in verdicts] == ["REFERENCE_INVALID", "NO_REFERENCE"]
+
+
+def test_canaries_through_the_device_endpoint_reach_nothing_and_frames_are_zeroed(
+        node_settings, testdata, captured_logs, tmp_path, monkeypatch) -> None:
+    """Issue 13: the session path (CreateSession, HTTP upload, GetSessionResult) keeps nothing either."""
+    import json
+    from dataclasses import replace
+
+    import httpx
+
+    from idv.session_service import SessionService
+
+    settings = node_settings.updated(metrics_port=0, device_port=0, session_fixed_challenges=True,
+                       request_budget_seconds=60.0)
+    uploads: list[tuple[bytearray, ...]] = []
+    original = SessionService.verify_capture
+
+    def keep_frames(self, token, frames, budget):
+        uploads.append(frames)
+        return original(self, token, frames, budget)
+
+    monkeypatch.setattr(SessionService, "verify_capture", keep_frames)
+    private_tmp = tmp_path / "process-tmp"  # this process's temporary files land here, and only its own
+    private_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private_tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
+    node = start_node(settings)
+    live = [_with_canary(p.read_bytes()) for p in next(iter(nuaa_sequences(testdata, "live", "0001").values()))[:9:3]]
+    temp_roots = [Path("/tmp"), private_tmp, Path.cwd()]
+    seen: list[bytes] = []
+
+    def body(frames: list[bytes]) -> bytes:
+        header = {"timestamps_ms": [100.0 * (i + 1) for i in range(len(frames))], "sizes": [len(f) for f in frames]}
+        return json.dumps(header).encode() + b"\n" + b"".join(frames)
+
+    try:
+        with IdvClient(f"127.0.0.1:{node.port}", retries=0, timeout=60) as client:
+            client.enroll(ID_SUBJECT_1, CANARY_NAME, [nuaa_frames(testdata, "print", "0001")[0].read_bytes()])
+            before = _tree_snapshot(*temp_roots)
+            sessions = [client.create_session(ID_SUBJECT_1, CANARY_NAME, "check_in", fixed_actions=("NOD",)),
+                        client.create_session(CANARY_ID, CANARY_NAME, "check_in", fixed_actions=("NOD",)),
+                        client.create_session(ID_SUBJECT_1, CANARY_NAME, "check_in", fixed_actions=("NOD",))]
+            seen += [repr(s).encode() for s in sessions]
+            url = f"http://127.0.0.1:{node.device.port}/v1/capture"
+            headers = lambda s: {"Authorization": f"Bearer {s.capture_token}",  # noqa: E731
+                                 "Content-Type": "application/vnd.idv.capture"}
+            answers = [httpx.post(url, content=body(live), headers=headers(sessions[0]), timeout=120),
+                       httpx.post(url, content=body(live), headers=headers(sessions[1]), timeout=120),
+                       httpx.post(url, content=body([b"\xff\xd8\xff\xe0" + CANARY_BYTES] * 2),
+                                  headers=headers(sessions[2]), timeout=120),
+                       httpx.post(url, content=body(live), headers=headers(sessions[0]), timeout=120)]
+            seen += [r.content + repr(dict(r.headers)).encode() for r in answers]
+            seen += [repr(client.session_result(s.session_id)).encode() for s in sessions]
+            page = httpx.get(f"http://127.0.0.1:{node.device.port}/capture/", timeout=10)
+            seen.append(page.content)
+        after = _tree_snapshot(*temp_roots)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/metrics", timeout=5).read()
+    finally:
+        node.stop(0)
+    assert [r.status_code for r in answers] == [200, 200, 400, 401]
+    assert {json.loads(r.content)["verdict"] for r in answers[:2]} == {"FAIL"}  # a still burst: no NOD
+    assert all(b"score" not in r.content.lower() for r in answers)
+    assert _scan(b"\n".join(seen)) == [], "a canary reached a response, URL or session result"
+    assert _scan(captured_logs.getvalue().encode()) == [], "a canary reached the log"
+    assert _scan(metrics) == [], "a canary reached a metric label"
+    assert _scan(settings.store.audit_path.read_bytes()) == [], "a canary reached the audit log"
+    new_files = [p for p in after if p not in before and not str(p).startswith(str(settings.store.data_dir))]
+    assert [p for p in new_files if str(p).startswith(str(private_tmp))] == [], "temporary files were written"
+    # /tmp is shared with other processes on this machine: none of their new files may hold a
+    # canary or be an image (a re-encoded frame would have lost the canary bytes).
+    for path in new_files:
+        try:
+            head = path.read_bytes()
+        except OSError:
+            continue
+        assert _scan(head) == [], f"a canary reached {path}"
+        if not _other_process_file(path, tmp_path):  # other test runs write their own fixture images
+            assert not head.startswith((b"\xff\xd8\xff", b"\x89PNG")), f"{path} looks like a frame"
+    for path in _tree_snapshot(settings.store.data_dir):
+        assert _scan(path.read_bytes()) == [], f"a canary reached {path.name}"
+    assert len(uploads) == 4 and all(len(frames) >= 2 for frames in uploads)  # the 4th: parsed, token refused
+    for frames in uploads:
+        for frame in frames:
+            assert isinstance(frame, bytearray) and not any(frame), "an uploaded frame still holds data"
+
+
+def _other_process_file(path: Path, own: Path) -> bool:
+    """Other test runs and shells on a shared machine write under these; this test's own dir still counts."""
+    if str(path).startswith(str(own)):
+        return False
+    return any(part.startswith(("pytest-of-", "bash_jobs.", "bash_tool_")) for part in path.parts[:3])

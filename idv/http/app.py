@@ -1,0 +1,176 @@
+"""The device endpoint as an ASGI app (Starlette): the capture page and one upload per session.
+
+    GET  /capture/...     the reference capture page (static files shipped in idv/http/static)
+    POST /v1/capture      one capture (Authorization: Bearer <capture token>), answered with
+                          the verdict and coarse reason, never a score
+
+Before any pixel is decoded: rate per client address, bearer token present, body bounded
+(refused while streaming, not after), header parsed and frame count/size/timing checked.
+The token is used (once) only then, so a malformed upload from a buggy device does not burn
+it, and an overloaded node answers 503 with the token still valid. The decision itself is
+SessionService.verify_capture, i.e. Verify's own. Every error is JSON
+{"error": {"reason", "message"}}; unknown, used and expired tokens answer alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Protocol, TypeVar
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from idv.errors import Code, IdvError, InvalidRequest, NotServing, Throttled, Unauthenticated
+from idv.http.capture_body import MEDIA_TYPE, CaptureLimits, parse_capture
+from idv.pipeline import Budget
+from idv.state.base import CounterStore
+
+log = logging.getLogger("idv.http")
+
+T = TypeVar("T")
+
+_HTTP_STATUS = {
+    Code.INVALID_ARGUMENT: 400, Code.UNAUTHENTICATED: 401, Code.PERMISSION_DENIED: 403, Code.NOT_FOUND: 404,
+    Code.ALREADY_EXISTS: 409, Code.FAILED_PRECONDITION: 409, Code.RESOURCE_EXHAUSTED: 429, Code.CANCELLED: 499,
+    Code.UNAVAILABLE: 503, Code.DEADLINE_EXCEEDED: 504, Code.INTERNAL: 500,
+}
+
+# The page needs its own scripts, the camera and its own origin; nothing else, nowhere else.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+                                "media-src 'self' blob: mediastream:; connect-src 'self'; base-uri 'none'; "
+                                "form-action 'none'; frame-ancestors 'none'"),
+    "Permissions-Policy": "camera=(self), microphone=(), geolocation=()",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(frozen=True)
+class DeviceEndpointConfig:
+    # Origins (scheme://host[:port]) whose pages may upload cross-origin; empty: the node's own page only.
+    allowed_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 8 * 1024 * 1024
+    requests_per_minute_per_address: int = 30
+    request_budget_seconds: float = 10.0
+    capture: CaptureLimits = CaptureLimits()
+
+
+class Admission(Protocol):
+    """What the node's admission control offers (idv.rpc.servicer.Admission)."""
+
+    def run(self, budget: Budget, work: Callable[[], T]) -> T: ...
+
+
+def _error(error: IdvError) -> JSONResponse:
+    headers = {"Cache-Control": "no-store"}
+    retry = getattr(error, "retry_after_seconds", None)
+    if retry is not None:
+        headers["Retry-After"] = str(max(1, int(retry + 0.999)))
+    return JSONResponse({"error": {"reason": error.reason, "message": error.message}},
+                        status_code=getattr(error, "http_status", _HTTP_STATUS.get(error.code, 500)), headers=headers)
+
+
+class _TooLarge(IdvError):
+    code = Code.INVALID_ARGUMENT
+    default_reason = "BODY_TOO_LARGE"
+    http_status = 413
+
+
+class _SecuredStatic(StaticFiles):
+    async def get_response(self, path: str, scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(_PAGE_HEADERS)
+        return response
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+async def _read_bounded(request: Request, limit: int) -> bytearray:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise _TooLarge(f"the upload is larger than {limit} bytes", "BODY_TOO_LARGE")
+    body = bytearray()
+    async for chunk in request.stream():
+        if len(body) + len(chunk) > limit:
+            body[:] = bytes(len(body))
+            raise _TooLarge(f"the upload is larger than {limit} bytes", "BODY_TOO_LARGE")
+        body += chunk
+    return body
+
+
+def build_app(node_state, admission: Admission, counters: CounterStore, config: DeviceEndpointConfig) -> Starlette:
+    """`node_state` is the node's NodeState: its `sessions` is None until the models are warm."""
+
+    def admit_address(address: str) -> None:
+        bucket = "device:" + hashlib.sha256(address.encode()).hexdigest()[:24]
+        if counters.hit(bucket, 60, time.time()) > config.requests_per_minute_per_address:
+            raise Throttled("too many uploads from this address; wait a minute", "RATE_LIMITED", 60.0)
+
+    async def upload(request: Request) -> Response:
+        started = time.perf_counter()
+        body = bytearray()
+        capture = None
+        try:
+            await run_in_threadpool(admit_address, request.client.host if request.client else "-")
+            token = _bearer(request)
+            if not token:
+                raise Unauthenticated("the capture token is not valid (unknown, already used or expired)",
+                                      "CAPTURE_TOKEN_INVALID")
+            if request.headers.get("content-type", "").split(";")[0].strip() != MEDIA_TYPE:
+                raise InvalidRequest(f"the upload must be {MEDIA_TYPE}", "CAPTURE_FORMAT")
+            body = await _read_bounded(request, config.max_body_bytes)
+            capture = parse_capture(body, config.capture)
+            sessions = node_state.sessions
+            if sessions is None:
+                raise NotServing("the node is starting or stopping; retry shortly")
+            budget = Budget(config.request_budget_seconds)
+            frames = capture.frames
+            command, outcome = await run_in_threadpool(
+                admission.run, budget, lambda: sessions.verify_capture(token, frames, budget))
+            node_state.record_decision(command, outcome)
+            node_state.metrics.observe_rpc("DeviceUpload", "OK", time.perf_counter() - started)
+            return JSONResponse({"verdict": outcome.verdict.value, "reason": outcome.reason.value},
+                                headers={"Cache-Control": "no-store"})
+        except IdvError as error:
+            node_state.metrics.observe_rpc("DeviceUpload", error.code.value, time.perf_counter() - started,
+                                           error.reason)
+            log.info("upload refused", extra={"rpc": "DeviceUpload", "code": error.code.value,
+                                              "error_reason": error.reason})
+            return _error(error)
+        except Exception:  # a bug: generic answer; the traceback (never the payload) to the log
+            node_state.metrics.observe_rpc("DeviceUpload", "INTERNAL", time.perf_counter() - started, "INTERNAL")
+            log.exception("unhandled error", extra={"rpc": "DeviceUpload"})
+            return _error(IdvError("internal error; the upload was not processed", "INTERNAL"))
+        finally:
+            if capture is not None:
+                capture.zero()
+            body[:] = bytes(len(body))
+
+    async def root(request: Request) -> Response:
+        return RedirectResponse("/capture/", status_code=307)
+
+    static = resources.files("idv.http") / "static"
+    routes = [
+        Route("/", root),
+        Route("/v1/capture", upload, methods=["POST"]),
+        Mount("/capture", _SecuredStatic(directory=str(static), html=True), name="capture"),
+    ]
+    middleware = [Middleware(CORSMiddleware, allow_origins=list(config.allowed_origins), allow_methods=["POST"],
+                             allow_headers=["Authorization", "Content-Type"], max_age=600)]
+    return Starlette(routes=routes, middleware=middleware)

@@ -1,0 +1,75 @@
+"""Verification sessions for capture devices: open one for a backend, take the device's capture once
+with its token, keep the verdict for the backend. No gRPC or HTTP in here.
+
+The upload is judged by `VerificationService.verify`, the very decision a trusted terminal's
+Verify gets (same throttling, challenge, reference, core and audit): there is no second pipeline.
+"""
+
+from __future__ import annotations
+
+from idv.challenges import ChallengeIssuer
+from idv.errors import IdvError, InvalidRequest, NotFound, Unauthenticated
+from idv.identity import IdentityError, normalise_name, parse_id_number
+from idv.pipeline import Budget
+from idv.references import ReferenceVault
+from idv.service import VerificationService, VerifyCommand, VerifyOutcome
+from idv.sessions import OpenedSession, SessionKeeper, SessionView
+from idv.state.base import SessionResult
+from idv.throttle import Throttle
+from idv.verdicts import Purpose
+from liveness.actions import Action
+
+
+class SessionService:
+    def __init__(self, verification: VerificationService, keeper: SessionKeeper, challenges: ChallengeIssuer,
+                 vault: ReferenceVault, throttle: Throttle, fixed_challenges_allowed: bool = False):
+        self._verification = verification
+        self._keeper = keeper
+        self._challenges = challenges
+        self._vault = vault
+        self._throttle = throttle
+        self._fixed_challenges_allowed = fixed_challenges_allowed  # tests only; production refuses it
+
+    def create_session(self, caller: str, id_number: str, name: str, purpose: Purpose | None,
+                       fixed_actions: tuple[str, ...] = ()) -> OpenedSession:
+        self._throttle.admit_caller(caller)
+        if purpose is None:
+            raise InvalidRequest("purpose is required (REGISTRATION, LICENCE_RENEWAL or CHECK_IN)", "MISSING_PURPOSE")
+        try:
+            canonical, normalised = parse_id_number(id_number).value, normalise_name(name)
+        except IdentityError as exc:
+            raise InvalidRequest(exc.message, exc.reason) from None
+        if fixed_actions and (not self._fixed_challenges_allowed
+                              or not set(fixed_actions) <= {a.value for a in Action}):
+            raise InvalidRequest("a fixed challenge is a test facility this node does not allow",
+                                 "FIXED_CHALLENGE_REFUSED")
+        id_key = self._vault.id_key(canonical)
+        challenge = self._challenges.issue(caller, id_key, fixed_actions)
+        return self._keeper.open(caller, purpose.value, canonical, normalised, id_key, challenge.challenge_id,
+                                 challenge.actions, challenge.expires_at)
+
+    def verify_capture(self, capture_token: str, frames: tuple[bytes, ...],
+                       budget: Budget) -> tuple[VerifyCommand, VerifyOutcome]:
+        """A device's upload: use the token once, then Verify's own decision for the session's caller,
+        identity, purpose and challenge. The verdict (or the refusal) is kept for the creator."""
+        claimed = self._keeper.claim(capture_token)
+        if claimed is None:
+            raise Unauthenticated("the capture token is not valid (unknown, already used or expired)",
+                                  "CAPTURE_TOKEN_INVALID")
+        session = claimed.session
+        command = VerifyCommand(claimed.canonical_id, claimed.name, Purpose(session.purpose), frames,
+                                session.challenge_id, session.caller)
+        try:
+            outcome = self._verification.verify(command, budget)
+        except IdvError as refused:
+            self._keeper.finish(session.session_id, SessionResult("", "", "", refused.reason))
+            raise
+        self._keeper.finish(session.session_id,
+                            SessionResult(outcome.verdict.value, outcome.reason.value, outcome.request_id))
+        return command, outcome
+
+    def session_result(self, caller: str, session_id: str, grace_seconds: float) -> SessionView:
+        view = self._keeper.view(caller, session_id, grace_seconds)
+        if view is None:
+            raise NotFound("no such session for this caller (unknown, expired or created by another caller)")
+        return view
