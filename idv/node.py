@@ -48,7 +48,7 @@ from idv.state.local import MemoryChallengeStore, SqliteCounterStore
 from idv.store.base import ReferenceStore
 from idv.store.sqlite import SqliteReferenceStore
 from idv.store.sqlite_file import SqliteOptions
-from idv.store_guard import StoreGuardConfig, check_store
+from idv.store_guard import StoreGuardConfig, check_store, require_existing_file
 from idv.throttle import CallerLimits, Throttle
 from idv.verdicts import Purpose
 
@@ -126,6 +126,9 @@ class Node:
         )
         # Development creates keys on first start; production refuses to run without provisioned keys.
         keys_may_be_created = settings.mode == "development"
+        # --- issue 17: the counters file must not vanish between starts (lockouts would be forgotten)
+        if not settings.redis_url:
+            require_existing_file(settings.counters_path, settings.data_dir / "store.id", "counters store")
         store = open_reference_store(settings)
         self._closers.append(store.close)
         keyring = load_keyring(settings.data_dir, create=keys_may_be_created)
