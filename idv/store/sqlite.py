@@ -170,10 +170,12 @@ class SqliteReferenceStore:
                 self._check_file()
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
+                    # Taken before the row goes: the marker must come after the identity's own revision.
+                    revision = self._db.execute(f"SELECT {_NEXT_REVISION}").fetchone()[0]
                     existed = self._db.execute("DELETE FROM identities WHERE id_key = ?", (id_key,)).rowcount > 0
                     if existed:  # templates go with it (ON DELETE CASCADE)
-                        self._db.execute(f"INSERT OR REPLACE INTO deletions(id_key, revision) VALUES (?, {_NEXT_REVISION})",
-                                         (id_key,))
+                        self._db.execute("INSERT OR REPLACE INTO deletions(id_key, revision) VALUES (?, ?)",
+                                         (id_key, revision))
                     self._db.execute("COMMIT")
                     return existed
                 except BaseException:
