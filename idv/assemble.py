@@ -40,7 +40,7 @@ from idv.store.base import ReferenceStore
 from idv.store.postgres import PostgresReferenceStore
 from idv.store.sqlite import SqliteReferenceStore
 from idv.store.sqlite_file import SqliteOptions
-from idv.store_guard import StoreGuardConfig, check_store
+from idv.store_guard import StoreGuardConfig, check_store, require_existing_file
 from idv.throttle import Throttle
 from liveness.actions import ActionConfig
 
@@ -191,6 +191,10 @@ def build_service(settings: Settings, models: ModelSet | None = None,
                                       models.embedder.fingerprint)
         if threshold.site is not None:
             log.info("site thresholds", extra=start_record(threshold, settings.models.security_level))
+        if not settings.state.shared:
+            # Checked before anything is opened (the store guard writes its marker on a first start):
+            # the counters file must not vanish between starts, or lockouts would be forgotten.
+            require_existing_file(settings.store.counters_path, settings.store.store_id_path, "counters store")
         store = open_reference_store(settings)
         closers.append(store.close)
         vault = open_vault(settings, store)

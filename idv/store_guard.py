@@ -111,3 +111,12 @@ def _write_marker(path: Path, store_id: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(temporary, path)
+
+
+def require_existing_file(path: Path, marker_path: Path, what: str) -> None:
+    """A file every earlier start created (the SQLite counters) must still exist once the node has run:
+    opening an empty one would silently forget every lockout. Call before the file is opened."""
+    if marker_path.exists() and not path.exists():
+        raise StoreMismatch(
+            f"the {what} {path} is missing, but {marker_path} shows this node ran before: was it deleted? Restore "
+            f"it (lockouts and failure caps live there), or remove {marker_path} to start afresh deliberately")

@@ -160,6 +160,11 @@ def test_a_deleted_or_replaced_store_file_is_refused_at_start_not_silently_recre
     assert isinstance(refused, StoreMismatch) and "the store was replaced" in str(refused)
     _remove_sqlite(store)
     kept.rename(store)  # the real one back: it serves what it had
+    counters = node_settings.store.counters_path
+    counters.rename(counters.with_name("kept-counters.sqlite3"))  # the lockouts' file gone
+    refused = refused_start(node_settings)
+    assert isinstance(refused, StoreMismatch) and f"counters store {counters} is missing" in str(refused)
+    counters.with_name("kept-counters.sqlite3").rename(counters)
     node = start_node(node_settings)
     try:
         with IdvClient(f"127.0.0.1:{node.port}", retries=0) as client:

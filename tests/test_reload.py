@@ -179,4 +179,4 @@ def test_config_show_masks_every_dsn_form(dsn: str, secret: str) -> None:
     assert secret not in mask_dsn(dsn) and "db.internal" in mask_dsn(dsn)
     redis = "redis://:r3dis@cache.internal:6379/0"
     shown = masked(load_settings(environ={}, overrides={"redis_url": redis}))
-    assert "r3dis" not in json.dumps(shown) and "cache.internal" in shown["redis_url"]
+    assert "r3dis" not in json.dumps(shown) and "cache.internal" in shown["state"]["redis_url"]

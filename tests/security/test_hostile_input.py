@@ -129,36 +129,84 @@ def test_fuzzed_requests_are_validated_without_surprises(id_number, name, purpos
     assert len(validated.canonical_id) == 18 and 1 <= count <= 8
 
 
-def test_a_cancelled_call_stops_within_a_stage_and_frees_its_slot(node, testdata, monkeypatch) -> None:
-    """RELIABILITY D6: gRPC never interrupts a handler; the pipeline must notice the caller left."""
+def test_a_cancelled_call_stops_within_a_stage_and_frees_its_slot(node_settings, testdata) -> None:
+    """RELIABILITY D6: gRPC never interrupts a handler; the pipeline must notice the caller left.
+
+    One admission slot, and detection slowed to 0.3 s a frame (8 frames: about 1.2 s of work): a
+    handler that ignored the cancellation would hold the slot (in-flight gauge 1) and the next call
+    would be refused RESOURCE_EXHAUSTED."""
     import time
 
-    from tests.conftest import nuaa_frames
+    from tests.conftest import nuaa_frames, start_node
 
-    embedder = node.assembled.models.embedder
-    embedded: list[int] = []
-    original = embedder.embed
+    node = start_node(node_settings.updated(max_concurrent_rpcs=1, worker_threads=1))
+    try:
+        detector = node.assembled.models.detector
+        detected: list[int] = []
+        original = detector.detect
 
-    def counting(crops):
-        embedded.append(len(crops))
-        return original(crops)
+        def slow(image):
+            detected.append(1)
+            time.sleep(0.3)
+            return original(image)
 
-    monkeypatch.setattr(embedder, "embed", counting)
-    stub = pb_grpc.IdentityVerificationStub(grpc.insecure_channel(f"127.0.0.1:{node.port}"))
-    frames = [p.read_bytes() for p in nuaa_frames(testdata, "live", "0001")[:8]]
-    request = pb.VerifyRequest(id_number=ID_SUBJECT_1, name="张三", purpose=pb.CHECK_IN, frames=frames)
-    call = stub.Verify.future(request, timeout=30)
-    time.sleep(0.02)
-    call.cancel()
-    time.sleep(0.5)
-    assert len(embedded) < 8, "the pipeline ran every frame for a caller that had gone"
-    admission = node.state.service  # the slot is freed: a fresh call is admitted and answered
-    assert admission is not None
-    response = stub.Verify(request, timeout=30)
-    assert response.verdict == pb.FAIL  # ID not enrolled: NOT_VERIFIED, but it ran
-    body = node.state.metrics.registry.get_sample_value(
-        "idv_requests_total", {"rpc": "Verify", "code": "CANCELLED", "reason": "CANCELLED"})
-    assert body == 1.0
+        detector.detect = slow
+        gauge = lambda: node.state.metrics.registry.get_sample_value("idv_in_flight")  # noqa: E731
+        stub = pb_grpc.IdentityVerificationStub(grpc.insecure_channel(f"127.0.0.1:{node.port}"))
+        frames = [p.read_bytes() for p in nuaa_frames(testdata, "live", "0001")[:8]]
+        request = pb.VerifyRequest(id_number=ID_SUBJECT_1, name="张三", purpose=pb.CHECK_IN, frames=frames)
+        call = stub.Verify.future(request, timeout=30)
+        deadline = time.monotonic() + 5
+        while gauge() != 1:
+            assert time.monotonic() < deadline, "the call was never admitted"
+            time.sleep(0.01)
+        call.cancel()
+        cancelled_at = time.monotonic()
+        while gauge() != 0:
+            assert time.monotonic() - cancelled_at < 0.7, "the cancelled call still holds its slot"
+            time.sleep(0.01)
+        assert len(detected) < 8, "the pipeline ran every frame for a caller that had gone"
+        detector.detect = original
+        response = stub.Verify(request, timeout=30)  # with one slot: admitted only because it was freed
+        assert response.verdict == pb.FAIL  # ID not enrolled: NOT_VERIFIED, but it ran
+        cancelled = node.state.metrics.registry.get_sample_value(
+            "idv_requests_total", {"rpc": "Verify", "code": "CANCELLED", "reason": "CANCELLED"})
+        assert cancelled == 1.0
+    finally:
+        node.stop(0)
+
+
+def test_the_server_enforces_its_own_budget_whatever_the_client_deadline(node_settings, testdata) -> None:
+    """RELIABILITY D4/D7 from the server's side: the client allows 30 s, the node's budget is 0.5 s; with
+    detection slowed to 0.3 s a frame the work would take about 1.2 s, so a node that ignored its own
+    budget would answer a verdict late. It answers DEADLINE_EXCEEDED within about one stage of 0.5 s."""
+    import time
+
+    from idv.rpc.status import error_info
+    from tests.conftest import nuaa_frames, start_node
+
+    node = start_node(node_settings.updated(request_budget_seconds=0.5))
+    try:
+        detector = node.assembled.models.detector
+        original = detector.detect
+
+        def slow(image):
+            time.sleep(0.3)
+            return original(image)
+
+        detector.detect = slow
+        stub = pb_grpc.IdentityVerificationStub(grpc.insecure_channel(f"127.0.0.1:{node.port}"))
+        frames = [p.read_bytes() for p in nuaa_frames(testdata, "live", "0001")[:8]]
+        request = pb.VerifyRequest(id_number=ID_SUBJECT_1, name="张三", purpose=pb.CHECK_IN, frames=frames)
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as failure:
+            stub.Verify(request, timeout=30)
+        took = time.monotonic() - started
+        assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert error_info(failure.value).reason == "DEADLINE_EXCEEDED"  # the node's answer, not the client's
+        assert took < 0.5 + 0.3 + 0.4, took  # budget + one stage + scheduling slack, far below 1.2 s of work
+    finally:
+        node.stop(0)
 
 
 def test_keepalive_ping_abuse_gets_the_connection_closed(node) -> None:

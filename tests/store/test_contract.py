@@ -83,6 +83,10 @@ def test_delete_erases_and_leaves_a_marker_for_the_galleries(store) -> None:
     after = store.changes_since(marker[0].revision, 100)
     assert [(r.id_key, r.deleted) for r in after] == [(f"{1:064d}", False)]
     assert not any(r.deleted for r in store.changes_since(-1, 100))
+    # The newest identity deleted: its marker still comes after everything a gallery has seen.
+    newest = store.changes_since(-1, 100)[-1]
+    assert store.delete(newest.id_key) is True
+    assert [(r.id_key, r.deleted) for r in store.changes_since(newest.revision, 100)] == [(newest.id_key, True)]
 
 
 def test_iter_all_and_replace_templates(store) -> None:
