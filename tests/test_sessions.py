@@ -202,6 +202,34 @@ def test_the_page_says_so_when_the_link_is_broken_or_the_token_spent(session_nod
     assert "already used" in page["outcome"]
 
 
+
+def test_cli_session_create_prints_the_capture_url_and_result_reports_the_state(session_node) -> None:
+    from click.testing import CliRunner
+
+    from idv.cli import main
+
+    node, keys = session_node
+    conn = ["--target", f"127.0.0.1:{node.port}", "--api-key", keys["a"]]
+    created = CliRunner().invoke(main, ["session", "create", *conn, "--id", ID_SUBJECT_1, "--name", NAME,
+                                        "--purpose", "check_in"])
+    assert created.exit_code == 0, created.output
+    first, second = created.output.strip().splitlines()
+    session_id = first.removeprefix("session ")
+    assert second.startswith(f"open on the device before it expires: http://127.0.0.1:{node.device.port}/capture/#token=")
+    assert ID_SUBJECT_1 not in created.output
+    pending = CliRunner().invoke(main, ["session", "result", *conn, session_id])
+    assert (pending.exit_code, pending.output.strip()) == (2, "PENDING")
+    token = second.split("#token=")[1].split("&")[0]
+    assert _upload(node, token, _tiny_capture()).json() == {"verdict": "FAIL", "reason": "NO_FACE"}
+    judged = CliRunner().invoke(main, ["session", "result", *conn, "--json", session_id])
+    assert judged.exit_code == 1
+    assert json.loads(judged.output) | {"request_id": ""} == {
+        "state": "COMPLETED", "verdict": "FAIL", "reason": "NO_FACE", "request_id": "", "refusal": ""}
+    foreign = CliRunner().invoke(main, ["session", "result", "--target", f"127.0.0.1:{node.port}",
+                                        "--api-key", keys["b"], session_id])
+    assert foreign.exit_code == 1 and "NOT_FOUND [SESSION_NOT_FOUND]" in foreign.output
+
+
 def _capture_body(frames: list[bytes], interval_ms: float = 300.0) -> bytes:
     header = {"timestamps_ms": [1000.0 + i * interval_ms for i in range(len(frames))], "sizes": [len(f) for f in frames]}
     return json.dumps(header).encode() + b"\n" + b"".join(frames)
