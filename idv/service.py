@@ -193,8 +193,13 @@ class VerificationService:
             raise InvalidRequest("a fixed challenge is a test facility this node does not allow", "FIXED_CHALLENGE_REFUSED")
         id_key = self._pipeline.vault.id_key(canonical)
         challenge = self._challenges.issue(caller, id_key, fixed_actions)
-        return self._sessions.open(caller, purpose.value, canonical, normalised, id_key, challenge.challenge_id,
-                                   challenge.actions, challenge.expires_at)
+        opened = self._sessions.open(caller, purpose.value, canonical, normalised, id_key, challenge.challenge_id,
+                                     challenge.actions, challenge.expires_at)
+        # The upload's decision is audited as any Verify ("verify", same caller and id_key).
+        self._audit.append({"event": "session_open", "request_id": str(uuid.uuid4()), "caller": caller,
+                            "purpose": purpose.value, "id_key": id_key, "session_id": opened.session_id,
+                            "fixed_challenge": bool(fixed_actions)})
+        return opened
 
     def verify_capture(self, capture_token: str, frames: tuple[bytes, ...],
                        budget: Budget) -> tuple[VerifyCommand, VerifyOutcome]:

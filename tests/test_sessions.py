@@ -138,6 +138,14 @@ def test_enrolled_person_passes_through_the_capture_page(session_node, browser, 
         result = a.session_result(opened.session_id)
     assert (result.state, result.verdict, result.reason) == ("COMPLETED", "PASS", "VERIFIED")
     assert len(result.request_id) == 36
+    # One decision core: the upload was judged and audited exactly as a Verify by caller "a".
+    audit = [json.loads(line) for line in node.settings.audit_path.read_text().splitlines()]
+    decision = [r for r in audit if r.get("request_id") == result.request_id]
+    assert len(decision) == 1 and decision[0]["event"] == "verify" and decision[0]["caller"] == "a"
+    assert decision[0]["purpose"] == "REGISTRATION" and decision[0]["true_reason"] == "VERIFIED"
+    opened_record = [r for r in audit if r.get("session_id") == opened.session_id]
+    assert [r["event"] for r in opened_record] == ["session_open"]
+    assert decision[0]["id_key"] == opened_record[0]["id_key"]
     for step in SCREENSHOT_STEPS:
         assert (screenshot_dir / f"capture-{step}.png").stat().st_size > 5000, step
     with _client(node, keys["a"]) as a:  # readable again until it expires (a lost answer can be re-read)
