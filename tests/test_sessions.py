@@ -238,6 +238,24 @@ def test_cli_session_create_prints_the_capture_url_and_result_reports_the_state(
     assert foreign.exit_code == 1 and "NOT_FOUND [SESSION_NOT_FOUND]" in foreign.output
 
 
+
+def test_an_overloaded_node_refuses_the_upload_without_spending_the_token(session_node, monkeypatch) -> None:
+    from idv.errors import Overloaded
+
+    node, keys = session_node
+    with _client(node, keys["a"]) as a:
+        opened = a.create_session(ID_SUBJECT_1, NAME, "check_in", fixed_actions=CLIP_ACTIONS)
+
+    def full(budget, work):
+        raise Overloaded("the node is at capacity; retry with backoff")
+
+    monkeypatch.setattr(node.admission, "run", full)
+    shed = _upload(node, opened.capture_token, _tiny_capture())
+    assert shed.status_code == 429 and shed.json()["error"]["reason"] == "OVERLOADED"
+    monkeypatch.undo()
+    assert _upload(node, opened.capture_token, _tiny_capture()).status_code == 200
+
+
 def _capture_body(frames: list[bytes], interval_ms: float = 300.0) -> bytes:
     header = {"timestamps_ms": [1000.0 + i * interval_ms for i in range(len(frames))], "sizes": [len(f) for f in frames]}
     return json.dumps(header).encode() + b"\n" + b"".join(frames)
