@@ -234,7 +234,8 @@ def build_service(settings: Settings, models: ModelSet | None = None,
             keeper = SessionKeeper(shared.sessions, vault.keys,
                                    SessionPolicy(settings.sessions.result_ttl_seconds, settings.sessions.frame_count,
                                                  capture_base_url.rstrip("/")))
-            sessions = SessionService(service, keeper, issuer, vault, throttle, settings.sessions.fixed_challenges)
+            sessions = SessionService(service, keeper, issuer, vault, throttle, audit,
+                                      settings.sessions.fixed_challenges)
         admin = AdminService(vault, throttle, audit,
                              AdminConfig(settings.gallery.refresh_seconds, settings.store.reference_max_age_seconds),
                              screening.refresh if screening is not None else None)
