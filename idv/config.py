@@ -137,7 +137,19 @@ class Settings:
     max_frame_width: int = 1920
     max_frame_height: int = 1920
     max_frame_pixels: int = 1920 * 1080
-    max_message_bytes: int = 4 * 1024 * 1024
+    # The largest request the API allows: 24 frames x 512 KiB plus 64 KiB for the other fields
+    # and the protobuf framing (docs/api.md "Limits").
+    max_message_bytes: int = 24 * 512 * 1024 + 64 * 1024
+    # --- hostile peers (issue 16; idv/rpc/intake.py says why each exists) ---------
+    body_timeout_seconds: float = 5.0  # from a call's HEADERS to its whole request body
+    max_streams_per_connection: int = 8  # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS
+    max_streams_per_peer: int = 16  # calls open at once from one IP address, all its connections
+    max_connections: int = 1024  # TCP connections the node keeps at once (each is a file descriptor)
+    connection_idle_seconds: float = 60.0  # a connection with no call is closed after this
+    handshake_timeout_seconds: float = 10.0  # TCP accept to finished TLS/HTTP/2 handshake
+    receive_bodies_per_peer: int = 2  # request bodies being received at once from one IP address
+    receive_bodies_total: int = 8  # ... from all peers (each may buffer up to max_message_bytes)
+    max_jpeg_scans: int = 16  # SOS markers in one JPEG frame (a camera's progressive JPEG has about 10)
     # --- quality gate --------------------------------------------------------
     detector_score_threshold: float = 0.6
     # A second face at least this fraction of the subject's size fails MULTIPLE_FACES; smaller ones are bystanders.
@@ -198,9 +210,17 @@ class Settings:
                 problems.append(f"{name} must be at least 1")
         if self.max_frames > self.max_frames_with_challenge:
             problems.append("max_frames must not exceed max_frames_with_challenge")
-        needed = self.max_frames_with_challenge * self.max_frame_bytes
-        if self.max_message_bytes < min(needed, 64 * 1024 * 1024) // 8:
-            problems.append("max_message_bytes is too small to carry even a single frame burst")
+        needed = max(self.max_frames_with_challenge, self.max_reference_images) * self.max_frame_bytes + 64 * 1024
+        if self.max_message_bytes < needed:
+            problems.append(f"max_message_bytes must fit the largest request allowed ({needed} bytes: the frame "
+                            "limits times max_frame_bytes plus 64 KiB); raise it or lower the frame limits")
+        for name in ("max_streams_per_connection", "max_streams_per_peer", "max_connections", "receive_bodies_per_peer",
+                     "receive_bodies_total", "max_jpeg_scans"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1")
+        for name in ("body_timeout_seconds", "connection_idle_seconds", "handshake_timeout_seconds"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive")
         if self.security_level not in ("fmr_1e-3", "fmr_1e-4", "fmr_1e-5"):
             problems.append(f"security_level must be fmr_1e-3, fmr_1e-4 or fmr_1e-5, not {self.security_level!r}")
         if self.detector_file is not None and not self.detector_sha256:

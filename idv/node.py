@@ -41,6 +41,7 @@ from idv.references import ReferenceVault
 from idv.security.callers import CallerRegistry
 from idv.service import VerificationService, VerifyPolicy
 from idv.readiness import ReadinessProbe
+from idv.rpc.transport import AioServer
 from idv.state.base import ChallengeStore, CounterStore, LockoutPolicy
 from idv.state.local import MemoryChallengeStore, SqliteCounterStore
 from idv.store.base import ReferenceStore
@@ -62,7 +63,9 @@ def harden_process() -> None:
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """gRPC core's own limits (docs/api.md "Limits" and docs/architecture.md "Hostile peers")."""
     return [
+        # Fits the largest request the API allows (Settings.validate checks it).
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", 64 * 1024),
         ("grpc.max_metadata_size", 8 * 1024),
@@ -73,17 +76,24 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 30_000),
         ("grpc.http2.max_ping_strikes", 2),
-        ("grpc.max_connection_idle_ms", 300_000),
+        # --- issue 16: what a peer can hold without sending a request ---
+        # Streams one connection may open at once (HTTP/2 SETTINGS; excess streams are refused by gRPC core).
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        # Connections the node keeps at once: beyond it gRPC core closes new ones at accept (fd bound).
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
+        # A connection that never finishes its TLS/HTTP/2 handshake is dropped after this.
+        ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_seconds * 1000)),
+        # A connection with no call open (an idle fd) is closed after this.
+        ("grpc.max_connection_idle_ms", int(settings.connection_idle_seconds * 1000)),
         ("grpc.max_connection_age_ms", 1_800_000),
         ("grpc.max_connection_age_grace_ms", 30_000),
-        ("grpc.max_concurrent_streams", 32),
     ]
 
 
 @dataclass
 class Node:
     settings: Settings
-    server: grpc.Server
+    server: AioServer
     port: int
     state: NodeState
     started_at: float
@@ -138,6 +148,7 @@ class Node:
                 max_width=settings.max_frame_width,
                 max_height=settings.max_frame_height,
                 max_pixels=settings.max_frame_pixels,
+                max_scans=settings.max_jpeg_scans,  # issue 16
             ),
             quality=QualityLimits(
                 min_face_size=settings.min_face_size,
@@ -225,7 +236,7 @@ class Node:
             stop()
         self._stoppers.clear()
         self.state.not_serving()
-        self.server.stop(self.settings.grace_seconds if grace is None else grace).wait()
+        self.server.stop(self.settings.grace_seconds if grace is None else grace)
         for close in reversed(self._closers):
             close()
         self._closers.clear()
@@ -288,45 +299,67 @@ def duplicate_threshold(manifest: Manifest, settings: Settings, verify_threshold
 
 
 def build_node(settings: Settings) -> Node:
-    """Bind the port and start answering health checks (NOT_SERVING); call `load()` next."""
-    from idv.rpc.servicer import Admission, IdentityVerificationServicer
-    from idv.v1 import verification_pb2_grpc as pb_grpc
+    """Bind the port and start answering health checks (NOT_SERVING); call `load()` next.
+
+    The server is grpc.aio on an event loop thread the node owns (idv/rpc/transport.py):
+    no thread waits for a request body; model work runs on the compute pool.
+    """
+    from idv.rpc.admission import Admission
+    from idv.rpc.intake import IntakeLimits, PeerIntake
+    from idv.rpc.servicer import IdentityVerificationServicer
+    from idv.rpc.transport import LoopThread, SyncHealth
 
     started = time.monotonic()
-    # Threads beyond the compute slots keep health checks and fast refusals answered under load.
-    executor = futures.ThreadPoolExecutor(
-        max_workers=settings.max_concurrent_rpcs + 4, thread_name_prefix="idv-rpc"
-    )
-    server = grpc.server(executor, options=server_options(settings))
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    loop = LoopThread("idv-grpc")
+    # The compute pool: the only threads that run requests; `worker_threads` of them at a time.
+    compute_pool = futures.ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="idv-compute")
+    health_servicer = health.aio.HealthServicer()
     metrics = Metrics()
-    state = NodeState(health_servicer, CallerRegistry.load(settings.callers_path), metrics)
-    admission = Admission(settings.max_concurrent_rpcs, settings.worker_threads)
+    state = NodeState(SyncHealth(health_servicer, loop), CallerRegistry.load(settings.callers_path), metrics)
+    admission = Admission(settings.max_concurrent_rpcs, settings.worker_threads, compute_pool)
     metrics.track_in_flight(lambda: admission.in_flight)
-    pb_grpc.add_IdentityVerificationServicer_to_server(
-        IdentityVerificationServicer(state, admission, settings.request_budget_seconds), server
-    )
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if settings.reflection:
-        from grpc_reflection.v1alpha import reflection
-
-        from idv.v1 import verification_pb2
-
-        names = (verification_pb2.DESCRIPTOR.services_by_name["IdentityVerification"].full_name,
-                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
+    intake = PeerIntake(IntakeLimits(
+        max_streams_per_peer=settings.max_streams_per_peer,
+        receive_bodies_per_peer=settings.receive_bodies_per_peer,
+        receive_bodies_total=settings.receive_bodies_total,
+        body_timeout_seconds=settings.body_timeout_seconds,
+        max_message_bytes=settings.max_message_bytes,
+    ))
+    metrics.track_intake(lambda: intake.open_streams, lambda: intake.receiving_total)
+    servicer = IdentityVerificationServicer(state, admission, settings.request_budget_seconds, intake)
     address = f"{settings.host}:{settings.port}"
+
+    async def start() -> tuple[grpc.aio.Server, int]:
+        server = grpc.aio.server(options=server_options(settings))
+        server.add_generic_rpc_handlers([servicer.generic_handler()])
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        if settings.reflection:
+            from grpc_reflection.v1alpha import reflection
+
+            from idv.v1 import verification_pb2
+
+            names = (verification_pb2.DESCRIPTOR.services_by_name["IdentityVerification"].full_name,
+                     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+            reflection.enable_server_reflection(names, server)
+        try:
+            if settings.tls:
+                port = server.add_secure_port(address, server_credentials(settings))
+            else:
+                port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {address}: {exc} (is another idv already running there?)") from None
+        if port == 0:
+            raise OSError(f"cannot listen on {address} (is another idv already running there?)")
+        await server.start()
+        return server, port
+
     try:
-        if settings.tls:
-            port = server.add_secure_port(address, server_credentials(settings))
-        else:
-            port = server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise OSError(f"cannot listen on {address}: {exc} (is another idv already running there?)") from None
-    if port == 0:
-        raise OSError(f"cannot listen on {address} (is another idv already running there?)")
-    server.start()
-    node = Node(settings, server, port, state, started)
+        server, port = loop.call(start())
+    except BaseException:
+        compute_pool.shutdown(wait=False)
+        loop.close()
+        raise
+    node = Node(settings, AioServer(loop, server, compute_pool), port, state, started)
     if settings.metrics_port >= 0:
         http_server, node.metrics_port = metrics.serve(settings.metrics_host, settings.metrics_port)
         node._closers.append(http_server.shutdown)

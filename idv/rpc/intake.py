@@ -1,0 +1,81 @@
+"""What a call may hold before its request is whole, authenticated and admitted (issue 16).
+
+A gRPC call starts with HEADERS; its body may follow slowly or never. The server
+runs on grpc.aio, so a waiting call costs no thread, but it still costs memory: once
+the node asks gRPC for the message, HTTP/2 flow control lets the peer send the whole
+declared message (up to max_message_bytes) and gRPC buffers it until it is complete.
+So a body is read only after the caller is authenticated, only under a receive slot
+(`receive_bodies_per_peer` per IP address, `receive_bodies_total` in all, each worth at
+most max_message_bytes: total bytes held for unadmitted requests <= total x max message),
+and only within `body_timeout_seconds`. Calls open at once are also capped per IP address,
+whatever number of connections they come over. All of this runs on the event loop
+thread only: no locks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class IntakeLimits:
+    max_streams_per_peer: int = 16
+    receive_bodies_per_peer: int = 2
+    receive_bodies_total: int = 8
+    body_timeout_seconds: float = 5.0
+    max_message_bytes: int = 24 * 512 * 1024 + 64 * 1024
+
+    @property
+    def max_unadmitted_bytes(self) -> int:
+        """The most request bytes the node buffers for calls not yet admitted."""
+        return self.receive_bodies_total * self.max_message_bytes
+
+
+def peer_address(peer: str) -> str:
+    """The IP address of a grpc peer string ('ipv4:1.2.3.4:5678', 'ipv6:[::1]:5678', 'unix:...')."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6" and rest.startswith("["):
+        return rest[1 : rest.find("]")]
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    return rest or peer
+
+
+class PeerIntake:
+    """Counts of open calls and bodies being received, per peer address and in total."""
+
+    def __init__(self, limits: IntakeLimits):
+        self.limits = limits
+        self._streams: dict[str, int] = {}
+        self._receiving: dict[str, int] = {}
+        self.receiving_total = 0
+
+    def open_stream(self, address: str) -> bool:
+        count = self._streams.get(address, 0)
+        if count >= self.limits.max_streams_per_peer:
+            return False
+        self._streams[address] = count + 1
+        return True
+
+    def close_stream(self, address: str) -> None:
+        count = self._streams.pop(address, 1) - 1
+        if count > 0:
+            self._streams[address] = count
+
+    def start_receiving(self, address: str) -> bool:
+        count = self._receiving.get(address, 0)
+        if count >= self.limits.receive_bodies_per_peer or self.receiving_total >= self.limits.receive_bodies_total:
+            return False
+        self._receiving[address] = count + 1
+        self.receiving_total += 1
+        return True
+
+    def stop_receiving(self, address: str) -> None:
+        count = self._receiving.pop(address, 1) - 1
+        if count > 0:
+            self._receiving[address] = count
+        self.receiving_total -= 1
+
+    @property
+    def open_streams(self) -> int:
+        return sum(self._streams.values())
