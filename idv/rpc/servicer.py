@@ -124,8 +124,10 @@ class IdentityVerificationServicer:
             finally:
                 intake.stop_receiving(address)
             if problem is not None:
-                if context.cancelled() or context.done():  # gRPC refused it (larger than max_message_bytes)
-                    self._node.metrics.observe_refused_before_handler("TRANSPORT_REFUSED")
+                if problem.reason == "TRANSPORT_REFUSED":  # gRPC already answered (e.g. RESOURCE_EXHAUSTED)
+                    self._node.metrics.observe_rpc(rpc, "TRANSPORT_REFUSED", time.perf_counter() - started,
+                                                   problem.reason)
+                    self._node.metrics.observe_refused_before_handler(problem.reason)
                     raise asyncio.CancelledError()
                 await self._refuse(rpc, context, problem, started, caller.name)
             try:
@@ -145,6 +147,14 @@ class IdentityVerificationServicer:
         try:
             raw = await asyncio.wait_for(context.read(), max(timeout, 0.0))
             if raw is grpc.aio.EOF:
+                # Either the peer half-closed without a message, or gRPC refused the message (larger than
+                # max_message_bytes) and is cancelling the call: only the next read tells them apart.
+                try:
+                    await asyncio.wait_for(context.read(), 1.0)
+                except asyncio.CancelledError:
+                    return b"", IdvError("gRPC refused the request message", "TRANSPORT_REFUSED")
+                except asyncio.TimeoutError:
+                    pass
                 return b"", InvalidRequest("the call carried no request message", "NO_MESSAGE")
             end = await asyncio.wait_for(context.read(), max(deadline - time.monotonic(), 0.0))
         except asyncio.TimeoutError:
