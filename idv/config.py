@@ -148,7 +148,8 @@ class Settings:
     connection_idle_seconds: float = 60.0  # a connection with no call is closed after this
     handshake_timeout_seconds: float = 10.0  # TCP accept to finished TLS/HTTP/2 handshake
     receive_bodies_per_peer: int = 2  # request bodies being received at once from one IP address
-    receive_bodies_total: int = 8  # ... from all peers (each may buffer up to max_message_bytes)
+    receive_bodies_per_caller: int = 4  # ... with one API key (from any address)
+    receive_bodies_total: int = 12  # ... from all peers (each may buffer up to max_message_bytes)
     max_jpeg_scans: int = 16  # SOS markers in one JPEG frame (a camera's progressive JPEG has about 10)
     # --- quality gate --------------------------------------------------------
     detector_score_threshold: float = 0.6
@@ -215,7 +216,7 @@ class Settings:
             problems.append(f"max_message_bytes must fit the largest request allowed ({needed} bytes: the frame "
                             "limits times max_frame_bytes plus 64 KiB); raise it or lower the frame limits")
         for name in ("max_streams_per_connection", "max_streams_per_peer", "max_connections", "receive_bodies_per_peer",
-                     "receive_bodies_total", "max_jpeg_scans"):
+                     "receive_bodies_per_caller", "receive_bodies_total", "max_jpeg_scans"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
         for name in ("body_timeout_seconds", "connection_idle_seconds", "handshake_timeout_seconds"):

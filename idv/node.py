@@ -327,6 +327,7 @@ def build_node(settings: Settings) -> Node:
     intake = PeerIntake(IntakeLimits(
         max_streams_per_peer=settings.max_streams_per_peer,
         receive_bodies_per_peer=settings.receive_bodies_per_peer,
+        receive_bodies_per_caller=settings.receive_bodies_per_caller,
         receive_bodies_total=settings.receive_bodies_total,
         body_timeout_seconds=settings.body_timeout_seconds,
         max_message_bytes=settings.max_message_bytes,

@@ -37,7 +37,7 @@ from idv.pipeline import Budget, EnrollCommand, VerifyCommand
 from idv.rpc.admission import Admission
 from idv.rpc.intake import PeerIntake, peer_address
 from idv.rpc.status import internal_status, to_status
-from idv.security.callers import METADATA_KEY, Caller
+from idv.security.callers import ANONYMOUS, METADATA_KEY, Caller
 from idv.service import VerificationService
 from idv.v1 import verification_pb2 as pb
 from idv.verdicts import Purpose
@@ -116,13 +116,14 @@ class IdentityVerificationServicer:
                 caller = self._node.callers.authenticate(_api_key(context))
             except IdvError as error:
                 await self._refuse(rpc, context, error, started, before_handler=False)
-            if not intake.start_receiving(address):
+            caller_key = None if caller is ANONYMOUS else caller.name
+            if not intake.start_receiving(address, caller_key):
                 await self._refuse(rpc, context, Overloaded("too many request bodies are being received; retry with "
                                                             "backoff", "RECEIVE_BUSY"), started, caller.name)
             try:
                 raw, problem = await self._read_one(context, _remaining(context, intake.limits.body_timeout_seconds))
             finally:
-                intake.stop_receiving(address)
+                intake.stop_receiving(address, caller_key)
             if problem is not None:
                 if problem.reason == "TRANSPORT_REFUSED":  # gRPC already answered (e.g. RESOURCE_EXHAUSTED)
                     self._node.metrics.observe_rpc(rpc, "TRANSPORT_REFUSED", time.perf_counter() - started,

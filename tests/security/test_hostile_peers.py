@@ -196,6 +196,7 @@ def test_partial_bodies_from_many_streams_keep_memory_bounded(hostile: HostileNo
     """Issue 16 #2: many streams each send most of a large message and stop. The node buffers at most
     receive_bodies_total x max_message_bytes for them; every other stream holds its 64 KiB window."""
     declared = 12 * 1024 * 1024
+    body = partial_body(declared)  # one object shared by every stream
     baseline = process_rss_bytes(hostile.pid)
     connections = [RawConnection("127.0.0.1", hostile.port, source=f"127.0.0.{4 + i % 2}") for i in range(8)]
     peak = baseline
@@ -206,7 +207,7 @@ def test_partial_bodies_from_many_streams_keep_memory_bounded(hostile: HostileNo
                 for connection in connections:
                     while not connection.closed and connection.open_streams() < 8:
                         if connection.open_stream(metadata=(("x-api-key", hostile.attacker_key),),
-                                                  body=partial_body(declared)) is None:
+                                                  body=body) is None:
                             break
                 peak = max(peak, process_rss_bytes(hostile.pid))
                 time.sleep(0.2)
