@@ -104,11 +104,11 @@ def bomb(node: HostileNode, seconds: float, _: argparse.Namespace) -> dict:
 
 
 def idle(node: HostileNode, seconds: float, args: argparse.Namespace) -> dict:
-    half = args.idle // 2
+    each = args.idle // 8  # 4 addresses, half with the HTTP/2 preface, half silent
     sockets = []
     for source in _sources(4):
-        sockets += idle_connections("127.0.0.1", node.port, half // 2, source=source, preface=True)
-        sockets += idle_connections("127.0.0.1", node.port, half // 2, source=source, preface=False)
+        sockets += idle_connections("127.0.0.1", node.port, each, source=source, preface=True)
+        sockets += idle_connections("127.0.0.1", node.port, each, source=source, preface=False)
     time.sleep(seconds)
     for sock in sockets:
         sock.close()
