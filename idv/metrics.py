@@ -29,8 +29,8 @@ class Metrics:
                                        buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.refused_before_handler = Counter(
             "idv_refused_before_handler", "Calls refused before a handler ran, by cause (issue 16): TOO_MANY_STREAMS, "
-            "RECEIVE_BUSY, BODY_TIMEOUT, NO_MESSAGE, EXTRA_MESSAGE, UNDECODABLE_PROTOBUF, TRANSPORT_REFUSED "
-            "(gRPC itself refused the message, e.g. larger than max_message_bytes)", ["cause"], registry=self.registry)
+            "RECEIVE_BUSY, BODY_TIMEOUT, NO_WHOLE_MESSAGE (larger than max_message_bytes, refused by gRPC, or none "
+            "sent), EXTRA_MESSAGE, UNDECODABLE_PROTOBUF", ["cause"], registry=self.registry)
         self.open_calls = Gauge("idv_open_calls", "Service calls open, from HEADERS to the answer", registry=self.registry)
         self.receiving = Gauge("idv_receiving_bodies", "Request bodies being received (not yet admitted)",
                                registry=self.registry)

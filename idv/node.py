@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 
 from idv.audit import AuditLog
 from idv.challenges import ActionVerifier, ChallengeIssuer, ChallengePolicy
@@ -311,6 +311,7 @@ def build_node(settings: Settings) -> Node:
     no thread waits for a request body; model work runs on the compute pool.
     """
     from idv.rpc.admission import Admission
+    from idv.rpc.guarded_health import GuardedHealth
     from idv.rpc.intake import IntakeLimits, PeerIntake
     from idv.rpc.servicer import IdentityVerificationServicer
     from idv.rpc.transport import LoopThread, SyncHealth
@@ -339,7 +340,7 @@ def build_node(settings: Settings) -> Node:
     async def start() -> tuple[grpc.aio.Server, int]:
         server = grpc.aio.server(options=server_options(settings))
         server.add_generic_rpc_handlers([servicer.generic_handler()])
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        server.add_generic_rpc_handlers([GuardedHealth(health_servicer, metrics).generic_handler()])
         if settings.reflection:
             from grpc_reflection.v1alpha import reflection
 

@@ -17,7 +17,13 @@ thread only: no locks.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
+
+import grpc
+
+from idv.errors import DeadlineExceeded, IdvError, InvalidRequest
 
 
 @dataclass(frozen=True)
@@ -93,3 +99,21 @@ def _decrement(counts: dict[str, int], key: str) -> None:
     count = counts.pop(key, 1) - 1
     if count > 0:
         counts[key] = count
+
+
+async def read_single_message(context: grpc.aio.ServicerContext, timeout: float) -> tuple[bytes, IdvError | None]:
+    """The single request message and the end of the request stream, both within `timeout`."""
+    deadline = time.monotonic() + timeout
+    try:
+        raw = await asyncio.wait_for(context.read(), max(timeout, 0.0))
+        if raw is grpc.aio.EOF:
+            # The peer half-closed without a message, or gRPC refused the message (larger than
+            # max_message_bytes; the caller already has RESOURCE_EXHAUSTED). The application cannot
+            # tell them apart reliably, so they are counted as one cause.
+            return b"", InvalidRequest("the call carried no whole request message", "NO_WHOLE_MESSAGE")
+        end = await asyncio.wait_for(context.read(), max(deadline - time.monotonic(), 0.0))
+    except asyncio.TimeoutError:
+        return b"", DeadlineExceeded("the request body did not arrive in time", "BODY_TIMEOUT")
+    if end is not grpc.aio.EOF:
+        return b"", InvalidRequest("a call carries exactly one request message", "EXTRA_MESSAGE")
+    return raw, None

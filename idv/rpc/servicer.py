@@ -31,11 +31,11 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.message import DecodeError
 
-from idv.errors import DeadlineExceeded, IdvError, InvalidRequest, NotServing, Overloaded
+from idv.errors import IdvError, InvalidRequest, NotServing, Overloaded
 from idv.node_state import NodeState
 from idv.pipeline import Budget, EnrollCommand, VerifyCommand
 from idv.rpc.admission import Admission
-from idv.rpc.intake import PeerIntake, peer_address
+from idv.rpc.intake import PeerIntake, peer_address, read_single_message
 from idv.rpc.status import internal_status, to_status
 from idv.security.callers import ANONYMOUS, METADATA_KEY, Caller
 from idv.service import VerificationService
@@ -121,15 +121,10 @@ class IdentityVerificationServicer:
                 await self._refuse(rpc, context, Overloaded("too many request bodies are being received; retry with "
                                                             "backoff", "RECEIVE_BUSY"), started, caller.name)
             try:
-                raw, problem = await self._read_one(context, _remaining(context, intake.limits.body_timeout_seconds))
+                raw, problem = await read_single_message(context, _remaining(context, intake.limits.body_timeout_seconds))
             finally:
                 intake.stop_receiving(address, caller_key)
             if problem is not None:
-                if problem.reason == "TRANSPORT_REFUSED":  # gRPC already answered (e.g. RESOURCE_EXHAUSTED)
-                    self._node.metrics.observe_rpc(rpc, "TRANSPORT_REFUSED", time.perf_counter() - started,
-                                                   problem.reason)
-                    self._node.metrics.observe_refused_before_handler(problem.reason)
-                    raise asyncio.CancelledError()
                 await self._refuse(rpc, context, problem, started, caller.name)
             try:
                 request = request_type.FromString(raw)
@@ -140,29 +135,6 @@ class IdentityVerificationServicer:
             return await handler(request, context)
         finally:
             intake.close_stream(address)
-
-    @staticmethod
-    async def _read_one(context: grpc.aio.ServicerContext, timeout: float) -> tuple[bytes, IdvError | None]:
-        """The single request message and the end of the request stream, both within `timeout`."""
-        deadline = time.monotonic() + timeout
-        try:
-            raw = await asyncio.wait_for(context.read(), max(timeout, 0.0))
-            if raw is grpc.aio.EOF:
-                # Either the peer half-closed without a message, or gRPC refused the message (larger than
-                # max_message_bytes) and is cancelling the call: only the next read tells them apart.
-                try:
-                    await asyncio.wait_for(context.read(), 1.0)
-                except asyncio.CancelledError:
-                    return b"", IdvError("gRPC refused the request message", "TRANSPORT_REFUSED")
-                except asyncio.TimeoutError:
-                    pass
-                return b"", InvalidRequest("the call carried no request message", "NO_MESSAGE")
-            end = await asyncio.wait_for(context.read(), max(deadline - time.monotonic(), 0.0))
-        except asyncio.TimeoutError:
-            return b"", DeadlineExceeded("the request body did not arrive in time", "BODY_TIMEOUT")
-        if end is not grpc.aio.EOF:
-            return b"", InvalidRequest("a call carries exactly one request message", "EXTRA_MESSAGE")
-        return raw, None
 
     async def _call(self, rpc: str, context: grpc.aio.ServicerContext, scope: Callable[[Caller], str],
                     work: Callable[[VerificationService, Caller, Budget], T]) -> T:

@@ -53,7 +53,7 @@ def test_oversize_message_and_metadata_are_refused_by_grpc(node) -> None:
     from tests.security.h2_attacks import wait_until
 
     assert wait_until(lambda: node.state.metrics.registry.get_sample_value(
-        "idv_refused_before_handler_total", {"cause": "TRANSPORT_REFUSED"}) == 1.0, 5)
+        "idv_refused_before_handler_total", {"cause": "NO_WHOLE_MESSAGE"}) == 1.0, 5)
     with pytest.raises(grpc.RpcError) as failure:
         stub.Verify(pb.VerifyRequest(), metadata=(("x-filler", "a" * 20000),), timeout=10)
     assert failure.value.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL,

@@ -269,3 +269,29 @@ def test_idle_connections_are_capped_and_reaped(hostile: HostileNode) -> None:
     genuine.assert_served()
     with IdvClient(f"127.0.0.1:{hostile.port}", timeout=HEALTH_DEADLINE, retries=0) as fresh:
         assert fresh.health() == "SERVING"  # a new connection is accepted again
+
+
+def test_partial_health_requests_are_bounded_like_the_service(hostile: HostileNode) -> None:
+    """Health is keyless, and gRPC would let each health request declare up to max_message_bytes:
+    its bodies are read under their own slots (one per address), so this attack holds ~12 MiB."""
+    body = partial_body(12 * 1024 * 1024)
+    baseline = process_rss_bytes(hostile.pid)
+    before = hostile.metric("idv_refused_before_handler_total", cause="RECEIVE_BUSY")
+    connections = [RawConnection("127.0.0.1", hostile.port, source="127.0.0.8") for _ in range(4)]
+    peak = baseline
+    try:
+        with GenuineClient(hostile) as genuine:
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline:
+                for connection in connections:
+                    while not connection.closed and connection.open_streams() < 8:
+                        if connection.open_stream(path="/grpc.health.v1.Health/Check", body=body) is None:
+                            break
+                peak = max(peak, process_rss_bytes(hostile.pid))
+                time.sleep(0.2)
+        genuine.assert_served()
+    finally:
+        for connection in connections:
+            connection.close()
+    assert peak - baseline < 64 * 1024 * 1024, f"RSS grew {(peak - baseline) >> 20} MiB"
+    assert hostile.metric("idv_refused_before_handler_total", cause="RECEIVE_BUSY") - before >= 20
