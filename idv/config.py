@@ -142,7 +142,9 @@ class Settings:
     max_message_bytes: int = 24 * 512 * 1024 + 64 * 1024
     # --- hostile peers (issue 16; idv/rpc/intake.py says why each exists) ---------
     body_timeout_seconds: float = 5.0  # from a call's HEADERS to its whole request body
-    max_streams_per_connection: int = 8  # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS
+    # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS. Not lower: a client's burst on a fresh connection, sent before
+    # it sees the SETTINGS, gets streams refused (UNAVAILABLE); max_streams_per_peer bounds what they hold.
+    max_streams_per_connection: int = 32
     max_streams_per_peer: int = 16  # calls open at once from one IP address, all its connections
     max_connections: int = 1024  # TCP connections the node keeps at once (each is a file descriptor)
     connection_idle_seconds: float = 60.0  # a connection with no call is closed after this

@@ -29,6 +29,7 @@ from typing import TypeVar
 
 import grpc
 from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 
 from idv.errors import IdvError, InvalidRequest, NotServing, Overloaded
@@ -79,10 +80,13 @@ class IdentityVerificationServicer:
 
     # --- generic helpers ----------------------------------------------------------
 
-    def generic_handler(self) -> grpc.GenericRpcHandler:
-        """Every method of the service this servicer implements, each behind `_receive`."""
+    def generic_handler(self, service: ServiceDescriptor = SERVICE) -> grpc.GenericRpcHandler:
+        """Every method of `service` this servicer implements (by name), each behind `_receive`.
+
+        Another service of the proto (e.g. an admin service) is served the same way: implement its
+        methods here and register `servicer.generic_handler(pb.DESCRIPTOR.services_by_name[...])`."""
         methods = {}
-        for method in SERVICE.methods:
+        for method in service.methods:
             handler = getattr(self, method.name, None)
             if handler is None:
                 continue  # not implemented here: gRPC answers UNIMPLEMENTED
@@ -92,7 +96,7 @@ class IdentityVerificationServicer:
                 request_deserializer=None,  # bytes: decoded in _receive, so a bad message is ours to count
                 response_serializer=lambda response: response.SerializeToString(),
             )
-        return grpc.method_handlers_generic_handler(SERVICE.full_name, methods)
+        return grpc.method_handlers_generic_handler(service.full_name, methods)
 
     async def _refuse(self, rpc: str, context: grpc.aio.ServicerContext, error: IdvError, started: float,
                       caller_name: str = "-", before_handler: bool = True) -> None:
