@@ -31,7 +31,8 @@ class Metrics:
             "idv_refused_before_handler", "Calls refused before a handler ran, by cause (issue 16): TOO_MANY_STREAMS, "
             "RECEIVE_BUSY, BODY_TIMEOUT, NO_WHOLE_MESSAGE (larger than max_message_bytes, refused by gRPC, or none "
             "sent), EXTRA_MESSAGE, UNDECODABLE_PROTOBUF", ["cause"], registry=self.registry)
-        self.open_calls = Gauge("idv_open_calls", "Service calls open, from HEADERS to the answer", registry=self.registry)
+        self.open_calls = Gauge("idv_open_calls", "Service calls open, from HEADERS to the answer",
+                                registry=self.registry)
         self.receiving = Gauge("idv_receiving_bodies", "Request bodies being received (not yet admitted)",
                                registry=self.registry)
         self.in_flight = Gauge("idv_in_flight", "Expensive RPCs admitted and not finished", registry=self.registry)

@@ -10,8 +10,8 @@ So a body is read only after the caller is authenticated, only under a receive s
 unadmitted requests <= total x max message), and only within `body_timeout_seconds`.
 The per-key cap is what keeps a leaked key used from many addresses from taking every
 slot (measured: 20 addresses, one key, 12 body-less streams each: genuine goodput fell to
-zero without it); without configured callers (development) it does not apply. Calls open at once are also capped per IP address,
-whatever number of connections they come over. All of this runs on the event loop
+zero without it); without configured callers (development) it does not apply. Calls open
+at once are also capped per IP address, whatever number of connections they come over. All of this runs on the event loop
 thread only: no locks.
 """
 

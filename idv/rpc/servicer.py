@@ -125,7 +125,8 @@ class IdentityVerificationServicer:
                 await self._refuse(rpc, context, Overloaded("too many request bodies are being received; retry with "
                                                             "backoff", "RECEIVE_BUSY"), started, caller.name)
             try:
-                raw, problem = await read_single_message(context, _remaining(context, intake.limits.body_timeout_seconds))
+                body_timeout = _remaining(context, intake.limits.body_timeout_seconds)
+                raw, problem = await read_single_message(context, body_timeout)
             finally:
                 intake.stop_receiving(address, caller_key)
             if problem is not None:

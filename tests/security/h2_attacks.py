@@ -133,7 +133,8 @@ class RawConnection:
                     self.closed = True
                     return
                 for event in events:
-                    if isinstance(event, h2.events.StreamEnded | h2.events.StreamReset) and event.stream_id in self.streams:
+                    ended = isinstance(event, h2.events.StreamEnded | h2.events.StreamReset)
+                    if ended and event.stream_id in self.streams:
                         self.streams[event.stream_id].ended = True
                     elif isinstance(event, h2.events.TrailersReceived | h2.events.ResponseReceived):
                         status = dict(event.headers).get("grpc-status")
