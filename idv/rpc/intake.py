@@ -9,10 +9,10 @@ So a body is read only after the caller is authenticated, only under a receive s
 `receive_bodies_total` in all, each worth at most max_message_bytes: total bytes held for
 unadmitted requests <= total x max message), and only within `body_timeout_seconds`.
 The per-key cap is what keeps a leaked key used from many addresses from taking every
-slot (measured: 20 addresses, one key, 12 body-less streams each: genuine goodput fell to
-zero without it); without configured callers (development) it does not apply. Calls open
-at once are also capped per IP address, whatever number of connections they come over. All of this runs on the event loop
-thread only: no locks.
+slot (measured: 20 addresses, one key, 12 body-less streams each: without it nearly every
+genuine call got RECEIVE_BUSY); without configured callers (development) it does not
+apply. Calls open at once are also capped per IP address, whatever number of connections
+they come over. All of this runs on the event loop thread only: no locks.
 """
 
 from __future__ import annotations
