@@ -323,7 +323,7 @@ def build_node(settings: Settings) -> Node:
     health_servicer = health.aio.HealthServicer()
     metrics = Metrics()
     state = NodeState(SyncHealth(health_servicer, loop), CallerRegistry.load(settings.callers_path), metrics)
-    admission = Admission(settings.max_concurrent_rpcs, settings.worker_threads, compute_pool)
+    admission = Admission(settings.max_concurrent_rpcs, compute_pool)
     metrics.track_in_flight(lambda: admission.in_flight)
     intake = PeerIntake(IntakeLimits(
         max_streams_per_peer=settings.max_streams_per_peer,

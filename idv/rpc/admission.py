@@ -1,19 +1,23 @@
-"""Admission to the node's compute pool, on the grpc.aio event loop.
+"""Admission to the node's compute pool, usable from any thread or event loop.
 
 At most `max_in_flight` expensive requests are admitted (the rest get RESOURCE_EXHAUSTED at
-once); of those, at most `compute_slots` run the models at a time on the node's compute
-pool, the others wait (without a thread) within their own deadline. A slot is freed when
-the work really stops, not when its caller leaves: a cancelled call keeps its slot until
-the pipeline notices the cancellation at its next stage (Budget), so the pool is never
-oversubscribed.
+once); admitted work queues on the compute pool, whose `worker_threads` threads are the only
+ones that run requests. Work that reaches a thread after its deadline is not started
+(DEADLINE_EXCEEDED). A slot is freed when the work really stops, not when its caller
+leaves: a cancelled call keeps its slot until the pipeline notices the cancellation at its
+next stage (Budget), so the pool is never oversubscribed.
+
+The count is guarded by a lock, not by an asyncio primitive, so one Admission serves the
+gRPC event loop (`run`) and another front end on its own loop or threads (`run` / `run_sync`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from typing import TypeVar
 
 from idv.errors import DeadlineExceeded, Overloaded
@@ -22,50 +26,46 @@ T = TypeVar("T")
 
 
 class Admission:
-    def __init__(self, max_in_flight: int, compute_slots: int, pool: Executor):
+    def __init__(self, max_in_flight: int, pool: Executor):
         self._max_in_flight = max_in_flight
-        self._compute_slots = compute_slots
         self._pool = pool
-        self._compute: asyncio.Semaphore | None = None  # made on the loop that uses it
-        self.in_flight = 0  # read by the metrics thread: a plain int, written on the loop only
+        self._lock = threading.Lock()
+        self.in_flight = 0
+
+    def _submit(self, deadline_seconds: float, work: Callable[[], T]) -> Future:
+        with self._lock:
+            if self.in_flight >= self._max_in_flight:
+                raise Overloaded("the node is at capacity; retry with backoff")
+            self.in_flight += 1
+        start_by = time.monotonic() + max(deadline_seconds, 0.0)
+
+        def guarded() -> T:
+            if time.monotonic() >= start_by:
+                raise DeadlineExceeded("deadline exceeded while queued for a worker")
+            return work()
+
+        try:
+            future = self._pool.submit(guarded)
+        except BaseException:
+            self._release()
+            raise
+        future.add_done_callback(lambda _: self._release())  # also when cancelled before it started
+        return future
+
+    def _release(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     async def run(self, deadline_seconds: float, work: Callable[[], T], cancelled: threading.Event) -> T:
         """Run `work` on the compute pool; sets `cancelled` if the caller leaves while it runs."""
-        if self.in_flight >= self._max_in_flight:
-            raise Overloaded("the node is at capacity; retry with backoff")
-        if self._compute is None:
-            self._compute = asyncio.Semaphore(self._compute_slots)
-        compute = self._compute
-        self.in_flight += 1
-        handed_off = False
+        future = self._submit(deadline_seconds, work)
         try:
-            try:
-                await asyncio.wait_for(compute.acquire(), timeout=max(deadline_seconds, 0.0))
-            except asyncio.TimeoutError:
-                raise DeadlineExceeded("deadline exceeded while queued for a worker") from None
-            try:
-                future = self._pool.submit(work)
-            except BaseException:
-                compute.release()
-                raise
-            handed_off = True
-            loop = asyncio.get_running_loop()
-            future.add_done_callback(lambda _: self._finish_from_pool(loop, compute))
-            try:
-                return await asyncio.wrap_future(future)
-            except asyncio.CancelledError:
-                cancelled.set()  # the pipeline stops at its next stage and frees the slot
-                raise
-        finally:
-            if not handed_off:
-                self.in_flight -= 1
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            cancelled.set()  # not started: it never will; running: the pipeline stops at its next stage
+            future.cancel()
+            raise
 
-    def _finish_from_pool(self, loop: asyncio.AbstractEventLoop, compute: asyncio.Semaphore) -> None:
-        try:
-            loop.call_soon_threadsafe(self._finished, compute)
-        except RuntimeError:  # the loop closed (node stopped): nothing is left to admit
-            pass
-
-    def _finished(self, compute: asyncio.Semaphore) -> None:
-        compute.release()
-        self.in_flight -= 1
+    def run_sync(self, deadline_seconds: float, work: Callable[[], T]) -> T:
+        """The same from a thread that may block (it waits; the work runs on the pool)."""
+        return self._submit(deadline_seconds, work).result()
