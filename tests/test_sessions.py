@@ -246,7 +246,7 @@ def test_an_overloaded_node_refuses_the_upload_without_spending_the_token(sessio
     with _client(node, keys["a"]) as a:
         opened = a.create_session(ID_SUBJECT_1, NAME, "check_in", fixed_actions=CLIP_ACTIONS)
 
-    def full(budget, work):
+    async def full(deadline_seconds, work, cancelled):
         raise Overloaded("the node is at capacity; retry with backoff")
 
     monkeypatch.setattr(node.admission, "run", full)
