@@ -97,6 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/idv-calib-cache"),
                         help="embedding cache (biometric data: keep it outside the repository)")
+    parser.add_argument("--no-second-recognizer", action="store_true",
+                        help="clean labels by image hashing only (without dlib; fewer same-person pairs found)")
     parser.add_argument("--write-manifest", action="store_true",
                         help="write the chosen thresholds into the manifest's [models.<recognizer>.thresholds]")
     return parser.parse_args(argv)
@@ -235,18 +237,23 @@ def main(argv: list[str] | None = None, echo: Callable[[str], None] | None = Non
 
     # --- label-noise evidence for the East-Asian images (never reads an SFace score) -------------
     say("label noise: perceptual hashes and the dlib recognizer")
-    # dlib's confirm distance is set on LFW's clean labels: the first 1,200 images by path (enough
-    # impostor pairs, ~700k, for its FMR 1e-4 point; embedding all 3,811 with dlib costs minutes more).
-    lfw_subset_paths = sorted((data / "lfw").glob("*/*.jpg"))[:1200]
-    lfw_found, lfw_dlib = second_recognizer.describe(lfw_subset_paths, models, cache, workers=args.workers)
-    lfw_names = np.array([p.parent.name for p in lfw_subset_paths])[lfw_found]
-    lfw_dist = second_recognizer.distances(lfw_dlib[lfw_found].astype(np.float64))
-    iu = np.triu_indices(int(lfw_found.sum()), k=1)
-    dlib_below = dlib_confirm_distance(lfw_dist[iu], (lfw_names[:, None] == lfw_names[None, :])[iu])
-    east_found, east_dlib = second_recognizer.describe(east_paths, models, cache, workers=args.workers)
-    distance = second_recognizer.distances(east_dlib.astype(np.float32)).astype(np.float32)
-    distance[~east_found, :] = np.inf
-    distance[:, ~east_found] = np.inf
+    if args.no_second_recognizer:
+        dlib_below = 0.0
+        east_found = np.zeros(len(east), dtype=bool)
+        distance = np.full((len(east), len(east)), np.inf, dtype=np.float32)
+    else:
+        # dlib's confirm distance is set on LFW's clean labels: the first 600 images by path (enough
+        # impostor pairs, ~180k, for its FMR 1e-4 point; embedding all 3,811 with dlib costs minutes more).
+        lfw_subset_paths = sorted((data / "lfw").glob("*/*.jpg"))[:600]
+        lfw_found, lfw_dlib = second_recognizer.describe(lfw_subset_paths, models, cache, workers=args.workers)
+        lfw_names = np.array([p.parent.name for p in lfw_subset_paths])[lfw_found]
+        lfw_dist = second_recognizer.distances(lfw_dlib[lfw_found].astype(np.float64))
+        iu = np.triu_indices(int(lfw_found.sum()), k=1)
+        dlib_below = dlib_confirm_distance(lfw_dist[iu], (lfw_names[:, None] == lfw_names[None, :])[iu])
+        east_found, east_dlib = second_recognizer.describe(east_paths, models, cache, workers=args.workers)
+        distance = second_recognizer.distances(east_dlib.astype(np.float32)).astype(np.float32)
+        distance[~east_found, :] = np.inf
+        distance[:, ~east_found] = np.inf
     evidence = SameImageEvidence(near_duplicate_mask(east_paths), east_found, distance, dlib_below)
     identity_rows = np.arange(len(east))
 
@@ -362,6 +369,8 @@ def main(argv: list[str] | None = None, echo: Callable[[str], None] | None = Non
                       "bytes) or the dlib ResNet recognizer (independent of SFace) puts them closer than its "
                       "FMR-1e-4 distance on LFW; genuine pairs that are the same photo twice removed; applied to "
                       "East-Asian sets (celeb, aaf, celeb fused); LFW and NUAA labels kept",
+            "second_recognizer": "none (--no-second-recognizer)" if args.no_second_recognizer
+            else second_recognizer.fingerprint(),
             "dlib_confirm_distance": dlib_below,
             "dlib_faces_found": int(east_found.sum()),
             "east_asian_images": len(east),
