@@ -130,7 +130,7 @@ def write_plot(result: dict, path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels([GROUP_NAMES[n] for n in names], rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("FMR on report half (cleaned labels); hollow = 0 errors, drawn at 0.5/pairs")
+    ax.set_ylabel("FMR, report half, cleaned (hollow: 0 errors, at 0.5/pairs)")
     ax.set_title("FMR per group at each level's threshold (dashed: nominal)")
     ax.legend(fontsize=8)
     ax = axes[1]
