@@ -23,9 +23,16 @@ class LibraryLivenessGate:
 
     def is_live(self, observations: Sequence) -> bool:
         # Challenge bursts carry up to 24 frames; the multi-frame cues were calibrated on
-        # bursts of at most MAX_BURST, so judge an evenly spread subset of that size.
+        # bursts of at most MAX_BURST, so judge an evenly spread subset of that size that
+        # keeps every embedded frame (the identity cue compares those).
         if len(observations) > MAX_BURST:
-            picks = np.linspace(0, len(observations) - 1, MAX_BURST).round().astype(int)
+            embedded = [i for i, o in enumerate(observations) if o.embedding is not None]
+            spread = np.linspace(0, len(observations) - 1, MAX_BURST).round().astype(int).tolist()
+            picks = sorted(set(embedded) | set(spread))
+            while len(picks) > MAX_BURST:  # drop spread picks nearest a kept neighbour, never an embedded one
+                droppable = [p for p in picks if p not in embedded]
+                gaps = {p: min(abs(p - q) for q in picks if q != p) for p in droppable}
+                picks.remove(min(droppable, key=lambda p: gaps[p]))
             observations = [observations[i] for i in picks]
         return self._checker.check([
             FaceObservation(o.frame_bgr, o.face.box_xywh, o.face.landmarks, o.embedding) for o in observations

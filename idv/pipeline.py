@@ -2,8 +2,9 @@
 
     validate (counts, ID number, name, purpose, frame headers)
     -> look up the reference (keyed hash of the ID)
-    -> decode -> detect (exactly one face) -> align -> quality gate
-    -> embed -> liveness -> fuse frames -> compare at the manifest's threshold
+    -> decode -> detect on a downscaled copy (exactly one face) -> align -> quality gate
+    -> k best frames: landmarks refined at full resolution, embedded in one model call
+    -> liveness -> fuse the k embeddings -> compare at the manifest's threshold
     -> verdict; every decoded buffer is zeroed before returning
 
 An unknown ID and a name that does not match are not answered early: the
@@ -13,6 +14,7 @@ and its timing match those of a face mismatch (nothing to learn from either).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -26,6 +28,7 @@ from typing import Iterator, Protocol
 import numpy as np
 
 from idv.errors import AlreadyEnrolled, Cancelled, DeadlineExceeded, InvalidRequest, NotServing
+from idv.face.burst import BurstPolicy, pick_frames
 from idv.face.detector import FaceDetector
 from idv.face.embedder import Embedder, align_face
 from idv.face.quality import QualityLimits, assess
@@ -98,13 +101,15 @@ class EnrollOutcome:
 
 @dataclass(frozen=True, eq=False)
 class FaceObservation:
-    """One frame's face after detection, alignment and embedding (buffers owned by the request)."""
+    """One frame's face after detection, alignment and the quality gate (buffers owned by the request)."""
 
     frame_bgr: np.ndarray
     face: FaceDetection
     aligned_bgr: np.ndarray
-    embedding: np.ndarray
-    usable: bool  # passed the quality gate: only usable frames are compared with the reference
+    # Only the burst's k embedded frames have one (idv/face/burst.py); None elsewhere.
+    embedding: np.ndarray | None
+    usable: bool  # passed the quality gate: only usable frames are embedded and compared
+    sharpness: float = 0.0  # the quality gate's measure: ranks the frames worth embedding
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,7 @@ class PipelineLimits:
     bystander_ratio: float = 0.5
     image: ImageLimits = ImageLimits()
     quality: QualityLimits = QualityLimits()
+    burst: BurstPolicy = BurstPolicy()
 
 
 class _StageTimer:
@@ -242,7 +248,7 @@ class VerificationPipeline:
 
     # ------------------------------------------------------------------ stages
     def _prepare_frame(self, index: int, data: bytes, budget: Budget) -> _PreparedFrame:
-        """Decode, detect, align, quality-check and embed one frame (runs on the frame pool)."""
+        """Decode, detect, align and quality-check one frame (runs on the frame pool)."""
         timer = _StageTimer()
         owned: list[np.ndarray] = []
         try:
@@ -261,12 +267,8 @@ class VerificationPipeline:
                 aligned = align_face(image, subject)
             owned.append(aligned)
             with timer.stage("quality"):
-                usable = assess(subject, aligned, self._limits.quality).passed
-            budget.check("embed")
-            with timer.stage("embed"):
-                embedding = self._embedder.embed([aligned])
-            owned.append(embedding)
-            observation = FaceObservation(image, subject, aligned, embedding[0], usable)
+                report = assess(subject, aligned, self._limits.quality)
+            observation = FaceObservation(image, subject, aligned, None, report.passed, report.sharpness)
             return _PreparedFrame(index, owned, timer.timings, observation=observation)
         except BaseException as error:  # hand the buffers back for zeroing, then re-raise in the request thread
             return _PreparedFrame(index, owned, timer.timings, error=error)
@@ -274,7 +276,8 @@ class VerificationPipeline:
     def _observe(
         self, frames: Sequence[bytes], timer: _StageTimer, budget: Budget, owned: list[np.ndarray]
     ) -> list[FaceObservation]:
-        """Every frame decoded, checked and embedded; frames run in parallel on the shared frame pool.
+        """Every frame decoded and checked (in parallel on the shared frame pool); then the burst's
+        k best usable frames embedded in one model call.
 
         One request then uses every core when the node is quiet; under load the pool is the
         node's compute queue, so throughput is what it was with one thread per request.
@@ -297,7 +300,34 @@ class VerificationPipeline:
         usable = sum(1 for o in observations if o.usable)
         if usable * 2 < len(observations) or usable == 0:
             raise _FrameFailure(TrueReason.LOW_QUALITY)
-        return observations
+        budget.check("embed")
+        return self._embed_best(observations, timer, owned)
+
+    def _embed_best(self, observations: list[FaceObservation], timer: _StageTimer,
+                    owned: list[np.ndarray]) -> list[FaceObservation]:
+        """The k best usable frames, spread over the burst, embedded in one call (the rest keep None)."""
+        policy = self._limits.burst
+        usable = [i for i, o in enumerate(observations) if o.usable]
+        chosen = [usable[j] for j in pick_frames(usable, [observations[i].sharpness for i in usable],
+                                                   policy.embed_frames)]
+        crops, refined = [], {}
+        with timer.stage("align"):
+            for i in chosen:
+                obs = observations[i]
+                face = self._detector.refine(obs.frame_bgr, obs.face) if policy.refine_landmarks else obs.face
+                aligned = obs.aligned_bgr if face is obs.face else align_face(obs.frame_bgr, face)
+                if aligned is not obs.aligned_bgr:
+                    owned.append(aligned)
+                refined[i] = (face, aligned)
+                crops.append(aligned)
+        with timer.stage("embed"):
+            embeddings = self._embedder.embed(crops)
+        owned.append(embeddings)
+        result = list(observations)
+        for row, i in enumerate(chosen):
+            face, aligned = refined[i]
+            result[i] = dataclasses.replace(observations[i], face=face, aligned_bgr=aligned, embedding=embeddings[row])
+        return result
 
     def _subject(self, faces: Sequence[FaceDetection]) -> tuple[FaceDetection | None, list[FaceDetection]]:
         """The largest face, and the other faces big enough to be a second participant.
@@ -316,7 +346,7 @@ class VerificationPipeline:
         return subject, others
 
     def _fused(self, observations: Sequence[FaceObservation]) -> np.ndarray:
-        mean = np.mean([obs.embedding for obs in observations], axis=0)
+        mean = np.mean([obs.embedding for obs in observations if obs.embedding is not None], axis=0)
         return mean / max(float(np.linalg.norm(mean)), 1e-12)
 
     # ------------------------------------------------------------------ verify
@@ -368,7 +398,7 @@ class VerificationPipeline:
                     return self._outcome(request_id, TrueReason.CHALLENGE_FAILED, request.id_key, timer)
             budget.check("compare")
             with timer.stage("compare"):
-                probe = self._fused([o for o in observations if o.usable])
+                probe = self._fused(observations)
                 owned.append(probe)
                 if identity_problem is None and record is not None:
                     reference = self._vault.decrypt(record, self._embedder.fingerprint, self._embedder.dimension)
@@ -425,6 +455,7 @@ class VerificationPipeline:
                 if others:
                     raise InvalidRequest(f"reference image {index} shows {len(others) + 1} faces; exactly one is needed",
                                          "REFERENCE_MULTIPLE_FACES", meta)
+                subject = self._detector.refine(image, subject)  # landmarks at full resolution
                 aligned = align_face(image, subject)
                 owned.append(aligned)
                 report = assess(subject, aligned, self._limits.quality)

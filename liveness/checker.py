@@ -17,7 +17,7 @@ from liveness.decision import (
     decide,
     judge,
 )
-from liveness.identity import min_pairwise_cosine
+from liveness.identity import min_pairwise_cosine, track_jump
 from liveness.motion import measure_motion
 from liveness.passive import PassiveScorer
 from liveness.planarity import measure_planarity
@@ -31,7 +31,8 @@ class FaceObservation:
 
     frame_bgr: HxWx3 uint8; box_xywh: the detector's face box in pixels;
     landmarks5: 5x2 (ArcFace order); embedding: the recognizer's vector for this
-    face (needed when the identity cue is enabled).
+    face, or None for a frame the caller did not embed (the identity cue compares the
+    embedded frames and checks the track's continuity over all of them).
     """
 
     frame_bgr: np.ndarray
@@ -84,15 +85,18 @@ class LivenessChecker:
         motion = measure_motion(frames, boxes, landmarks) if cfg.motion_enabled and multi else None
 
         identity = None
+        jump = None
         if cfg.identity_enabled and multi:
-            if any(o.embedding is None for o in observations):
-                raise ValueError("the identity cue is enabled but an observation has no embedding")
-            identity = min_pairwise_cosine([o.embedding for o in observations])
+            embedded = [o.embedding for o in observations if o.embedding is not None]
+            if not embedded:
+                raise ValueError("the identity cue is enabled but no observation has an embedding")
+            identity = min_pairwise_cosine(embedded)
+            jump = track_jump(boxes, landmarks)
 
         planarity = measure_planarity(frames, boxes, landmarks) if cfg.planarity_enabled and multi else None
-        return LivenessEvidence(n, v2, v1se, passive_score, motion, identity, planarity)
+        return LivenessEvidence(n, v2, v1se, passive_score, motion, identity, planarity, jump)
 
 
 def _unmeasured(frames: int) -> LivenessEvidence:
     # A burst of the wrong length is refused whatever it shows: measuring it would only cost time.
-    return LivenessEvidence(frames, (), (), None, None, None, None)
+    return LivenessEvidence(frames, (), (), None, None, None, None, None)
