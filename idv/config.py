@@ -127,6 +127,11 @@ class Settings:
     recognizer_sha256: str = ""
     recognizer_threshold: float = 0.0
     intra_op_threads: int = 1
+    # --- per-burst work (issue 12; defaults from benchmarks/results/burst_sweep.json) ---
+    # Frames of a burst the recognizer embeds (the k best, spread over the burst; one call).
+    embed_frames: int = 3
+    # Detection runs on a copy scaled so a face of min_face_size pixels is this many pixels.
+    detection_face_px: float = 24.0
     # Operating point from the manifest's calibrated thresholds: fmr_1e-3 | fmr_1e-4 | fmr_1e-5
     security_level: str = "fmr_1e-4"
     # --- request limits --------------------------------------------------------
@@ -196,6 +201,8 @@ class Settings:
                      "max_frames_with_challenge", "max_reference_images", "max_frame_bytes"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
+        if self.embed_frames < 1 or not (8 <= self.detection_face_px <= 640):
+            problems.append("embed_frames must be at least 1 and detection_face_px in [8, 640]")
         if self.max_frames > self.max_frames_with_challenge:
             problems.append("max_frames must not exceed max_frames_with_challenge")
         needed = self.max_frames_with_challenge * self.max_frame_bytes

@@ -16,12 +16,15 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from idv.audit import AuditLog
 from idv.challenges import ActionVerifier, ChallengeIssuer, ChallengePolicy
 from idv.config import Settings
+from idv.face.burst import BurstPolicy
+from idv.face.detector import DetectionScale
 from idv.face.quality import QualityLimits
 from idv.imaging import ImageLimits
 from idv.keys import load_audit_key, load_keyring
@@ -118,6 +121,8 @@ class Node:
             settings.detector_score_threshold,
             custom,
             custom_detector,
+            # issue 12: detect on a copy sized to the smallest face the quality gate accepts
+            DetectionScale(min_face_px=float(settings.min_face_size), target_face_px=settings.detection_face_px),
         )
         # Development creates keys on first start; production refuses to run without provisioned keys.
         keys_may_be_created = settings.mode == "development"
@@ -145,11 +150,16 @@ class Node:
                 min_brightness=settings.min_brightness,
                 max_brightness=settings.max_brightness,
             ),
+            burst=BurstPolicy(embed_frames=settings.embed_frames),  # issue 12: k frames embedded per burst
         )
         actions, challenges = self._challenges(manifest, settings, challenge_store)
         screening = self._screening(manifest, settings, vault, pack)
         # One pool for the frames of every request: a lone request uses all cores, and under
         # load the pool is the node's compute queue (benchmarks/README.md has the sweep).
+        # issue 12: OpenCV's own pool (one thread per core inside every resize, decode and colour
+        # conversion) on top of the frame pool and the request workers oversubscribes the cores;
+        # parallelism comes from the frame pool, so each OpenCV call runs on its caller's thread.
+        cv2.setNumThreads(1)
         frame_pool = futures.ThreadPoolExecutor(max_workers=settings.frame_threads, thread_name_prefix="idv-frame")
         self._closers.append(frame_pool.shutdown)
         pipeline = VerificationPipeline(pack.detector, pack.embedder, vault, pack.threshold, limits,

@@ -34,7 +34,7 @@ from idv.face.embedder import Embedder, align_face
 from idv.face.quality import QualityLimits, assess
 from idv.face.types import FaceDetection
 from idv.identity import IdentityError, normalise_name, parse_id_number
-from idv.imaging import ImageLimits, check_header, decode_frame
+from idv.imaging import ImageHeader, ImageLimits, check_header, decode_frame
 from idv.references import ReferenceVault
 from idv.verdicts import CALLER_REASON, Purpose, Reason, TrueReason, Verdict
 
@@ -119,6 +119,7 @@ class ValidatedVerify:
     id_key: str
     purpose: Purpose
     frames: tuple[bytes, ...]
+    headers: tuple[ImageHeader, ...] = ()  # parsed once by validate, reused by the decoder
 
 
 class LivenessGate(Protocol):
@@ -230,14 +231,13 @@ class VerificationPipeline:
         return {"detector": self._detector.fingerprint, "recognizer": self._embedder.fingerprint}
 
     # ------------------------------------------------------------------ checks
-    def _check_frames(self, frames: Sequence[bytes], maximum: int, what: str, minimum: int = 1) -> None:
+    def _check_frames(self, frames: Sequence[bytes], maximum: int, what: str, minimum: int = 1) -> list[ImageHeader]:
         if len(frames) < minimum:
             raise InvalidRequest(f"{len(frames)} {what} were sent; send {minimum} to {maximum} of one live capture",
                                  "FRAME_COUNT")
         if len(frames) > maximum:
             raise InvalidRequest(f"{len(frames)} {what} were sent; at most {maximum} are accepted", "FRAME_COUNT")
-        for index, data in enumerate(frames):
-            check_header(data, self._limits.image, index)
+        return [check_header(data, self._limits.image, index) for index, data in enumerate(frames)]
 
     @staticmethod
     def _identity(id_number: str, name: str) -> tuple[str, str]:
@@ -247,14 +247,15 @@ class VerificationPipeline:
             raise InvalidRequest(exc.message, exc.reason) from None
 
     # ------------------------------------------------------------------ stages
-    def _prepare_frame(self, index: int, data: bytes, budget: Budget) -> _PreparedFrame:
+    def _prepare_frame(self, index: int, data: bytes, budget: Budget,
+                       header: ImageHeader | None = None) -> _PreparedFrame:
         """Decode, detect, align and quality-check one frame (runs on the frame pool)."""
         timer = _StageTimer()
         owned: list[np.ndarray] = []
         try:
             budget.check("decode")
             with timer.stage("decode"):
-                image = decode_frame(data, self._limits.image, index)
+                image = decode_frame(data, self._limits.image, index, header)
             owned.append(image)
             budget.check("detect")
             with timer.stage("detect"):
@@ -274,7 +275,8 @@ class VerificationPipeline:
             return _PreparedFrame(index, owned, timer.timings, error=error)
 
     def _observe(
-        self, frames: Sequence[bytes], timer: _StageTimer, budget: Budget, owned: list[np.ndarray]
+        self, frames: Sequence[bytes], timer: _StageTimer, budget: Budget, owned: list[np.ndarray],
+        headers: Sequence[ImageHeader] = (),
     ) -> list[FaceObservation]:
         """Every frame decoded and checked (in parallel on the shared frame pool); then the burst's
         k best usable frames embedded in one model call.
@@ -282,10 +284,12 @@ class VerificationPipeline:
         One request then uses every core when the node is quiet; under load the pool is the
         node's compute queue, so throughput is what it was with one thread per request.
         """
+        parsed = list(headers) if len(headers) == len(frames) else [None] * len(frames)
         if self._frame_pool is None:
-            prepared = [self._prepare_frame(i, data, budget) for i, data in enumerate(frames)]
+            prepared = [self._prepare_frame(i, data, budget, parsed[i]) for i, data in enumerate(frames)]
         else:
-            futures = [self._frame_pool.submit(self._prepare_frame, i, data, budget) for i, data in enumerate(frames)]
+            futures = [self._frame_pool.submit(self._prepare_frame, i, data, budget, parsed[i])
+                       for i, data in enumerate(frames)]
             prepared = [future.result() for future in futures]
         for frame in prepared:  # every buffer is the request's to zero, whatever happened
             owned.extend(frame.owned)
@@ -356,9 +360,10 @@ class VerificationPipeline:
             raise InvalidRequest("purpose is required (REGISTRATION, LICENCE_RENEWAL or CHECK_IN)",
                                  "MISSING_PURPOSE")
         maximum = self._limits.max_frames_with_challenge if command.challenge_id else self._limits.max_frames
-        self._check_frames(command.frames, maximum, "frames", self._limits.min_frames)
+        headers = self._check_frames(command.frames, maximum, "frames", self._limits.min_frames)
         canonical_id, name = self._identity(command.id_number, command.name)
-        return ValidatedVerify(canonical_id, name, self._vault.id_key(canonical_id), command.purpose, command.frames)
+        return ValidatedVerify(canonical_id, name, self._vault.id_key(canonical_id), command.purpose, command.frames,
+                               tuple(headers))
 
     def evaluate(
         self, request: ValidatedVerify, budget: Budget, actions: tuple[str, ...] | None = None
@@ -378,7 +383,7 @@ class VerificationPipeline:
         owned: list[np.ndarray] = []
         try:
             try:
-                observations = self._observe(request.frames, timer, budget, owned)
+                observations = self._observe(request.frames, timer, budget, owned, request.headers)
             except _FrameFailure as failure:
                 return self._outcome(request_id, failure.reason, request.id_key, timer)
             if self._liveness is not None:
@@ -439,14 +444,14 @@ class VerificationPipeline:
     # ------------------------------------------------------------------ enroll
     def enroll(self, command: EnrollCommand, budget: Budget) -> EnrollOutcome:
         request_id = str(uuid.uuid4())
-        self._check_frames(command.reference_images, self._limits.max_reference_images, "reference images")
+        headers = self._check_frames(command.reference_images, self._limits.max_reference_images, "reference images")
         canonical_id, name = self._identity(command.id_number, command.name)
         owned: list[np.ndarray] = []
         try:
             aligned_crops = []
             for index, data in enumerate(command.reference_images):
                 budget.check("decode")
-                image = decode_frame(data, self._limits.image, index)
+                image = decode_frame(data, self._limits.image, index, headers[index])
                 owned.append(image)
                 subject, others = self._subject(self._detector.detect(image))
                 meta = {"image_index": str(index)}
