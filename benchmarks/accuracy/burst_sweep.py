@@ -70,15 +70,14 @@ class Setting:
 
 
 SETTINGS = (
-    Setting("previous_640_full", "yunet", DetectionScale(), False),  # the fixed graph: scale is ignored
-    Setting("dyn_face36_refine", "yunet_dynamic", DetectionScale(target_face_px=36), True),
     Setting("dyn_face24_refine", "yunet_dynamic", DetectionScale(target_face_px=24), True),
+    Setting("previous_640_full", "yunet", DetectionScale(), False),  # the fixed graph: scale is ignored
     Setting("dyn_face24_coarse", "yunet_dynamic", DetectionScale(target_face_px=24), False),
     Setting("dyn_face16_refine", "yunet_dynamic", DetectionScale(target_face_px=16), True),
 )
 KS = (1, 2, 3, 5)
 WINDOWS = (5, 8)
-LIVENESS_SETTINGS = ("previous_640_full", "dyn_face24_refine", "dyn_face16_refine")
+LIVENESS_SETTINGS = ("previous_640_full", "dyn_face24_refine")
 
 
 def _rates(scores: ScoreSet, threshold: float) -> dict:
@@ -120,7 +119,7 @@ def verification(setting: Setting, data: Path, manifest_path: Path, model_dir: P
     models = ModelSelection(manifest_path, model_dir, detector=setting.detector, recognizer="sface_fp32",
                             detection=setting.scale, refine_landmarks=setting.refine)
     images = lfw_images(data / "lfw")
-    lfw = embed_images([data / "lfw" / i.relpath for i in images], AcquisitionPolicy(pick=PICK_CENTRE, upscale_retry=True),
+    lfw = embed_images([data / "lfw" / i.relpath for i in images], AcquisitionPolicy(pick=PICK_CENTRE, upscale_retry=True, mirror=False),
                        models, workers=workers, cache_dir=cache)
     lfw_scores = all_vs_all([i.name for i in images], lfw, flip=False)
     out: dict = {"lfw_all_vs_all": {
@@ -130,7 +129,7 @@ def verification(setting: Setting, data: Path, manifest_path: Path, model_dir: P
     }}
     prints = tuple(f for f in nuaa_frames(data / "nuaa", "print") if f.session == REFERENCE_SESSION)
     lives = nuaa_frames(data / "nuaa", "live")
-    policy = AcquisitionPolicy(pick=PICK_LARGEST)
+    policy = AcquisitionPolicy(pick=PICK_LARGEST, mirror=False)
     print_table = embed_images([f.path for f in prints], policy, models, workers=workers, cache_dir=cache)
     live_table = embed_images([f.path for f in lives], policy, models, workers=workers, cache_dir=cache)
     references = select_references(prints, print_table)
@@ -239,7 +238,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("IDV_SHARED_DIR", REPO.parent / "shared")))
     parser.add_argument("--model-dir", type=Path, default=Path(os.environ.get("IDV_MODEL_DIR", "/root/.cache/idv/models")))
-    parser.add_argument("--table-cache", type=Path, default=Path("/tmp/idv-sweep-cache"))
+    parser.add_argument("--table-cache", type=Path, default=Path("/tmp/idv-eval-tables"))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-liveness", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "burst_sweep.json")

@@ -43,6 +43,8 @@ class AcquisitionPolicy:
     # Retry a failed detection once on the image upscaled 2x (LFW protocol).
     upscale_retry: bool = False
     detector_score_threshold: float = 0.6  # the service's default
+    # Also embed each crop's mirror image (flip fusion); off halves the cost when only plain is scored.
+    mirror: bool = True
 
 
 @dataclass(frozen=True)
@@ -158,10 +160,12 @@ def _embed_chunk(chunk: _Chunk) -> dict[str, np.ndarray]:
         if chunk.models.refine_landmarks:
             face = detector.refine(image, face)
         aligned = align_face(image, face)
-        mirrored = np.ascontiguousarray(aligned[:, ::-1])
-        vectors = embedder.embed([aligned, mirrored])
+        crops = [aligned, np.ascontiguousarray(aligned[:, ::-1])] if chunk.policy.mirror else [aligned]
+        vectors = embedder.embed(crops)
         out["acquired"][i] = True
-        out["embeddings"][i], out["flipped"][i] = vectors[0], vectors[1]
+        out["embeddings"][i] = vectors[0]
+        if chunk.policy.mirror:
+            out["flipped"][i] = vectors[1]
         out["detector_score"][i] = face.score
         out["sharpness"][i] = assess(face, aligned, QualityLimits()).sharpness
         out["yaw"][i] = yaw_proxy(face)
