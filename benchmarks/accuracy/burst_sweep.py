@@ -84,10 +84,10 @@ LIVENESS_SETTINGS = ("dyn_face24_refine",)
 
 
 def _rates(scores: ScoreSet, threshold: float) -> dict:
-    point = operating_point(scores, 0.0, threshold)
-    return {"fnmr": float(point.fnmr), "gfnmr": float(point.gfnmr), "fmr": float(point.fmr),
-            "false_non_matches": int(point.false_non_matches), "false_matches": int(point.false_matches),
-            "genuine": int(point.n_genuine), "impostor": int(point.n_impostor)}
+    return {"threshold": threshold, "fnmr": float(scores.fnmr(threshold)), "gfnmr": float(scores.gfnmr(threshold)),
+            "fmr": float(scores.fmr(threshold)), "false_non_matches": int(scores.false_non_matches(threshold)),
+            "false_matches": int(scores.false_matches(threshold)), "genuine": int(scores.n_genuine),
+            "impostor": int(scores.n_impostor)}
 
 
 def _at_fmr(scores: ScoreSet, fmr: float) -> dict:
