@@ -12,7 +12,7 @@ Two input shapes (issue 12):
   (so the smallest face the quality gate accepts is still `target_face_px` wide, enough
   for YuNet to find it) onto a canvas rounded up to a multiple of 32. A 640x480 frame
   then costs a 256x192 run instead of 640x640. `refine` re-detects one face on a
-  full-resolution crop around it, for landmarks as precise as a full-size run gives.
+  region around it at the fixed graph's scale: the landmarks a full-size run gives.
 """
 
 from __future__ import annotations
@@ -49,16 +49,16 @@ class DetectionScale:
 
     The smallest face the quality gate accepts (`min_face_px`, QualityLimits.min_face_size)
     is detected at `target_face_px` pixels: scale = target / min, never above 1.
-    `refine_face_px`: the face's size in the full-resolution crop `refine` re-detects on.
+    `refine_margin`: the width of the region `refine` re-detects on, in face sizes.
     Chosen in benchmarks/accuracy/burst_sweep.py (results/burst_sweep.json).
     """
 
     min_face_px: float = 60.0
     target_face_px: float = 24.0
-    refine_face_px: float = 112.0
+    refine_margin: float = 2.0
 
     def __post_init__(self) -> None:
-        if not (self.min_face_px > 0 and self.target_face_px > 0 and self.refine_face_px > 0):
+        if not (self.min_face_px > 0 and self.target_face_px > 0 and self.refine_margin >= 1.0):
             raise ValueError("detection scale sizes must be positive")
 
     @property
@@ -115,28 +115,36 @@ class YuNetDetector:
         return self._detect(image_bgr, None)
 
     def refine(self, image_bgr: np.ndarray, face: FaceDetection) -> FaceDetection:
-        """Re-detect `face` on a full-resolution crop around it, scaled so the face is
-        `refine_face_px` wide: landmarks as a full-size run would place them, at a small
-        canvas's cost. The coarse face is kept if the crop shows no face near it."""
+        """Re-detect `face` as the fixed 640x640 graph would have seen it, at a fraction of its cost.
+
+        The frame is scaled as the fixed graph scales it (to fit 640x640), and only a region
+        around the face is run: `refine_margin` face sizes wide, its corner on the coarsest
+        stride's grid, so every anchor near the face sees the same pixels at the same grid
+        position as in a full-frame run. YuNet's landmarks move by 5-9 % of the inter-ocular
+        distance between input scales (burst_sweep.json), and the thresholds were calibrated
+        on full-size landmarks: this keeps the embedded faces' alignment what it was.
+        The coarse face is kept if the region shows no face overlapping it."""
         if not self._dynamic:
             return face  # already detected at full size
         height, width = image_bgr.shape[:2]
-        side = 2.0 * max(face.width, face.height)
-        cx, cy = face.x + face.width / 2, face.y + face.height / 2
-        x0, y0 = max(0, int(cx - side / 2)), max(0, int(cy - side / 2))
-        x1, y1 = min(width, int(np.ceil(cx + side / 2))), min(height, int(np.ceil(cy + side / 2)))
+        scale = min(_INPUT_SIZE / width, _INPUT_SIZE / height)
+        scaled = image_bgr if scale == 1.0 else cv2.resize(
+            image_bgr, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_LINEAR)
+        side = self._scale.refine_margin * max(face.width, face.height) * scale
+        cx, cy = (face.x + face.width / 2) * scale, (face.y + face.height / 2) * scale
+        x0 = max(0, int((cx - side / 2) // _ALIGN) * _ALIGN)
+        y0 = max(0, int((cy - side / 2) // _ALIGN) * _ALIGN)
+        x1 = min(scaled.shape[1], int(np.ceil((cx + side / 2) / _ALIGN)) * _ALIGN)
+        y1 = min(scaled.shape[0], int(np.ceil((cy + side / 2) / _ALIGN)) * _ALIGN)
         if x1 - x0 < 16 or y1 - y0 < 16:
             return face
-        crop = image_bgr[y0:y1, x0:x1]  # a view: no copy until the resize
-        scale = self._scale.refine_face_px / max(face.width, face.height, 1.0)
-        found = self._detect(crop, scale)
-        if not found:
+        found = self._detect(scaled[y0:y1, x0:x1], 1.0)  # a view of the scaled frame: no copy
+        mapped = [FaceDetection((f.x + x0) / scale, (f.y + y0) / scale, f.width / scale, f.height / scale, f.score,
+                                (f.landmarks + np.array([x0, y0], dtype=np.float32)) / scale) for f in found]
+        best = max(mapped, key=lambda f: _overlap(f, face), default=None)
+        if best is None or _overlap(best, face) < 0.5:
             return face
-        best = max(found, key=lambda f: _overlap(f, face, x0, y0))
-        if _overlap(best, face, x0, y0) < 0.5:
-            return face
-        return FaceDetection(best.x + x0, best.y + y0, best.width, best.height, best.score,
-                             best.landmarks + np.array([x0, y0], dtype=np.float32))
+        return best
 
     def _detect(self, image_bgr: np.ndarray, scale: float | None) -> list[FaceDetection]:
         blob, scale = self._letterbox(image_bgr, scale)
@@ -181,9 +189,9 @@ class YuNetDetector:
         ]
 
 
-def _overlap(found: FaceDetection, face: FaceDetection, dx: float, dy: float) -> float:
-    """Intersection over union of `found` (crop coordinates, offset by dx, dy) and `face`."""
-    ax0, ay0 = found.x + dx, found.y + dy
+def _overlap(found: FaceDetection, face: FaceDetection) -> float:
+    """Intersection over union of two face boxes."""
+    ax0, ay0 = found.x, found.y
     ax1, ay1 = ax0 + found.width, ay0 + found.height
     bx0, by0, bx1, by1 = face.x, face.y, face.x + face.width, face.y + face.height
     iw, ih = max(0.0, min(ax1, bx1) - max(ax0, bx0)), max(0.0, min(ay1, by1) - max(ay0, by0))
