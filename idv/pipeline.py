@@ -3,7 +3,7 @@
     validate (counts, ID number, name, purpose, frame headers)
     -> look up the reference (keyed hash of the ID)
     -> decode -> detect on a downscaled copy (exactly one face) -> align -> quality gate
-    -> k best frames: landmarks refined at full resolution, embedded in one model call
+    -> k best frames: landmarks re-detected at the full-size detector's scale, embedded in one call
     -> liveness -> fuse the k embeddings -> compare at the manifest's threshold
     -> verdict; every decoded buffer is zeroed before returning
 
@@ -20,7 +20,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
@@ -192,6 +192,16 @@ class _FrameFailure(Exception):
         self.reason = reason
 
 
+def _done(fn: Callable, *args: object) -> Future:
+    """`fn(*args)` run now, as a finished future (the same collection code with or without a pool)."""
+    future: Future = Future()
+    try:
+        future.set_result(fn(*args))
+    except BaseException as error:  # noqa: BLE001 (handed to the collector)
+        future.set_exception(error)
+    return future
+
+
 def _zero(arrays: Sequence[np.ndarray]) -> None:
     """Overwrite request-owned pixel and embedding buffers so nothing of the probe outlives the call."""
     for array in arrays:
@@ -314,16 +324,29 @@ class VerificationPipeline:
         usable = [i for i, o in enumerate(observations) if o.usable]
         chosen = [usable[j] for j in pick_frames(usable, [observations[i].sharpness for i in usable],
                                                    policy.embed_frames)]
-        crops, refined = [], {}
-        with timer.stage("align"):
-            for i in chosen:
-                obs = observations[i]
-                face = self._detector.refine(obs.frame_bgr, obs.face) if policy.refine_landmarks else obs.face
-                aligned = obs.aligned_bgr if face is obs.face else align_face(obs.frame_bgr, face)
-                if aligned is not obs.aligned_bgr:
-                    owned.append(aligned)
-                refined[i] = (face, aligned)
-                crops.append(aligned)
+
+        def refine_and_align(obs: FaceObservation) -> tuple[FaceDetection, np.ndarray]:
+            face = self._detector.refine(obs.frame_bgr, obs.face) if policy.refine_landmarks else obs.face
+            return face, (obs.aligned_bgr if face is obs.face else align_face(obs.frame_bgr, face))
+
+        with timer.stage("refine"):
+            if self._frame_pool is None:
+                pending = [_done(refine_and_align, observations[i]) for i in chosen]
+            else:  # the k refinements in parallel, like the frames
+                pending = [self._frame_pool.submit(refine_and_align, observations[i]) for i in chosen]
+            refined: dict[int, tuple[FaceDetection, np.ndarray]] = {}
+            failure: BaseException | None = None
+            for i, future in zip(chosen, pending):  # collect every crop (to zero it) before raising
+                try:
+                    refined[i] = future.result()
+                except BaseException as error:  # noqa: BLE001 (re-raised below)
+                    failure = failure or error
+        for i, (_, aligned) in refined.items():
+            if aligned is not observations[i].aligned_bgr:
+                owned.append(aligned)
+        if failure is not None:
+            raise failure
+        crops = [refined[i][1] for i in chosen]
         with timer.stage("embed"):
             embeddings = self._embedder.embed(crops)
         owned.append(embeddings)
