@@ -25,6 +25,7 @@ class LibraryLivenessGate:
         # Challenge bursts carry up to 24 frames; the multi-frame cues were calibrated on
         # bursts of at most MAX_BURST, so judge an evenly spread subset of that size that
         # keeps every embedded frame (the identity cue compares those).
+        track = [o.face.box_xywh for o in observations]  # every frame: continuity is judged on the whole capture
         if len(observations) > MAX_BURST:
             embedded = [i for i, o in enumerate(observations) if o.embedding is not None]
             spread = np.linspace(0, len(observations) - 1, MAX_BURST).round().astype(int).tolist()
@@ -36,7 +37,7 @@ class LibraryLivenessGate:
             observations = [observations[i] for i in picks]
         return self._checker.check([
             FaceObservation(o.frame_bgr, o.face.box_xywh, o.face.landmarks, o.embedding) for o in observations
-        ]).passed
+        ], track).passed
 
 
 def build_liveness_gate(manifest: Manifest, settings: Settings) -> LibraryLivenessGate:

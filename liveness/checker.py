@@ -53,18 +53,23 @@ class LivenessChecker:
     def config(self) -> LivenessConfig:
         return self._config
 
-    def check(self, observations: Sequence[FaceObservation]) -> LivenessDecision:
+    def check(self, observations: Sequence[FaceObservation],
+              track: Sequence[tuple[float, float, float, float]] | None = None) -> LivenessDecision:
+        """`track`: the face box of every frame of the capture, when `observations` are a subset
+        of a longer burst (the identity cue's continuity is judged between consecutive frames)."""
         if not observations:
             raise ValueError("a liveness check needs at least one observation")
         cfg = self._config
-        evidence = self.measure(observations) if burst_length_ok(len(observations), cfg) else _unmeasured(len(observations))
+        evidence = (self.measure(observations, track) if burst_length_ok(len(observations), cfg)
+                    else _unmeasured(len(observations)))
         verdicts = judge(evidence, cfg)
         passed = decide(verdicts)
         # No scores, frames, crops or embeddings in logs: only the burst length and the outcome.
         log.debug("liveness decided", extra={"frames": evidence.frames, "passed": passed})
         return LivenessDecision(passed, verdicts, evidence)
 
-    def measure(self, observations: Sequence[FaceObservation]) -> LivenessEvidence:
+    def measure(self, observations: Sequence[FaceObservation],
+                track: Sequence[tuple[float, float, float, float]] | None = None) -> LivenessEvidence:
         """Every enabled cue's raw values (the multi-frame cues need 2+ frames)."""
         cfg = self._config
         n = len(observations)
@@ -91,7 +96,7 @@ class LivenessChecker:
             if not embedded:
                 raise ValueError("the identity cue is enabled but no observation has an embedding")
             identity = min_pairwise_cosine(embedded)
-            jump = track_jump(boxes, landmarks)
+            jump = track_jump(list(track) if track is not None else boxes)
 
         planarity = measure_planarity(frames, boxes, landmarks) if cfg.planarity_enabled and multi else None
         return LivenessEvidence(n, v2, v1se, passive_score, motion, identity, planarity, jump)

@@ -39,10 +39,12 @@ class LivenessConfig:
     motion_min_change: float = 0.992
     motion_min_coherence: float = 0.065
     # Identity: the lowest cosine between any two embedded frames' embeddings, and the
-    # face track's largest step between consecutive frames (liveness/identity.py).
+    # face box's largest step between consecutive frames, in face sizes (liveness/identity.py):
+    # a face does not move by its own size between two frames of one capture (measured on
+    # head-turn challenge bursts: at most 0.37).
     identity_enabled: bool = True
     identity_threshold: float = 0.30
-    identity_max_jump: float = 0.5
+    identity_max_jump: float = 1.0
     # Planarity: judged only when the tracked face moved at least `planarity_min_movement`
     # (fraction of the inter-ocular distance); planar when residual/movement is below the ratio.
     planarity_enabled: bool = True

@@ -81,6 +81,7 @@ KS = (1, 2, 3, 5)
 WINDOWS = (5, 8)
 # The previous service's liveness rates (every frame embedded) are benchmarks/results/liveness.json.
 LIVENESS_SETTINGS = ("dyn_face24_refine",)
+LIVENESS_KS = (2, 3)
 
 
 def _rates(scores: ScoreSet, threshold: float) -> dict:
@@ -186,27 +187,28 @@ def liveness(setting: Setting, manifest, model_dir: Path, shared: Path, bursts) 
     v1se = open_session(manifest.entry("minifasnet_v1se"), model_dir, options)
     config = LivenessConfig()
     checker = LivenessChecker(v2, v1se, config)
-    measured: dict[int, list[Measured]] = {k: [] for k in KS}
+    ks = LIVENESS_KS
+    measured: dict[int, list[Measured]] = {k: [] for k in ks}
     jumps: list[float] = []
     for i, burst in enumerate(bursts):
         faces = observer.faces(burst.frames)
         if faces is None:
-            for k in KS:
+            for k in ks:
                 measured[k].append(Measured(burst, None))
             continue
         every = observer.embeddings(burst.frames, faces)
-        for k in KS:
+        for k in ks:
             picked = set(pick_frames(list(range(len(faces))), [s for _, s in faces], k))
             observations = [FaceObservation(frame, face.box_xywh, face.landmarks, every[j] if j in picked else None)
                             for j, (frame, (face, _)) in enumerate(zip(burst.frames, faces))]
             evidence = checker.measure(observations)
             measured[k].append(Measured(burst, evidence))
-            if k == KS[0] and burst.species == BONA_FIDE and evidence.track_jump is not None:
+            if k == ks[0] and burst.species == BONA_FIDE and evidence.track_jump is not None:
                 jumps.append(evidence.track_jump)
         if i % 300 == 0:
             log.info("%s liveness %d/%d", setting.name, i, len(bursts))
     out = {}
-    for k in KS:
+    for k in ks:
         rows = measured[k]
         out[f"k{k}"] = {
             "results": report(rows, config),
@@ -214,6 +216,7 @@ def liveness(setting: Setting, manifest, model_dir: Path, shared: Path, bursts) 
                 cls: float(np.mean([judge(m.evidence, config).identity is False for m in rows
                                     if m.burst.species == cls and m.evidence is not None]))
                 for cls in (BONA_FIDE, "print", "screen", "still")
+                if any(m.burst.species == cls and m.evidence is not None for m in rows)
             },
             "no_face_bursts": sum(1 for m in rows if m.evidence is None),
         }
@@ -244,6 +247,10 @@ def main() -> None:
     parser.add_argument("--table-cache", type=Path, default=Path("/tmp/idv-eval-tables"))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-liveness", action="store_true")
+    parser.add_argument("--only", default=None, help="run only this setting")
+    parser.add_argument("--liveness-only", action="store_true", help="skip verification and cost")
+    parser.add_argument("--species", default=None,
+                        help="comma-separated burst species for liveness (default: all, stills included)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "burst_sweep.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -268,17 +275,23 @@ def main() -> None:
     }
     bursts = None
     for setting in SETTINGS:
+        if args.only and setting.name != args.only:
+            continue
         log.info("setting %s", setting.name)
         entry: dict = {"detector": setting.detector, "scale": dataclasses.asdict(setting.scale),
                        "factor": setting.scale.factor if setting.detector == "yunet_dynamic" else None,
                        "refine_landmarks": setting.refine}
-        entry["verification"] = verification(setting, data, manifest.path, args.model_dir, args.table_cache,
-                                             args.workers, thresholds)
-        entry["cost"] = cost(setting, manifest, args.model_dir, cost_frames)
+        if not args.liveness_only:
+            entry["verification"] = verification(setting, data, manifest.path, args.model_dir, args.table_cache,
+                                                 args.workers, thresholds)
+            entry["cost"] = cost(setting, manifest, args.model_dir, cost_frames)
         result["settings"][setting.name] = entry
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         if not args.skip_liveness and setting.name in LIVENESS_SETTINGS:
-            bursts = bursts if bursts is not None else all_bursts(data)  # ~4 GB: loaded only when needed
+            if bursts is None:  # ~4 GB: loaded only when needed
+                wanted = set(args.species.split(",")) if args.species else None
+                bursts = [b for b in all_bursts(data) if wanted is None or b.species in wanted]
+                entry["liveness_species"] = sorted(wanted) if wanted else "all"
             entry["liveness"] = liveness(setting, manifest, args.model_dir, args.shared, bursts)
         result["settings"][setting.name] = entry
         args.out.parent.mkdir(parents=True, exist_ok=True)
