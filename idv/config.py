@@ -4,6 +4,7 @@
     [limits]     PipelineLimits    frames per request, reference images, bystanders
     [image]      ImageLimits       bytes and pixels of one frame, checked from its header
     [quality]    QualityLimits     the capture-quality gate
+    [burst]      BurstPolicy       which frames of a burst are embedded (work per burst, not per frame)
     [throttle]   ThrottlePolicy    lockouts, failure cap, per-caller rates
     [challenges] ChallengePolicy   which purposes need an active challenge, its lifetime
     [store]      StoreSettings     data_dir, the reference store (SQLite or PostgreSQL), readiness
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from idv.challenges import ChallengePolicy
+from idv.face.burst import BurstPolicy
 from idv.face.quality import QualityLimits
 from idv.gallery.settings import GallerySettings
 from idv.http.settings import DeviceSettings
@@ -161,6 +163,7 @@ class Settings:
     limits: PipelineLimits = field(default_factory=PipelineLimits)
     image: ImageLimits = field(default_factory=ImageLimits)
     quality: QualityLimits = field(default_factory=QualityLimits)
+    burst: BurstPolicy = field(default_factory=BurstPolicy)
     throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
     challenges: ChallengePolicy = field(default_factory=ChallengePolicy)
     store: StoreSettings = field(default_factory=StoreSettings)

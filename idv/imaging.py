@@ -157,9 +157,13 @@ def check_header(data: bytes, limits: ImageLimits, index: int) -> ImageHeader:
     return header
 
 
-def decode_frame(data: bytes, limits: ImageLimits, index: int = 0) -> np.ndarray:
-    """BGR uint8 HxWx3 from JPEG/PNG bytes, or InvalidRequest with a specific reason."""
-    header = check_header(data, limits, index)
+def decode_frame(data: bytes, limits: ImageLimits, index: int = 0, header: ImageHeader | None = None) -> np.ndarray:
+    """BGR uint8 HxWx3 from JPEG/PNG bytes, or InvalidRequest with a specific reason.
+
+    `header`: what check_header already returned for these bytes (validation parses each
+    frame's header once; the decoder does not parse it again)."""
+    if header is None:
+        header = check_header(data, limits, index)
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         # IMREAD_COLOR converts greyscale, 16-bit and alpha images to 8-bit BGR;

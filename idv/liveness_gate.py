@@ -36,13 +36,21 @@ class LibraryLivenessGate:
     def is_live(self, observations: Sequence, owned: list[np.ndarray] | None = None) -> bool:
         """`owned`: the request's buffer list; every array liveness derives from the frames joins it."""
         # Challenge bursts carry up to 24 frames; the multi-frame cues were calibrated on
-        # bursts of at most MAX_BURST, so judge an evenly spread subset of that size.
+        # bursts of at most MAX_BURST, so judge an evenly spread subset of that size that
+        # keeps every embedded frame (the identity cue compares those).
+        track = [o.face.box_xywh for o in observations]  # every frame: continuity is judged on the whole capture
         if len(observations) > MAX_BURST:
-            picks = np.linspace(0, len(observations) - 1, MAX_BURST).round().astype(int)
+            embedded = [i for i, o in enumerate(observations) if o.embedding is not None]
+            spread = np.linspace(0, len(observations) - 1, MAX_BURST).round().astype(int).tolist()
+            picks = sorted(set(embedded) | set(spread))
+            while len(picks) > MAX_BURST:  # drop spread picks nearest a kept neighbour, never an embedded one
+                droppable = [p for p in picks if p not in embedded]
+                gaps = {p: min(abs(p - q) for q in picks if q != p) for p in droppable}
+                picks.remove(min(droppable, key=lambda p: gaps[p]))
             observations = [observations[i] for i in picks]
         return self._checker.check([
             FaceObservation(o.frame_bgr, o.face.box_xywh, o.face.landmarks, o.embedding) for o in observations
-        ], scratch=owned).passed
+        ], scratch=owned, track=track).passed
 
 
 def build_liveness_gate(minifasnet_v2: Any, minifasnet_v1se: Any, settings: LivenessSettings) -> LibraryLivenessGate:

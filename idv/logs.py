@@ -13,6 +13,7 @@ ALLOWED_FIELDS = frozenset({
     "rpc", "request_id", "caller", "purpose", "verdict", "reason", "error_reason", "code", "timings_ms",
     "template_count", "model", "source", "port", "seconds", "fingerprints", "state", "in_flight", "path",
     "count", "mode", "key_id", "records",
+    "chosen", "variants",  # issue 12: which model build serves, and the start-time measurements
 })
 
 

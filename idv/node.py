@@ -16,6 +16,7 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import grpc
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection

@@ -16,11 +16,13 @@ compared with a random decoy template, so the work and the answer match a face m
 
 from __future__ import annotations
 
+import dataclasses
+import dataclasses
 import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
@@ -28,12 +30,13 @@ from typing import Iterator, Protocol
 import numpy as np
 
 from idv.errors import Cancelled, DeadlineExceeded, InvalidRequest, NotServing
+from idv.face.burst import BurstPolicy, pick_frames
 from idv.face.detector import FaceDetector
 from idv.face.embedder import Embedder, align_face
 from idv.face.reference_fusion import fuse_references
 from idv.face.quality import QualityLimits, assess
 from idv.face.types import FaceDetection
-from idv.imaging import ImageLimits, check_header, decode_frame
+from idv.imaging import ImageHeader, ImageLimits, check_header, decode_frame
 from idv.verdicts import TrueReason
 
 log = logging.getLogger(__name__)
@@ -77,13 +80,23 @@ class Decision:
 
 @dataclass(frozen=True, eq=False)
 class FaceObservation:
-    """One frame's face after detection, alignment and embedding (buffers owned by the request)."""
+    """One frame's face after detection, alignment and the quality gate (buffers owned by the request)."""
 
     frame_bgr: np.ndarray
     face: FaceDetection
     aligned_bgr: np.ndarray
-    embedding: np.ndarray
-    usable: bool  # passed the quality gate: only usable frames are compared with the reference
+    # Only the burst's k embedded frames have one (idv/face/burst.py); None elsewhere.
+    embedding: np.ndarray | None
+    usable: bool  # passed the quality gate: only usable frames are embedded and compared
+    sharpness: float = 0.0  # the quality gate's measure: ranks the frames worth embedding
+
+
+@dataclass(frozen=True, eq=False)
+class CheckedBurst:
+    """Frames that passed `check_burst`, with the headers it parsed (each frame is parsed once)."""
+
+    frames: tuple[bytes, ...]
+    headers: tuple[ImageHeader, ...]
 
 
 class LivenessGate(Protocol):
@@ -167,6 +180,16 @@ class _FrameFailure(Exception):
         self.reason = reason
 
 
+def _done(fn: Callable, *args: object) -> Future:
+    """`fn(*args)` run now, as a finished future (the same collection code with or without a pool)."""
+    future: Future = Future()
+    try:
+        future.set_result(fn(*args))
+    except BaseException as error:  # noqa: BLE001 (handed to the collector)
+        future.set_exception(error)
+    return future
+
+
 def select_subject(faces: Sequence[FaceDetection], bystander_ratio: float) -> tuple[FaceDetection | None, list[FaceDetection]]:
     """The largest face, and the other faces big enough to be a second participant.
 
@@ -199,6 +222,7 @@ class VerificationPipeline:
         limits: PipelineLimits,
         image: ImageLimits,
         quality: QualityLimits,
+        burst: BurstPolicy,
         liveness: LivenessGate | None = None,
         actions: ActionCheck | None = None,
         screening: Screening | None = None,
@@ -210,6 +234,7 @@ class VerificationPipeline:
         self._limits = limits
         self._image = image
         self._quality = quality
+        self._burst = burst
         self._liveness = liveness
         self._actions = actions
         self._screening = screening
@@ -227,32 +252,33 @@ class VerificationPipeline:
         return self._embedder.dimension
 
     # ------------------------------------------------------------------ checks
-    def _check_frames(self, frames: Sequence[bytes], maximum: int, what: str, minimum: int = 1) -> None:
+    def _check_frames(self, frames: Sequence[bytes], maximum: int, what: str, minimum: int = 1) -> list[ImageHeader]:
         if len(frames) < minimum:
             raise InvalidRequest(f"{len(frames)} {what} were sent; send {minimum} to {maximum} of one live capture",
                                  "FRAME_COUNT")
         if len(frames) > maximum:
             raise InvalidRequest(f"{len(frames)} {what} were sent; at most {maximum} are accepted", "FRAME_COUNT")
-        for index, data in enumerate(frames):
-            check_header(data, self._image, index)
+        return [check_header(data, self._image, index) for index, data in enumerate(frames)]
 
-    def check_burst(self, frames: Sequence[bytes], with_challenge: bool) -> None:
+    def check_burst(self, frames: Sequence[bytes], with_challenge: bool) -> CheckedBurst:
         """Frame count and every frame's header, before any pixel is decoded."""
         maximum = self._limits.max_frames_with_challenge if with_challenge else self._limits.max_frames
-        self._check_frames(frames, maximum, "frames", self._min_frames)
+        return CheckedBurst(tuple(frames), tuple(self._check_frames(frames, maximum, "frames", self._min_frames)))
 
-    def check_references(self, images: Sequence[bytes]) -> None:
-        self._check_frames(images, self._limits.max_reference_images, "reference images")
+    def check_references(self, images: Sequence[bytes]) -> CheckedBurst:
+        return CheckedBurst(tuple(images),
+                            tuple(self._check_frames(images, self._limits.max_reference_images, "reference images")))
 
     # ------------------------------------------------------------------ stages
-    def _prepare_frame(self, index: int, data: bytes, budget: Budget) -> _PreparedFrame:
-        """Decode, detect, align, quality-check and embed one frame (runs on the frame pool)."""
+    def _prepare_frame(self, index: int, data: bytes, budget: Budget,
+                       header: ImageHeader | None = None) -> _PreparedFrame:
+        """Decode, detect, align and quality-check one frame (runs on the frame pool)."""
         timer = _StageTimer()
         owned: list[np.ndarray] = []
         try:
             budget.check("decode")
             with timer.stage("decode"):
-                image = decode_frame(data, self._image, index)
+                image = decode_frame(data, self._image, index, header)
             owned.append(image)
             budget.check("detect")
             with timer.stage("detect"):
@@ -265,28 +291,28 @@ class VerificationPipeline:
                 aligned = align_face(image, subject)
             owned.append(aligned)
             with timer.stage("quality"):
-                usable = assess(subject, aligned, self._quality).passed
-            budget.check("embed")
-            with timer.stage("embed"):
-                embedding = self._embedder.embed([aligned])
-            owned.append(embedding)
-            observation = FaceObservation(image, subject, aligned, embedding[0], usable)
+                report = assess(subject, aligned, self._quality)
+            observation = FaceObservation(image, subject, aligned, None, report.passed, report.sharpness)
             return _PreparedFrame(index, owned, timer.timings, observation=observation)
         except BaseException as error:  # hand the buffers back for zeroing, then re-raise in the request thread
             return _PreparedFrame(index, owned, timer.timings, error=error)
 
     def _observe(
-        self, frames: Sequence[bytes], timer: _StageTimer, budget: Budget, owned: list[np.ndarray]
+        self, frames: Sequence[bytes], timer: _StageTimer, budget: Budget, owned: list[np.ndarray],
+        headers: Sequence[ImageHeader] = (),
     ) -> list[FaceObservation]:
-        """Every frame decoded, checked and embedded; frames run in parallel on the shared frame pool.
+        """Every frame decoded and checked (in parallel on the shared frame pool); then the burst's
+        k best usable frames embedded in one model call.
 
         One request then uses every core when the node is quiet; under load the pool is the
         node's compute queue, so throughput is what it was with one thread per request.
         """
+        parsed = list(headers) if len(headers) == len(frames) else [None] * len(frames)
         if self._frame_pool is None:
-            prepared = [self._prepare_frame(i, data, budget) for i, data in enumerate(frames)]
+            prepared = [self._prepare_frame(i, data, budget, parsed[i]) for i, data in enumerate(frames)]
         else:
-            futures = [self._frame_pool.submit(self._prepare_frame, i, data, budget) for i, data in enumerate(frames)]
+            futures = [self._frame_pool.submit(self._prepare_frame, i, data, budget, parsed[i])
+                       for i, data in enumerate(frames)]
             prepared = [future.result() for future in futures]
         for frame in prepared:  # every buffer is the request's to zero, whatever happened
             owned.extend(frame.owned)
@@ -301,24 +327,64 @@ class VerificationPipeline:
         usable = sum(1 for o in observations if o.usable)
         if usable * 2 < len(observations) or usable == 0:
             raise _FrameFailure(TrueReason.LOW_QUALITY)
-        return observations
+        budget.check("embed")
+        return self._embed_best(observations, timer, owned)
+
+    def _embed_best(self, observations: list[FaceObservation], timer: _StageTimer,
+                    owned: list[np.ndarray]) -> list[FaceObservation]:
+        """The k best usable frames, spread over the burst, embedded in one call (the rest keep None)."""
+        policy = self._burst
+        usable = [i for i, o in enumerate(observations) if o.usable]
+        chosen = [usable[j] for j in pick_frames(usable, [observations[i].sharpness for i in usable],
+                                                   policy.embed_frames)]
+
+        def refine_and_align(obs: FaceObservation) -> tuple[FaceDetection, np.ndarray]:
+            face = self._detector.refine(obs.frame_bgr, obs.face) if policy.refine_landmarks else obs.face
+            return face, (obs.aligned_bgr if face is obs.face else align_face(obs.frame_bgr, face))
+
+        with timer.stage("refine"):
+            if self._frame_pool is None:
+                pending = [_done(refine_and_align, observations[i]) for i in chosen]
+            else:  # the k refinements in parallel, like the frames
+                pending = [self._frame_pool.submit(refine_and_align, observations[i]) for i in chosen]
+            refined: dict[int, tuple[FaceDetection, np.ndarray]] = {}
+            failure: BaseException | None = None
+            for i, future in zip(chosen, pending):  # collect every crop (to zero it) before raising
+                try:
+                    refined[i] = future.result()
+                except BaseException as error:  # noqa: BLE001 (re-raised below)
+                    failure = failure or error
+        for i, (_, aligned) in refined.items():
+            if aligned is not observations[i].aligned_bgr:
+                owned.append(aligned)
+        if failure is not None:
+            raise failure
+        crops = [refined[i][1] for i in chosen]
+        with timer.stage("embed"):
+            embeddings = self._embedder.embed(crops)
+        owned.append(embeddings)
+        result = list(observations)
+        for row, i in enumerate(chosen):
+            face, aligned = refined[i]
+            result[i] = dataclasses.replace(observations[i], face=face, aligned_bgr=aligned, embedding=embeddings[row])
+        return result
 
     def _fused(self, observations: Sequence[FaceObservation]) -> np.ndarray:
-        mean = np.mean([obs.embedding for obs in observations], axis=0)
+        mean = np.mean([obs.embedding for obs in observations if obs.embedding is not None], axis=0)
         return mean / max(float(np.linalg.norm(mean)), 1e-12)
 
     # ------------------------------------------------------------------ verify
-    def evaluate(self, frames: Sequence[bytes], claimed: ClaimedReference, actions: tuple[str, ...] | None,
+    def evaluate(self, burst: CheckedBurst, claimed: ClaimedReference, actions: tuple[str, ...] | None,
                  budget: Budget) -> Decision:
         """Decode, detect, check liveness (and the challenge's actions), compare: a decision.
 
-        `frames` must have passed `check_burst`; `actions` is None when no challenge applies.
+        `burst` comes from `check_burst`; `actions` is None when no challenge applies.
         """
         timer = _StageTimer()
         owned: list[np.ndarray] = []
         try:
             try:
-                observations = self._observe(frames, timer, budget, owned)
+                observations = self._observe(burst.frames, timer, budget, owned, burst.headers)
             except _FrameFailure as failure:
                 return Decision(failure.reason, dict(timer.timings))
             if self._liveness is not None:
@@ -338,7 +404,7 @@ class VerificationPipeline:
                     return Decision(TrueReason.CHALLENGE_FAILED, dict(timer.timings))
             budget.check("compare")
             with timer.stage("compare"):
-                probe = self._fused([o for o in observations if o.usable])
+                probe = self._fused(observations)
                 owned.append(probe)
                 if claimed.templates is not None:
                     # m reference photos are compared as one fused template (their renormalised
@@ -367,15 +433,15 @@ class VerificationPipeline:
             _zero(owned)
 
     # ------------------------------------------------------------------ enroll
-    def templates(self, images: Sequence[bytes], budget: Budget) -> np.ndarray:
+    def templates(self, images: CheckedBurst, budget: Budget) -> np.ndarray:
         """One template per reference image (already through `check_references`); each image must
         show exactly one face of enrolment quality. The caller owns (and zeroes) the result."""
         owned: list[np.ndarray] = []
         try:
             aligned_crops = []
-            for index, data in enumerate(images):
+            for index, (data, header) in enumerate(zip(images.frames, images.headers, strict=True)):
                 budget.check("decode")
-                image = decode_frame(data, self._image, index)
+                image = decode_frame(data, self._image, index, header)
                 owned.append(image)
                 subject, others = select_subject(self._detector.detect(image), self._limits.bystander_ratio)
                 meta = {"image_index": str(index)}
@@ -384,6 +450,8 @@ class VerificationPipeline:
                 if others:
                     raise InvalidRequest(f"reference image {index} shows {len(others) + 1} faces; exactly one is needed",
                                          "REFERENCE_MULTIPLE_FACES", meta)
+                subject = self._detector.refine(image, subject)  # landmarks at full resolution
+                subject = self._detector.refine(image, subject)  # landmarks at full resolution
                 aligned = align_face(image, subject)
                 owned.append(aligned)
                 report = assess(subject, aligned, self._quality)

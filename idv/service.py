@@ -29,7 +29,7 @@ from idv.audit import AuditLog
 from idv.challenges import ChallengeIssuer, ChallengePolicy
 from idv.errors import AlreadyEnrolled, DuplicateFace, InvalidRequest, NotServing, TemplateMismatch, Throttled
 from idv.identity import IdentityError, normalise_name, parse_id_number
-from idv.pipeline import Budget, ClaimedReference, Decision, Screening, VerificationPipeline
+from idv.pipeline import Budget, CheckedBurst, ClaimedReference, Decision, Screening, VerificationPipeline
 from idv.references import ReferenceVault
 from idv.state.base import StoredChallenge
 from idv.throttle import Throttle
@@ -95,6 +95,7 @@ class Claim:
     name: str
     id_key: str
     purpose: Purpose
+    burst: CheckedBurst  # the frames, their headers parsed once
 
 
 class VerificationService:
@@ -160,9 +161,9 @@ class VerificationService:
         if command.purpose is None:
             raise InvalidRequest("purpose is required (REGISTRATION, LICENCE_RENEWAL or CHECK_IN)",
                                  "MISSING_PURPOSE")
-        self._pipeline.check_burst(command.frames, with_challenge=bool(command.challenge_id))
+        burst = self._pipeline.check_burst(command.frames, with_challenge=bool(command.challenge_id))
         parsed = _parse(command.id_number, command.name)
-        return Claim(parsed.canonical, parsed.name, self._vault.id_key(parsed.canonical), command.purpose)
+        return Claim(parsed.canonical, parsed.name, self._vault.id_key(parsed.canonical), command.purpose, burst)
 
     def _decide(self, command: VerifyCommand, claim: Claim, budget: Budget) -> VerifyOutcome:
         request_id = str(uuid.uuid4())
@@ -197,7 +198,7 @@ class VerificationService:
                 identity_problem = TrueReason.REFERENCE_INVALID
         lookup_ms = (time.perf_counter() - started) * 1000.0
         try:
-            decision: Decision = self._pipeline.evaluate(command.frames, ClaimedReference(claim.id_key, templates),
+            decision: Decision = self._pipeline.evaluate(claim.burst, ClaimedReference(claim.id_key, templates),
                                                          actions, budget)
         finally:
             if templates is not None:
@@ -239,10 +240,10 @@ class VerificationService:
     # ------------------------------------------------------------------ enroll
     def enroll(self, command: EnrollCommand, budget: Budget) -> EnrollOutcome:
         request_id = str(uuid.uuid4())
-        self._pipeline.check_references(command.reference_images)
+        images = self._pipeline.check_references(command.reference_images)
         parsed = _parse(command.id_number, command.name)
         id_key = self._vault.id_key(parsed.canonical)
-        templates = self._pipeline.templates(command.reference_images, budget)
+        templates = self._pipeline.templates(images, budget)
         try:
             duplicate_of = ""
             if self._screening is None:

@@ -17,7 +17,7 @@ from liveness.decision import (
     decide,
     judge,
 )
-from liveness.identity import min_pairwise_cosine
+from liveness.identity import min_pairwise_cosine, track_jump
 from liveness.motion import measure_motion
 from liveness.passive import PassiveScorer
 from liveness.planarity import measure_planarity
@@ -32,7 +32,8 @@ class FaceObservation:
 
     frame_bgr: HxWx3 uint8; box_xywh: the detector's face box in pixels;
     landmarks5: 5x2 (ArcFace order); embedding: the recognizer's vector for this
-    face (needed when the identity cue is enabled).
+    face, or None for a frame the caller did not embed (the identity cue compares the
+    embedded frames and checks the track's continuity over all of them).
     """
 
     frame_bgr: np.ndarray
@@ -53,20 +54,24 @@ class LivenessChecker:
     def config(self) -> LivenessConfig:
         return self._config
 
-    def check(self, observations: Sequence[FaceObservation], scratch: Scratch | None = None) -> LivenessDecision:
+    def check(self, observations: Sequence[FaceObservation], scratch: Scratch | None = None,
+              track: Sequence[tuple[float, float, float, float]] | None = None) -> LivenessDecision:
         """With `scratch`, every buffer derived from the frames (patches, crops, motion and planarity
-        arrays) is appended to it for the caller to zero when the request ends."""
+        arrays) is appended to it for the caller to zero when the request ends. `track`: the face box
+        of every frame of the capture, when `observations` are a subset of a longer burst (the
+        identity cue's continuity is judged between consecutive frames)."""
         if not observations:
             raise ValueError("a liveness check needs at least one observation")
         cfg = self._config
-        evidence = self.measure(observations, scratch) if burst_length_ok(len(observations), cfg) else _unmeasured(len(observations))
+        evidence = self.measure(observations, scratch, track) if burst_length_ok(len(observations), cfg) else _unmeasured(len(observations))
         verdicts = judge(evidence, cfg)
         passed = decide(verdicts)
         # No scores, frames, crops or embeddings in logs: only the burst length and the outcome.
         log.debug("liveness decided", extra={"frames": evidence.frames, "passed": passed})
         return LivenessDecision(passed, verdicts, evidence)
 
-    def measure(self, observations: Sequence[FaceObservation], scratch: Scratch | None = None) -> LivenessEvidence:
+    def measure(self, observations: Sequence[FaceObservation], scratch: Scratch | None = None,
+                track: Sequence[tuple[float, float, float, float]] | None = None) -> LivenessEvidence:
         """Every enabled cue's raw values (the multi-frame cues need 2+ frames)."""
         cfg = self._config
         n = len(observations)
@@ -87,15 +92,18 @@ class LivenessChecker:
         motion = measure_motion(frames, boxes, landmarks, scratch) if cfg.motion_enabled and multi else None
 
         identity = None
+        jump = None
         if cfg.identity_enabled and multi:
-            if any(o.embedding is None for o in observations):
-                raise ValueError("the identity cue is enabled but an observation has no embedding")
-            identity = min_pairwise_cosine([o.embedding for o in observations])
+            embedded = [o.embedding for o in observations if o.embedding is not None]
+            if not embedded:
+                raise ValueError("the identity cue is enabled but no observation has an embedding")
+            identity = min_pairwise_cosine(embedded)
+            jump = track_jump(list(track) if track is not None else boxes)
 
         planarity = measure_planarity(frames, boxes, landmarks, scratch) if cfg.planarity_enabled and multi else None
-        return LivenessEvidence(n, v2, v1se, passive_score, motion, identity, planarity)
+        return LivenessEvidence(n, v2, v1se, passive_score, motion, identity, planarity, jump)
 
 
 def _unmeasured(frames: int) -> LivenessEvidence:
     # A burst of the wrong length is refused whatever it shows: measuring it would only cost time.
-    return LivenessEvidence(frames, (), (), None, None, None, None)
+    return LivenessEvidence(frames, (), (), None, None, None, None, None)

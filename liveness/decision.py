@@ -38,9 +38,13 @@ class LivenessConfig:
     motion_enabled: bool = True
     motion_min_change: float = 0.992
     motion_min_coherence: float = 0.065
-    # Identity: the lowest cosine between any two frames' embeddings.
+    # Identity: the lowest cosine between any two embedded frames' embeddings, and the
+    # face box's largest step between consecutive frames, in face sizes (liveness/identity.py):
+    # a face does not move by its own size between two frames of one capture (measured on
+    # head-turn challenge bursts: at most 0.37).
     identity_enabled: bool = True
     identity_threshold: float = 0.30
+    identity_max_jump: float = 1.0
     # Planarity: judged only when the tracked face moved at least `planarity_min_movement`
     # (fraction of the inter-ocular distance); planar when residual/movement is below the ratio.
     planarity_enabled: bool = True
@@ -54,6 +58,8 @@ class LivenessConfig:
         for name in ("passive_threshold", "planarity_max_ratio"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.identity_max_jump <= 0:
+            raise ValueError(f"identity_max_jump must be positive, got {self.identity_max_jump}")
         if not -1.0 <= self.identity_threshold <= 1.0:
             raise ValueError(f"identity_threshold must be in [-1, 1], got {self.identity_threshold}")
         if self.passive_frames < 1:
@@ -84,6 +90,7 @@ class LivenessEvidence:
     motion: MotionEvidence | None
     identity_min_cosine: float | None
     planarity: PlanarityEvidence | None
+    track_jump: float | None = None  # largest face step between consecutive frames / face size
 
     @property
     def planarity_ratio(self) -> float | None:
@@ -139,7 +146,8 @@ def judge(evidence: LivenessEvidence, config: LivenessConfig) -> CueVerdicts:
         identity=enabled(
             config.identity_enabled,
             evidence.identity_min_cosine,
-            evidence.identity_min_cosine is not None and evidence.identity_min_cosine >= config.identity_threshold,
+            evidence.identity_min_cosine is not None and evidence.identity_min_cosine >= config.identity_threshold
+            and (evidence.track_jump is None or evidence.track_jump <= config.identity_max_jump),
         ),
         planarity=(
             _judge_planarity(evidence.planarity, config)

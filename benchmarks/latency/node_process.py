@@ -30,6 +30,7 @@ class NodeConfig:
     model_dir: Path | None = None
     manifest: Path | None = None  # None: the committed idv/models/manifest.toml
     extra_env: dict[str, str] = field(default_factory=dict)
+    repo: Path = REPO  # the tree whose server.py (and idv package) runs: another for a baseline node
 
     def env(self, data_dir: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("IDV_")}
@@ -77,8 +78,8 @@ class NodeProcess:
         started = time.monotonic()
         with self.log_path.open("wb") as log:
             # The log goes to a file, not a pipe: an undrained pipe would block the node under load.
-            self._proc = subprocess.Popen([sys.executable, str(REPO / "server.py"), "--port", "0"],
-                                          cwd=REPO, env=self.config.env(tmp / "data"),
+            self._proc = subprocess.Popen([sys.executable, str(self.config.repo / "server.py"), "--port", "0"],
+                                          cwd=self.config.repo, env=self.config.env(tmp / "data"),
                                           stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
             self.port = self._wait_for("listening", started)["port"]

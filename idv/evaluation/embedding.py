@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from idv.face.detector import YuNetDetector
+from idv.face.detector import DetectionScale, YuNetDetector
 from idv.face.embedder import ArcFaceEmbedder, SFaceEmbedder, align_face, l2_normalise
 from idv.face.quality import QualityLimits, assess
 from idv.face.types import FaceDetection
@@ -34,7 +34,7 @@ PICK_LARGEST = "largest"  # the biggest box: the subject in front of a webcam, o
 PICK_CENTRE = "centre"  # the box whose centre is nearest the image centre: LFW centres its subject
 
 # Bump when the way a table is computed changes, so stale disk caches are not reused.
-_TABLE_VERSION = 1
+_TABLE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,8 @@ class AcquisitionPolicy:
     # Retry a failed detection once on the image upscaled 2x (LFW protocol).
     upscale_retry: bool = False
     detector_score_threshold: float = 0.6  # the service's default
+    # Also embed each crop's mirror image (flip fusion); off halves the cost when only plain is scored.
+    mirror: bool = True
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,10 @@ class ModelSelection:
     detector: str = "yunet"
     recognizer: str = "sface_fp32"
     intra_op_threads: int = 1
+    # As the service detects (issue 12): on a copy scaled by `detection`, landmarks of the
+    # chosen face refined at full resolution before alignment.
+    detection: DetectionScale = DetectionScale()
+    refine_landmarks: bool = True
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,6 +130,7 @@ def _embed_chunk(chunk: _Chunk) -> dict[str, np.ndarray]:
     detector = YuNetDetector(
         open_session(manifest.entry(chunk.models.detector), chunk.models.model_dir, options),
         score_threshold=chunk.policy.detector_score_threshold,
+        scale=chunk.models.detection,
     )
     recognizer_entry = manifest.entry(chunk.models.recognizer)
     loaded = open_session(recognizer_entry, chunk.models.model_dir, options)
@@ -150,11 +157,15 @@ def _embed_chunk(chunk: _Chunk) -> dict[str, np.ndarray]:
         if not faces:
             continue
         face = pick_face(faces, image.shape, chunk.policy.pick)
+        if chunk.models.refine_landmarks:
+            face = detector.refine(image, face)
         aligned = align_face(image, face)
-        mirrored = np.ascontiguousarray(aligned[:, ::-1])
-        vectors = embedder.embed([aligned, mirrored])
+        crops = [aligned, np.ascontiguousarray(aligned[:, ::-1])] if chunk.policy.mirror else [aligned]
+        vectors = embedder.embed(crops)
         out["acquired"][i] = True
-        out["embeddings"][i], out["flipped"][i] = vectors[0], vectors[1]
+        out["embeddings"][i] = vectors[0]
+        if chunk.policy.mirror:
+            out["flipped"][i] = vectors[1]
         out["detector_score"][i] = face.score
         out["sharpness"][i] = assess(face, aligned, QualityLimits()).sharpness
         out["yaw"][i] = yaw_proxy(face)
@@ -169,6 +180,8 @@ def _cache_key(paths: tuple[str, ...], policy: AcquisitionPolicy, models: ModelS
         "policy": asdict(policy),
         "detector": manifest.entry(models.detector).sha256,
         "recognizer": manifest.entry(models.recognizer).sha256,
+        "detection": asdict(models.detection),
+        "refine_landmarks": models.refine_landmarks,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 

@@ -1,14 +1,23 @@
 """YuNet face detector (opencv_zoo face_detection_yunet_2023mar) run on onnxruntime.
 
-The exported graph has a fixed 1x3x640x640 input and anchor-free heads at
-strides 8/16/32 (cls, obj, bbox, kps). Pre- and post-processing follow OpenCV's
-FaceDetectorYN, written out here so the model runs under our own session
-options: the image is scaled to fit 640x640, placed top-left on a black canvas,
-fed as BGR 0..255; each cell's score is sqrt(cls * obj).
+Anchor-free heads at strides 8/16/32 (cls, obj, bbox, kps). Pre- and post-processing
+follow OpenCV's FaceDetectorYN, written out here so the model runs under our own
+session options: the image is scaled, placed top-left on a black canvas, fed as BGR
+0..255; each cell's score is sqrt(cls * obj).
+
+Two input shapes (issue 12):
+
+* the exported graph's fixed 640x640: the image is scaled to fit it;
+* the pull-time `dynamic_image_size` build: the image is scaled by `DetectionScale`
+  (so the smallest face the quality gate accepts is still `target_face_px` wide, enough
+  for YuNet to find it) onto a canvas rounded up to a multiple of 32. A 640x480 frame
+  then costs a 256x192 run instead of 640x640. `refine` re-detects one face on a
+  region around it at the fixed graph's scale: the landmarks a full-size run gives.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import cv2
@@ -24,41 +33,124 @@ class FaceDetector(Protocol):
         """All faces above the score threshold, best first, landmarks in the ArcFace order."""
         ...
 
+    def refine(self, image_bgr: np.ndarray, face: FaceDetection) -> FaceDetection:
+        """`face` with its box and landmarks measured again at full resolution (or as it was)."""
+        ...
+
 
 _INPUT_SIZE = 640
 _STRIDES = (8, 16, 32)
+_ALIGN = 32  # the coarsest stride: a dynamic input's sides are multiples of it
+
+
+@dataclass(frozen=True)
+class DetectionScale:
+    """How far a frame is shrunk before detection (dynamic-input YuNet only).
+
+    The smallest face the quality gate accepts (`min_face_px`, QualityLimits.min_face_size)
+    is detected at `target_face_px` pixels: scale = target / min, never above 1.
+    `refine_margin`: the width of the region `refine` re-detects on, in face sizes.
+    Chosen in benchmarks/accuracy/burst_sweep.py (results/burst_sweep.json).
+    """
+
+    min_face_px: float = 60.0
+    target_face_px: float = 24.0
+    refine_margin: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not (self.min_face_px > 0 and self.target_face_px > 0 and self.refine_margin >= 1.0):
+            raise ValueError("detection scale sizes must be positive")
+
+    @property
+    def factor(self) -> float:
+        return min(1.0, self.target_face_px / self.min_face_px)
+
+
+def _ceil_to(value: float, step: int) -> int:
+    return max(step, int(np.ceil(value / step)) * step)
 
 
 class YuNetDetector:
-    def __init__(self, model: LoadedModel, score_threshold: float = 0.6, nms_threshold: float = 0.3, top_k: int = 50):
+    def __init__(self, model: LoadedModel, score_threshold: float = 0.6, nms_threshold: float = 0.3, top_k: int = 50,
+                 scale: DetectionScale = DetectionScale()):
         self._session = model.session
         self._input_name = model.session.get_inputs()[0].name
+        self._output_names = [o.name for o in model.session.get_outputs()]
+        shape = model.session.get_inputs()[0].shape
+        self._dynamic = not (isinstance(shape[2], int) and isinstance(shape[3], int))
         self._score_threshold = score_threshold
         self._nms_threshold = nms_threshold
         self._top_k = top_k
+        self._scale = scale
         self.fingerprint = model.fingerprint
-        self._grids = {s: self._grid(s) for s in _STRIDES}
+        self._grids: dict[tuple[int, int, int], np.ndarray] = {}
 
-    @staticmethod
-    def _grid(stride: int) -> np.ndarray:
-        cells = _INPUT_SIZE // stride
-        rows, cols = np.meshgrid(np.arange(cells, dtype=np.float32), np.arange(cells, dtype=np.float32), indexing="ij")
-        return np.stack([cols.ravel(), rows.ravel()], axis=1)  # (N, 2) as (col, row)
+    def _grid(self, stride: int, height: int, width: int) -> np.ndarray:
+        key = (stride, height, width)
+        grid = self._grids.get(key)
+        if grid is None:  # a handful of canvas sizes per deployment: cached, never evicted
+            rows, cols = np.meshgrid(np.arange(height // stride, dtype=np.float32),
+                                     np.arange(width // stride, dtype=np.float32), indexing="ij")
+            grid = self._grids[key] = np.stack([cols.ravel(), rows.ravel()], axis=1)  # (N, 2) as (col, row)
+        return grid
 
-    def _letterbox(self, image_bgr: np.ndarray) -> tuple[np.ndarray, float]:
+    def _letterbox(self, image_bgr: np.ndarray, scale: float | None = None) -> tuple[np.ndarray, float]:
         height, width = image_bgr.shape[:2]
-        scale = min(_INPUT_SIZE / width, _INPUT_SIZE / height)
+        if not self._dynamic:
+            scale = min(_INPUT_SIZE / width, _INPUT_SIZE / height)
+            canvas_h = canvas_w = _INPUT_SIZE
+        else:
+            scale = self._scale.factor if scale is None else scale
+            canvas_h, canvas_w = _ceil_to(height * scale, _ALIGN), _ceil_to(width * scale, _ALIGN)
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-        canvas = np.zeros((_INPUT_SIZE, _INPUT_SIZE, 3), dtype=np.float32)
-        resized = image_bgr if scale == 1.0 else cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-        canvas[:new_h, :new_w] = resized
-        return canvas.transpose(2, 0, 1)[np.newaxis], scale
+        # INTER_AREA when shrinking: a bilinear 2.5x shrink aliases fine texture into the face.
+        interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+        resized = image_bgr if scale == 1.0 else cv2.resize(image_bgr, (new_w, new_h), interpolation=interpolation)
+        blob = np.zeros((1, 3, canvas_h, canvas_w), dtype=np.float32)
+        blob[0, :, :new_h, :new_w] = resized.transpose(2, 0, 1)  # one copy: HWC uint8 -> NCHW float32
+        return blob, scale
 
     def detect(self, image_bgr: np.ndarray) -> list[FaceDetection]:
         """All faces above the score threshold, best first."""
-        blob, scale = self._letterbox(image_bgr)
+        return self._detect(image_bgr, None)
+
+    def refine(self, image_bgr: np.ndarray, face: FaceDetection) -> FaceDetection:
+        """Re-detect `face` as the fixed 640x640 graph would have seen it, at a fraction of its cost.
+
+        The frame is scaled as the fixed graph scales it (to fit 640x640), and only a region
+        around the face is run: `refine_margin` face sizes wide, its corner on the coarsest
+        stride's grid, so every anchor near the face sees the same pixels at the same grid
+        position as in a full-frame run. YuNet's landmarks move by 5-9 % of the inter-ocular
+        distance between input scales (burst_sweep.json), and the thresholds were calibrated
+        on full-size landmarks: this keeps the embedded faces' alignment what it was.
+        The coarse face is kept if the region shows no face overlapping it."""
+        if not self._dynamic:
+            return face  # already detected at full size
+        height, width = image_bgr.shape[:2]
+        scale = min(_INPUT_SIZE / width, _INPUT_SIZE / height)
+        scaled = image_bgr if scale == 1.0 else cv2.resize(
+            image_bgr, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_LINEAR)
+        side = self._scale.refine_margin * max(face.width, face.height) * scale
+        cx, cy = (face.x + face.width / 2) * scale, (face.y + face.height / 2) * scale
+        x0 = max(0, int((cx - side / 2) // _ALIGN) * _ALIGN)
+        y0 = max(0, int((cy - side / 2) // _ALIGN) * _ALIGN)
+        x1 = min(scaled.shape[1], int(np.ceil((cx + side / 2) / _ALIGN)) * _ALIGN)
+        y1 = min(scaled.shape[0], int(np.ceil((cy + side / 2) / _ALIGN)) * _ALIGN)
+        if x1 - x0 < 16 or y1 - y0 < 16:
+            return face
+        found = self._detect(scaled[y0:y1, x0:x1], 1.0)  # a view of the scaled frame: no copy
+        mapped = [FaceDetection((f.x + x0) / scale, (f.y + y0) / scale, f.width / scale, f.height / scale, f.score,
+                                (f.landmarks + np.array([x0, y0], dtype=np.float32)) / scale) for f in found]
+        best = max(mapped, key=lambda f: _overlap(f, face), default=None)
+        if best is None or _overlap(best, face) < 0.5:
+            return face
+        return best
+
+    def _detect(self, image_bgr: np.ndarray, scale: float | None) -> list[FaceDetection]:
+        blob, scale = self._letterbox(image_bgr, scale)
         outputs = self._session.run(None, {self._input_name: blob})
-        named = dict(zip((o.name for o in self._session.get_outputs()), outputs))
+        named = dict(zip(self._output_names, outputs))
+        canvas_h, canvas_w = blob.shape[2], blob.shape[3]
         boxes, scores, landmarks = [], [], []
         for stride in _STRIDES:
             cls = np.clip(named[f"cls_{stride}"][0, :, 0], 0.0, 1.0)
@@ -67,7 +159,7 @@ class YuNetDetector:
             keep = score >= self._score_threshold
             if not np.any(keep):
                 continue
-            grid = self._grids[stride][keep]
+            grid = self._grid(stride, canvas_h, canvas_w)[keep]
             bbox = named[f"bbox_{stride}"][0][keep]
             kps = named[f"kps_{stride}"][0][keep].reshape(-1, 5, 2)
             centre = (grid + bbox[:, :2]) * stride
@@ -95,3 +187,14 @@ class YuNetDetector:
             )
             for i in order
         ]
+
+
+def _overlap(found: FaceDetection, face: FaceDetection) -> float:
+    """Intersection over union of two face boxes."""
+    ax0, ay0 = found.x, found.y
+    ax1, ay1 = ax0 + found.width, ay0 + found.height
+    bx0, by0, bx1, by1 = face.x, face.y, face.x + face.width, face.y + face.height
+    iw, ih = max(0.0, min(ax1, bx1) - max(ax0, bx0)), max(0.0, min(ay1, by1) - max(ay0, by0))
+    inter = iw * ih
+    union = found.width * found.height + face.width * face.height - inter
+    return inter / union if union > 0 else 0.0

@@ -45,19 +45,32 @@ class Embedder(Protocol):
 
 
 class SFaceEmbedder:
-    def __init__(self, model: LoadedModel):
+    """`fingerprint` names the weights templates are tagged with: a variant serving in the
+    reference's place (idv/models/variants.py) passes the reference's."""
+
+    def __init__(self, model: LoadedModel, fingerprint: str | None = None):
         self._session = model.session
         self._input_name = model.session.get_inputs()[0].name
-        self.fingerprint = model.fingerprint
+        self.fingerprint = fingerprint or model.fingerprint
         self.dimension = int(model.session.get_outputs()[0].shape[-1])
+        batch = model.session.get_inputs()[0].shape[0]
+        # The exported graph has a fixed batch of 1; the pull-time `dynamic_batch` build does not.
+        self.batched = not (isinstance(batch, int) and batch == 1)
 
     def embed(self, aligned_bgr: list[np.ndarray]) -> np.ndarray:
-        # The exported graph has a fixed batch of 1.
-        rows = []
-        for crop in aligned_bgr:
-            blob = crop[:, :, ::-1].transpose(2, 0, 1)[np.newaxis].astype(np.float32)
-            rows.append(self._session.run(None, {self._input_name: blob})[0][0])
-        return l2_normalise(np.asarray(rows, dtype=np.float32))
+        if not aligned_bgr:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        # BGR HWC uint8 -> RGB NCHW float32 in one copy per crop.
+        blob = np.empty((len(aligned_bgr), 3, ALIGNED_SIZE, ALIGNED_SIZE), dtype=np.float32)
+        for i, crop in enumerate(aligned_bgr):
+            blob[i] = crop[:, :, ::-1].transpose(2, 0, 1)
+        if self.batched:
+            out = self._session.run(None, {self._input_name: blob})[0]
+        else:
+            out = np.concatenate([self._session.run(None, {self._input_name: blob[i:i + 1]})[0]
+                                  for i in range(len(blob))])
+        blob.fill(0)  # pixels of the probe: not left in a freed buffer
+        return l2_normalise(np.asarray(out, dtype=np.float32))
 
 
 class ArcFaceEmbedder:

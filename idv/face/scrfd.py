@@ -40,3 +40,7 @@ class ScrfdDetector:
             x1, y1, x2, y2, score = (float(v) for v in box)
             faces.append(FaceDetection(x1, y1, x2 - x1, y2 - y1, score, np.asarray(points, dtype=np.float32)))
         return sorted(faces, key=lambda f: -f.score)
+
+    def refine(self, image_bgr: np.ndarray, face: FaceDetection) -> FaceDetection:
+        """SCRFD already runs at its own full input size: nothing to refine."""
+        return face

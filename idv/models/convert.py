@@ -135,8 +135,51 @@ def _with_split_prelu(build):
     return convert
 
 
+def _set_dims(value_info: onnx.ValueInfoProto, names: dict[int, str]) -> None:
+    dims = value_info.type.tensor_type.shape.dim
+    for axis, name in names.items():
+        dims[axis].Clear()
+        dims[axis].dim_param = name
+
+
+def dynamic_batch(source: Path, target: Path) -> None:
+    """`source` with a symbolic batch dimension on every input and output (one call embeds k faces).
+
+    The weights and nodes are untouched, so each face's output is the fixed-batch model's to
+    the last bit apart from GEMM blocking (tests/test_model_variants.py measures the agreement)."""
+    model = onnx.load(str(source))
+    for value in (*model.graph.input, *model.graph.output):
+        _set_dims(value, {0: "batch"})
+    del model.graph.value_info[:]  # intermediate shapes recorded for a batch of 1
+    onnx.checker.check_model(model)
+    target.write_bytes(model.SerializeToString(deterministic=True))
+
+
+def dynamic_image_size(source: Path, target: Path) -> None:
+    """YuNet with a symbolic input height and width (multiples of 32): detection runs on a
+    downscaled copy instead of a fixed 640x640 canvas.
+
+    The graph is fully convolutional: its two Resize nodes scale by 2 and its head Reshapes
+    use [1, -1, C], so only the declared shapes need to change."""
+    model = onnx.load(str(source))
+    graph = model.graph
+    for node in graph.node:
+        if node.op_type == "Reshape":
+            shape = next((i for i in graph.initializer if i.name == node.input[1]), None)
+            if shape is None or -1 not in numpy_helper.to_array(shape).tolist():
+                raise ValueError(f"{source.name}: Reshape {node.name} has a fixed shape; not size-independent")
+    _set_dims(graph.input[0], {2: "height", 3: "width"})
+    for output in graph.output:
+        _set_dims(output, {1: f"{output.name}_cells"})
+    del graph.value_info[:]  # intermediate shapes recorded for 640x640; onnxruntime infers them again
+    onnx.checker.check_model(model)
+    target.write_bytes(model.SerializeToString(deterministic=True))
+
+
 CONVERTERS = {
     "fold_weight_chains": fold_weight_chains,
+    "dynamic_batch": dynamic_batch,
+    "dynamic_image_size": dynamic_image_size,
     # MiniFASNet passive liveness: ONNX graphs built from the upstream weights (.pth or .npz).
     "minifasnet_v2": _with_split_prelu(convert_minifasnet_v2),
     "minifasnet_v1se": _with_split_prelu(convert_minifasnet_v1se),

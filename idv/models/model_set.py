@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from idv.face.detector import FaceDetector
+from idv.face.detector import DetectionScale, FaceDetector
 from idv.face.embedder import Embedder
+from idv.face.quality import QualityLimits
 from idv.models.litert import load_facemesh
 from idv.models.manifest import DEFAULT_MANIFEST, Manifest, load_manifest
 from idv.models.registry import (
@@ -64,9 +65,11 @@ def _warm_facemesh(facemesh: FaceMesh) -> None:
 
 
 def load_models(manifest: Manifest, settings: ModelSettings, *, liveness: bool = True,
-                actions: bool = True) -> ModelSet:
+                actions: bool = True, min_face_px: float = QualityLimits.min_face_size) -> ModelSet:
     """Detector and recognizer always; both MiniFASNets when `liveness`; FaceMesh when `actions`
-    and the manifest has it."""
+    and the manifest has it. The recognizer is the fastest of its pulled builds whose embeddings
+    agree with the reference build (idv/models/variants.py); `min_face_px` (the quality gate's
+    smallest face) sizes the detector's downscaled copy."""
     options = RuntimeOptions(intra_op_threads=settings.intra_op_threads)
     custom_recognizer = None
     if settings.recognizer_file is not None:
@@ -79,7 +82,8 @@ def load_models(manifest: Manifest, settings: ModelSettings, *, liveness: bool =
         custom_detector = DetectorChoice(custom_scrfd_entry(path, settings.detector_sha256), path.parent,
                                          settings.detector_sha256)
     pack = load_pack(manifest, settings.pack, settings.dir, options, settings.security_level,
-                     settings.detector_score_threshold, custom_recognizer, custom_detector)
+                     settings.detector_score_threshold, custom_recognizer, custom_detector,
+                     DetectionScale(min_face_px=float(min_face_px), target_face_px=settings.detection_face_px))
     fingerprints = {"detector": pack.detector.fingerprint, "recognizer": pack.embedder.fingerprint}
     v2 = v1se = None
     if liveness:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from idv.face.detector import FaceDetector, YuNetDetector
+from idv.face.detector import DetectionScale, FaceDetector, YuNetDetector
 from idv.face.scrfd import ScrfdDetector
 from idv.face.embedder import ArcFaceEmbedder, Embedder, SFaceEmbedder
 from idv.models.manifest import Manifest, ModelEntry
 from idv.models.runtime import LoadedModel, ModelLoadError, RuntimeOptions, open_session
+from idv.models.variants import VariantChoice, VariantPolicy, choose
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,10 +43,13 @@ class LoadedPack:
     embedder: Embedder
     threshold: float
     models: tuple[LoadedModel, ...]
+    recognizer_variant: VariantChoice | None = None  # which build of the recognizer serves (issue 12)
 
     @property
     def fingerprints(self) -> dict[str, str]:
-        return {m.entry.role: m.fingerprint for m in self.models}
+        # The recognizer's is the embedder's: a variant serves under its reference's fingerprint.
+        return {m.entry.role: (self.embedder.fingerprint if m.entry.role == "recognizer" else m.fingerprint)
+                for m in self.models}
 
 
 def pack_model_names(manifest: Manifest, pack: str) -> list[str]:
@@ -78,6 +85,27 @@ def _check_arcface_contract(model: LoadedModel) -> None:
         raise ModelLoadError(f"{model.entry.name}: output shape {outputs[0].shape} is not NxD")
 
 
+def _sface_variant(manifest: Manifest, reference: LoadedModel, model_dir: Path, options: RuntimeOptions,
+                   policy: VariantPolicy) -> tuple[SFaceEmbedder, LoadedModel, VariantChoice]:
+    """The fastest agreeing build of the pack's SFace (idv/models/variants.py), tagged with the
+    reference's fingerprint: its templates and thresholds are the reference's."""
+    loaded = {reference.entry.name: reference}
+    flags: list[tuple[str, SFaceEmbedder, bool]] = []
+    for entry in manifest.variants(reference.entry.name):
+        if not (model_dir / entry.file).is_file():
+            log.warning("model variant not pulled; skipped", extra={"model": entry.name})
+            continue
+        model = open_session(entry, model_dir, options)  # a present but altered file refuses to start
+        loaded[entry.name] = model
+        flags.append((entry.name, SFaceEmbedder(model, reference.fingerprint), bool(entry.evidence)))
+    reference_embedder = SFaceEmbedder(reference)
+    choice = choose((reference.entry.name, reference_embedder.embed),
+                    [(name, embedder.embed, evidence) for name, embedder, evidence in flags], policy)
+    chosen = loaded[choice.name]
+    embedder = reference_embedder if chosen is reference else next(e for n, e, _ in flags if n == choice.name)
+    return embedder, chosen, choice
+
+
 def _warm_up(detector: FaceDetector, embedder: Embedder) -> None:
     """Run every model once and check its outputs are sane, before health reports SERVING."""
     rng = np.random.default_rng(0)
@@ -105,6 +133,8 @@ def load_pack(
     detector_score_threshold: float,
     custom_recognizer: RecognizerChoice | None = None,
     custom_detector: DetectorChoice | None = None,
+    detection_scale: DetectionScale = DetectionScale(),
+    variant_policy: VariantPolicy = VariantPolicy(),
 ) -> LoadedPack:
     names = manifest.pack(pack)
     detector: FaceDetector
@@ -114,8 +144,9 @@ def load_pack(
         detector = ScrfdDetector(detector_model, score_threshold=detector_score_threshold)
     else:
         detector_model = open_session(manifest.entry(names["detector"]), model_dir, options)
-        detector = YuNetDetector(detector_model, score_threshold=detector_score_threshold)
+        detector = YuNetDetector(detector_model, score_threshold=detector_score_threshold, scale=detection_scale)
 
+    variant = None
     if custom_recognizer is not None:
         recognizer_model = open_session(
             custom_recognizer.entry, custom_recognizer.model_dir, options, custom_recognizer.expected_sha256
@@ -127,7 +158,8 @@ def load_pack(
         entry = manifest.entry(names["recognizer"])
         recognizer_model = open_session(entry, model_dir, options)
         if entry.kind == "sface":
-            embedder = SFaceEmbedder(recognizer_model)
+            embedder, recognizer_model, variant = _sface_variant(manifest, recognizer_model, model_dir, options,
+                                                                 variant_policy)
         elif entry.kind == "arcface":
             _check_arcface_contract(recognizer_model)
             embedder = ArcFaceEmbedder(recognizer_model)
@@ -140,4 +172,4 @@ def load_pack(
                 f"{entry.name} has no calibrated threshold for {security_level} in {manifest.path}"
             ) from None
     _warm_up(detector, embedder)
-    return LoadedPack(detector, embedder, threshold, (detector_model, recognizer_model))
+    return LoadedPack(detector, embedder, threshold, (detector_model, recognizer_model), variant)

@@ -24,6 +24,9 @@ class ModelSettings:
     detector_file: Path | None = None
     detector_sha256: str = ""
     detector_score_threshold: float = 0.6
+    # Detection runs on a copy scaled so a face of quality.min_face_size pixels is this many
+    # pixels (dynamic-input YuNet; landmarks of the embedded faces are refined at full size).
+    detection_face_px: float = 24.0
     # An insightface ArcFace-format recognizer instead of the pack's (licensed by the operator).
     recognizer_file: Path | None = None
     recognizer_sha256: str = ""
@@ -41,6 +44,8 @@ class ModelSettings:
         problems: list[str] = []
         if self.intra_op_threads < 1:
             problems.append("models.intra_op_threads must be at least 1")
+        if not (8 <= self.detection_face_px <= 640):
+            problems.append("models.detection_face_px must be in [8, 640]")
         if self.security_level not in SECURITY_LEVELS:
             problems.append(f"models.security_level must be one of {', '.join(SECURITY_LEVELS)}, "
                             f"not {self.security_level!r}")

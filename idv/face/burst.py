@@ -1,0 +1,38 @@
+"""Which frames of a burst the recognizer sees (issue 12: work per burst, not per frame).
+
+Every frame is detected and quality-checked (liveness and the challenge need every face
+box), but a burst of one person at one moment does not need every frame embedded: the
+`embed_frames` best usable ones, spread over the burst, are embedded in one model call and
+their mean is the probe. Spread, because a burst spliced from two captures is then seen on
+both sides by the identity cue; best, because a motion-blurred frame is the worst probe.
+k and the detection scale were chosen in benchmarks/accuracy/burst_sweep.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BurstPolicy:
+    """The `[burst]` settings section (defaults from benchmarks/results/burst_sweep.json)."""
+
+    embed_frames: int = 3  # k: frames embedded per burst (the best, spread over the burst; one call)
+    refine_landmarks: bool = True  # re-detect the embedded faces at full resolution before aligning
+
+    def problems(self) -> list[str]:
+        return ["burst.embed_frames must be at least 1"] if self.embed_frames < 1 else []
+
+
+def pick_frames(positions: Sequence[int], quality: Sequence[float], k: int) -> list[int]:
+    """Indices into `positions` (burst order) of the k frames to embed: the burst is cut into
+    k consecutive runs of usable frames and the best-quality frame of each run is taken."""
+    if len(positions) != len(quality):
+        raise ValueError("one quality value per frame is needed")
+    if len(positions) <= k:
+        return list(range(len(positions)))
+    runs = np.array_split(np.arange(len(positions)), k)
+    return [int(run[int(np.argmax([quality[i] for i in run]))]) for run in runs]
