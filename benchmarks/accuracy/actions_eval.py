@@ -31,12 +31,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from idv.face.detector import YuNetDetector  # noqa: E402
 from idv.models.manifest import load_manifest  # noqa: E402
+from idv.models.model_set import open_detector, open_facemesh  # noqa: E402
 from idv.models.pull import pull_models  # noqa: E402
-from idv.models.runtime import RuntimeOptions, open_session  # noqa: E402
 from liveness.actions import Action, ActionConfig, FrameSignals, detect_actions  # noqa: E402
-from idv.models.litert import load_facemesh  # noqa: E402
 from liveness.video_signals import signals_for_video  # noqa: E402
 
 SEGMENTS = Path(__file__).with_name("action_segments.toml")
@@ -131,8 +129,8 @@ def main() -> None:
 
     manifest = load_manifest()
     pull_models(manifest, ["yunet", "facemesh"], args.cache, mirror=args.mirror, allow_network=False)
-    detector = YuNetDetector(open_session(manifest.entry("yunet"), args.cache, RuntimeOptions()))
-    facemesh = load_facemesh(manifest.entry("facemesh"), args.cache, num_threads=1)
+    detector = open_detector(manifest, "yunet", args.cache)
+    facemesh = open_facemesh(manifest, args.cache)
 
     segments = load_segments()
     clip_signals: dict[str, list[FrameSignals]] = {}

@@ -46,12 +46,12 @@ from idv.evaluation.metrics import ScoreSet, operating_point  # noqa: E402
 from idv.evaluation.protocols import all_vs_all, group_sequences, id_vs_live, select_references  # noqa: E402
 from idv.evaluation.protocols import REFERENCE_SESSION  # noqa: E402
 from idv.face.burst import pick_frames  # noqa: E402
-from idv.face.detector import DetectionScale, YuNetDetector  # noqa: E402
-from idv.face.embedder import SFaceEmbedder, align_face, l2_normalise  # noqa: E402
+from idv.face.detector import DetectionScale  # noqa: E402
+from idv.face.embedder import align_face, l2_normalise  # noqa: E402
 from idv.face.quality import QualityLimits, assess  # noqa: E402
 from idv.models.manifest import load_manifest  # noqa: E402
+from idv.models.model_set import open_detector, open_embedder, open_minifasnets  # noqa: E402
 from idv.models.pull import pull_models  # noqa: E402
-from idv.models.runtime import RuntimeOptions, open_session  # noqa: E402
 from idv.evaluation.provenance import cpu_model  # noqa: E402
 from liveness import FaceObservation, LivenessChecker, LivenessConfig  # noqa: E402
 from liveness.decision import decide, judge  # noqa: E402
@@ -156,10 +156,8 @@ class BurstObserver:
     quality-ranked; the k picked frames refined and embedded in one call."""
 
     def __init__(self, setting: Setting, manifest, model_dir: Path):
-        options = RuntimeOptions(intra_op_threads=1)
-        self.detector = YuNetDetector(open_session(manifest.entry(setting.detector), model_dir, options),
-                                      scale=setting.scale)
-        self.embedder = SFaceEmbedder(open_session(manifest.entry("sface_fp32_batch"), model_dir, options))
+        self.detector = open_detector(manifest, setting.detector, model_dir, scale=setting.scale)
+        self.embedder = open_embedder(manifest, "sface_fp32_batch", model_dir)
         self.refine = setting.refine
 
     def faces(self, frames):
@@ -182,9 +180,7 @@ class BurstObserver:
 
 def liveness(setting: Setting, manifest, model_dir: Path, shared: Path, bursts) -> dict:
     observer = BurstObserver(setting, manifest, model_dir)
-    options = RuntimeOptions(intra_op_threads=1)
-    v2 = open_session(manifest.entry("minifasnet_v2"), model_dir, options)
-    v1se = open_session(manifest.entry("minifasnet_v1se"), model_dir, options)
+    v2, v1se = open_minifasnets(manifest, model_dir)
     config = LivenessConfig()
     checker = LivenessChecker(v2, v1se, config)
     ks = LIVENESS_KS

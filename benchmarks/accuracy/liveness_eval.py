@@ -44,11 +44,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from idv.face.detector import YuNetDetector  # noqa: E402
-from idv.face.embedder import SFaceEmbedder, align_face  # noqa: E402
+from idv.face.embedder import align_face  # noqa: E402
 from idv.models.manifest import load_manifest  # noqa: E402
+from idv.models.model_set import open_detector, open_embedder, open_minifasnets  # noqa: E402
 from idv.models.pull import pull_models  # noqa: E402
-from idv.models.runtime import RuntimeOptions, open_session  # noqa: E402
 from liveness import FaceObservation, LivenessChecker, LivenessConfig, LivenessEvidence, judge  # noqa: E402
 from liveness.decision import decide  # noqa: E402
 from liveness_data import BONA_FIDE, Burst, all_bursts  # noqa: E402
@@ -86,12 +85,13 @@ class Pipeline:
     def __init__(self, cache_dir: Path, mirror: Path):
         manifest = load_manifest()
         pull_models(manifest, MODELS, cache_dir, mirror=mirror, allow_network=False)
-        options = RuntimeOptions(intra_op_threads=1)
-        loaded = {name: open_session(manifest.entry(name), cache_dir, options) for name in MODELS}
-        self.fingerprints = {name: model.fingerprint for name, model in loaded.items()}
-        self.detector = YuNetDetector(loaded["yunet"])
-        self.embedder = SFaceEmbedder(loaded["sface_fp32"])
-        self.v2, self.v1se = loaded["minifasnet_v2"], loaded["minifasnet_v1se"]
+        self.detector = open_detector(manifest, "yunet", cache_dir)
+        self.embedder = open_embedder(manifest, "sface_fp32", cache_dir)
+        v2, v1se = open_minifasnets(manifest, cache_dir)
+        self.fingerprints = {"yunet": self.detector.fingerprint, "sface_fp32": self.embedder.fingerprint,
+                             **{name: f"{name}:{manifest.entry(name).sha256[:16]}"
+                                for name in ("minifasnet_v2", "minifasnet_v1se")}}
+        self.v2, self.v1se = v2, v1se
         self._cache: dict[int, FaceObservation | None] = {}
 
     def observe(self, frame: np.ndarray) -> FaceObservation | None:

@@ -45,11 +45,11 @@ from idv.evaluation.datasets import lfw_images, nuaa_frames  # noqa: E402
 from idv.evaluation.embedding import PICK_CENTRE, PICK_LARGEST, AcquisitionPolicy, ModelSelection, embed_images  # noqa: E402
 from idv.evaluation.protocols import REFERENCE_SESSION, ProbeWindows, all_vs_all, id_vs_live, select_references  # noqa: E402
 from idv.evaluation.provenance import cpu_model  # noqa: E402
-from idv.face.detector import YuNetDetector  # noqa: E402
-from idv.face.embedder import SFaceEmbedder, align_face  # noqa: E402
+from idv.face.embedder import align_face  # noqa: E402
 from idv.models.manifest import load_manifest  # noqa: E402
 from idv.models.pull import sha256_of  # noqa: E402
-from idv.models.runtime import RuntimeOptions, open_session  # noqa: E402
+from idv.models.model_set import open_detector, open_embedder  # noqa: E402
+from idv.models.runtime import RuntimeOptions  # noqa: E402
 from idv.models.variants import probe_faces  # noqa: E402
 
 log = logging.getLogger("variant_eval")
@@ -59,7 +59,7 @@ CALIBRATION_IMAGES = 200
 
 def calibration_crops(aaf: Path, model_dir: Path) -> np.ndarray:
     manifest = load_manifest()
-    detector = YuNetDetector(open_session(manifest.entry("yunet"), model_dir, RuntimeOptions()))
+    detector = open_detector(manifest, "yunet", model_dir)
     crops = []
     for path in sorted(aaf.glob("*.jpg"))[:CALIBRATION_IMAGES]:
         image = cv2.imread(str(path))
@@ -209,9 +209,8 @@ def main() -> None:
     reference_rates = _rate_values(results["sface_fp32"]["rates"])
     held_out = crops[100:]  # calibration used crops[:100]
     probe = np.stack(probe_faces(8))
-    options = RuntimeOptions(intra_op_threads=1)
     cand_manifest = load_manifest(manifest_path)
-    ref_embedder = SFaceEmbedder(open_session(cand_manifest.entry("sface_fp32"), args.model_dir, options))
+    ref_embedder = open_embedder(cand_manifest, "sface_fp32", args.model_dir)
     ref_faces, ref_probe = ref_embedder.embed(list(held_out)), ref_embedder.embed(list(probe))
     ref_lfw = tables["sface_fp32"]["lfw"]
     rng = np.random.default_rng(0)
@@ -219,7 +218,7 @@ def main() -> None:
     pairs = rng.choice(sample, size=(20000, 2))
     ref_scores = np.sum(ref_lfw.embeddings[pairs[:, 0]] * ref_lfw.embeddings[pairs[:, 1]], axis=1)
     for name in names:
-        embedder = SFaceEmbedder(open_session(cand_manifest.entry(name), args.model_dir, options))
+        embedder = open_embedder(cand_manifest, name, args.model_dir)
         faces, probes = embedder.embed(list(held_out)), embedder.embed(list(probe))
         cos_faces = np.sum(faces * ref_faces, axis=1)
         table = tables[name]["lfw"]

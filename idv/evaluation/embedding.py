@@ -23,12 +23,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from idv.face.detector import DetectionScale, YuNetDetector
-from idv.face.embedder import ArcFaceEmbedder, SFaceEmbedder, align_face, l2_normalise
+from idv.face.detector import DetectionScale
+from idv.face.embedder import align_face, l2_normalise
 from idv.face.quality import QualityLimits, assess
 from idv.face.types import FaceDetection
 from idv.models.manifest import load_manifest
-from idv.models.runtime import RuntimeOptions, open_session
+from idv.models.model_set import open_detector, open_embedder
 
 PICK_LARGEST = "largest"  # the biggest box: the subject in front of a webcam, or a held-up print
 PICK_CENTRE = "centre"  # the box whose centre is nearest the image centre: LFW centres its subject
@@ -126,15 +126,10 @@ def _embed_chunk(chunk: _Chunk) -> dict[str, np.ndarray]:
     # OpenCV's own thread pool would compete with the other workers for the same cores.
     cv2.setNumThreads(1)
     manifest = load_manifest(chunk.models.manifest_path)
-    options = RuntimeOptions(intra_op_threads=chunk.models.intra_op_threads)
-    detector = YuNetDetector(
-        open_session(manifest.entry(chunk.models.detector), chunk.models.model_dir, options),
-        score_threshold=chunk.policy.detector_score_threshold,
-        scale=chunk.models.detection,
-    )
-    recognizer_entry = manifest.entry(chunk.models.recognizer)
-    loaded = open_session(recognizer_entry, chunk.models.model_dir, options)
-    embedder = SFaceEmbedder(loaded) if recognizer_entry.kind == "sface" else ArcFaceEmbedder(loaded)
+    threads = chunk.models.intra_op_threads
+    detector = open_detector(manifest, chunk.models.detector, chunk.models.model_dir, intra_op_threads=threads,
+                             score_threshold=chunk.policy.detector_score_threshold, scale=chunk.models.detection)
+    embedder = open_embedder(manifest, chunk.models.recognizer, chunk.models.model_dir, intra_op_threads=threads)
     n, dim = len(chunk.paths), embedder.dimension
     out = {
         "acquired": np.zeros(n, dtype=bool),

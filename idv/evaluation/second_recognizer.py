@@ -60,14 +60,12 @@ def _descriptors(chunk: _Chunk) -> tuple[np.ndarray, np.ndarray]:
         import dlib
     except ImportError as exc:  # pragma: no cover - reported by the caller's check
         raise SecondRecognizerUnavailable(f"dlib is not installed: {exc}") from None
-    from idv.face.detector import YuNetDetector
     from idv.models.manifest import load_manifest
-    from idv.models.runtime import RuntimeOptions, open_session
+    from idv.models.model_set import open_detector
 
     cv2.setNumThreads(1)
     manifest = load_manifest(chunk.detector.manifest_path)
-    detector = YuNetDetector(open_session(manifest.entry(chunk.detector.detector), chunk.detector.model_dir,
-                                          RuntimeOptions(intra_op_threads=1)))
+    detector = open_detector(manifest, chunk.detector.detector, chunk.detector.model_dir)
     landmarks = dlib.shape_predictor(str(model_dir() / _LANDMARKS_FILE))
     recognizer = dlib.face_recognition_model_v1(str(model_dir() / _RECOGNIZER_FILE))
     found = np.zeros(len(chunk.paths), dtype=bool)

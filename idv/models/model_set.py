@@ -1,9 +1,12 @@
-"""Every model the node serves, loaded in one place and the same way.
+"""Every model, loaded in one place and the same way.
 
-`load_models` is the only code that opens model sessions for serving, evaluation and
-benchmarks: each model's file is digest-checked on the very bytes loaded, its contract
-checked, its output checked on a warm-up input, and its fingerprint recorded (templates and
-audit records are tagged with it). A model that fails any step stops the node from serving.
+`load_models` gives the node (and the tools that measure it) the set it serves. The tools
+that compare particular builds of the manifest (evaluation, sweeps, variant checks) open
+them with `open_detector`, `open_embedder`, `open_minifasnets` and `open_facemesh` here;
+nothing else opens a model session. Whichever way, each model's file is digest-checked on
+the very bytes loaded, its contract checked, its output checked on a warm-up input, and its
+fingerprint recorded (templates and audit records are tagged with it). A model that fails
+any step stops the node from serving.
 """
 
 from __future__ import annotations
@@ -19,12 +22,16 @@ from idv.face.embedder import Embedder
 from idv.face.quality import QualityLimits
 from idv.models.litert import load_facemesh
 from idv.models.manifest import DEFAULT_MANIFEST, Manifest, load_manifest
+from idv.face.detector import YuNetDetector
+from idv.face.embedder import ArcFaceEmbedder, SFaceEmbedder
 from idv.models.registry import (
     DetectorChoice,
     RecognizerChoice,
     custom_arcface_entry,
     custom_scrfd_entry,
     load_pack,
+    warm_detector,
+    warm_embedder,
 )
 from idv.models.runtime import LoadedModel, ModelLoadError, RuntimeOptions, open_session
 from idv.models.settings import ModelSettings
@@ -99,3 +106,42 @@ def load_models(manifest: Manifest, settings: ModelSettings, *, liveness: bool =
         _warm_facemesh(facemesh)
         fingerprints["facemesh"] = facemesh.fingerprint
     return ModelSet(pack.detector, pack.embedder, pack.threshold, v2, v1se, facemesh, fingerprints)
+
+
+# ---------------------------------------------------------------- named builds (tools)
+def _options(threads: int) -> RuntimeOptions:
+    return RuntimeOptions(intra_op_threads=threads)
+
+
+def open_detector(manifest: Manifest, name: str, model_dir: Path, *, intra_op_threads: int = 1,
+                  score_threshold: float = 0.6, scale: DetectionScale = DetectionScale()) -> FaceDetector:
+    """The YuNet build `name` of the manifest, checked and warmed like the served one."""
+    detector = YuNetDetector(open_session(manifest.entry(name), model_dir, _options(intra_op_threads)),
+                             score_threshold=score_threshold, scale=scale)
+    warm_detector(detector)
+    return detector
+
+
+def open_embedder(manifest: Manifest, name: str, model_dir: Path, *, intra_op_threads: int = 1) -> Embedder:
+    """The recognizer build `name` of the manifest (SFace or ArcFace format), checked and warmed."""
+    entry = manifest.entry(name)
+    model = open_session(entry, model_dir, _options(intra_op_threads))
+    embedder: Embedder = SFaceEmbedder(model) if entry.kind == "sface" else ArcFaceEmbedder(model)
+    warm_embedder(embedder)
+    return embedder
+
+
+def open_minifasnets(manifest: Manifest, model_dir: Path, *, intra_op_threads: int = 1) -> tuple[Any, Any]:
+    """Both MiniFASNet sessions (V2, V1SE), checked and warmed."""
+    options = _options(intra_op_threads)
+    models = [open_session(manifest.entry(name), model_dir, options) for name in ("minifasnet_v2", "minifasnet_v1se")]
+    for model in models:
+        _warm_minifasnet(model)
+    return models[0].session, models[1].session
+
+
+def open_facemesh(manifest: Manifest, model_dir: Path, *, num_threads: int = 1) -> FaceMesh:
+    """FaceMesh on LiteRT, checked and warmed."""
+    facemesh = load_facemesh(manifest.entry("facemesh"), model_dir, num_threads)
+    _warm_facemesh(facemesh)
+    return facemesh

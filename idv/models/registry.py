@@ -106,13 +106,17 @@ def _sface_variant(manifest: Manifest, reference: LoadedModel, model_dir: Path, 
     return embedder, chosen, choice
 
 
-def _warm_up(detector: FaceDetector, embedder: Embedder) -> None:
-    """Run every model once and check its outputs are sane, before health reports SERVING."""
-    rng = np.random.default_rng(0)
-    canvas = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+def warm_detector(detector: FaceDetector) -> None:
+    """Run the detector once on a fixed input and check its output is sane."""
+    canvas = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     faces = detector.detect(canvas)
     if any(not np.isfinite(f.score) for f in faces):
         raise ModelLoadError("detector warm-up produced non-finite scores")
+
+
+def warm_embedder(embedder: Embedder) -> None:
+    """Run the recognizer once on two fixed inputs and check its embeddings are sane."""
+    rng = np.random.default_rng(1)
     crops = [rng.integers(0, 255, (112, 112, 3), dtype=np.uint8) for _ in range(2)]
     vectors = embedder.embed(crops)
     if vectors.shape != (2, embedder.dimension) or not np.all(np.isfinite(vectors)):
@@ -122,6 +126,12 @@ def _warm_up(detector: FaceDetector, embedder: Embedder) -> None:
     # Two different inputs must not give the same embedding (a constant model is broken).
     if float(vectors[0] @ vectors[1]) > 0.9999:
         raise ModelLoadError("recognizer warm-up gives identical embeddings for different inputs")
+
+
+def _warm_up(detector: FaceDetector, embedder: Embedder) -> None:
+    """Run every model once and check its outputs are sane, before health reports SERVING."""
+    warm_detector(detector)
+    warm_embedder(embedder)
 
 
 def load_pack(
