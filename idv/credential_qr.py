@@ -9,7 +9,13 @@ from __future__ import annotations
 import base64
 import io
 
+from pathlib import Path
+
 import segno
+
+
+class QrNotFound(ValueError):
+    """No readable QR code in the image; the message names the file."""
 
 
 def qr_png(text: str, scale: int = 8) -> bytes:
@@ -21,3 +27,17 @@ def qr_png(text: str, scale: int = 8) -> bytes:
 
 def qr_png_data_uri(text: str, scale: int = 8) -> str:
     return "data:image/png;base64," + base64.b64encode(qr_png(text, scale)).decode("ascii")
+
+
+def decode_qr_image(path: Path) -> str:
+    """The text of the QR code in an image (a photo or screenshot of the page), via OpenCV's detector."""
+    import cv2
+    import numpy as np
+
+    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise QrNotFound(f"{path} is not an image OpenCV can read")
+    text, points, _ = cv2.QRCodeDetector().detectAndDecode(image)
+    if not text:
+        raise QrNotFound(f"no readable QR code in {path}")
+    return text
