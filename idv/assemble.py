@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from idv.action_check import ActionVerifier
 from idv.admin import AdminConfig, AdminService
@@ -33,7 +34,7 @@ from idv.pipeline import VerificationPipeline
 from idv.references import ReferenceVault
 from idv.service import VerificationService
 from idv.session_service import SessionService
-from idv.security.callers import CallerRegistry
+from idv.security.callers import CallerRegistry, CallersFileError
 from idv.sessions import SessionKeeper, SessionPolicy
 from idv.site_thresholds import resolve_threshold, start_record
 from idv.state.base import ChallengeStore, CounterStore, CredentialStore, SessionStore
@@ -142,6 +143,16 @@ def _open_shared_state(settings: Settings, closers: list[Callable[[], None]]) ->
                         RedisCredentialStore(client, config))
 
 
+def display_names(callers_path: Path) -> dict[str, str]:
+    """Issue 18: caller name -> display name, read when a history is asked for (so a reloaded callers
+    file counts). A callers file being rewritten badly shows caller names rather than failing the person."""
+    try:
+        return CallerRegistry.load(callers_path).display_names()
+    except CallersFileError as exc:
+        log.warning(f"verification history shows caller names: {exc}")
+        return {}
+
+
 def duplicate_threshold(manifest: Manifest, settings: Settings, verify_threshold: float) -> float:
     """The 1:N match threshold: the setting, else the recognizer's calibrated fmr_1e-5 threshold.
 
@@ -237,12 +248,13 @@ def build_service(settings: Settings, models: ModelSet | None = None,
         # --- issue 18: check-in credentials (shared state) and the person's history (the audit logs)
         credentials = None
         if settings.credentials.issuing_purposes:
-            credentials = CheckInCredentials(shared.credentials, vault.keys, settings.credentials, audit)
+            credentials = CheckInCredentials(shared.credentials, vault.keys, settings.credentials, audit,
+                                             admit_caller=throttle.admit_caller)
         history = None
         if settings.history.enabled:
             callers_path = settings.store.callers_path
             history = VerificationHistory(settings.store.data_dir, settings.history, audit,
-                                          lambda: CallerRegistry.load(callers_path).display_names())
+                                          lambda: display_names(callers_path))
         service = VerificationService(pipeline, vault, throttle, audit, settings.challenges, issuer, screening,
                                       fingerprints={"detector": models.fingerprints["detector"],
                                                     "recognizer": models.fingerprints["recognizer"]},

@@ -100,7 +100,7 @@ def code_digest(code: str) -> str:
 
 class CheckInCredentials:
     def __init__(self, store: CredentialStore, keys: KeyRing, settings: CredentialSettings, audit: AuditLog,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, admit_caller: Callable[[str], None] = lambda caller: None):
         self._store = store
         self._keys = keys
         self._settings = settings
@@ -108,6 +108,8 @@ class CheckInCredentials:
         self._redeemers = frozenset(r.strip() for r in settings.redeemers if r.strip())
         self._audit = audit
         self._clock = clock
+        # The caller's request rate (idv.throttle): every refused code costs an fsync'd audit record.
+        self._admit_caller = admit_caller
 
     @staticmethod
     def _associated(digest: str, purpose: str, request_id: str) -> bytes:
@@ -133,6 +135,7 @@ class CheckInCredentials:
         """Use the code once. The transport has checked the `redeem` scope; the operator's list of
         redeemers is checked here, before the code is touched."""
         request_id = str(uuid.uuid4())
+        self._admit_caller(caller)
         if self._redeemers and caller not in self._redeemers:
             raise PermissionDenied(f"caller {caller} may not redeem check-in credentials", "REDEEMER_NOT_ALLOWED")
         code = code.strip()
