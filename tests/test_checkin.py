@@ -5,7 +5,9 @@ own verification history on the page, including another caller's failed attempt 
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from idv.client import IdvClient
+from idv.logs import JsonFormatter
 from idv.rpc.status import error_info
 from idv.security.callers import CallerRegistry, add_caller
 from idv.v1 import verification_pb2 as pb
@@ -58,6 +61,21 @@ def checkin_node(tmp_path_factory, model_dir, testdata):
     node.stop(0)
 
 
+@pytest.fixture()
+def node_logs():
+    """Everything the in-process node logs during the test, as the JSON lines it writes."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(previous)
+
+
 def _client(node, key: str | None) -> IdvClient:
     return IdvClient(f"127.0.0.1:{node.port}", api_key=key, retries=0, timeout=60)
 
@@ -81,7 +99,8 @@ def _redeem_by_cli(node, key: str, *args: str) -> subprocess.CompletedProcess:
                           cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
-def test_check_in_by_qr_code_and_the_persons_own_history(checkin_node, browser, testdata, tmp_path) -> None:  # noqa: F811
+def test_check_in_by_qr_code_and_the_persons_own_history(checkin_node, browser, testdata, tmp_path,  # noqa: F811
+                                                           node_logs) -> None:
     node, keys = checkin_node
     with _client(node, keys["hotel"]) as hotel, _client(node, keys["netcafe"]) as netcafe, \
             _client(node, keys["desk"]) as desk:
@@ -162,6 +181,11 @@ def test_check_in_by_qr_code_and_the_persons_own_history(checkin_node, browser, 
     assert events.count("credential_redeemed") == 1 and events.count("credential_refused") >= 4
     assert events.count("history_viewed") == 2
     assert CallerRegistry.load(node.settings.store.callers_path).display_names()["netcafe"] == NET_CAFE
+    # Neither the codes nor the identity they stand for reach the node's logs or its audit log.
+    logged, audited = node_logs.getvalue(), node.settings.store.audit_path.read_text()
+    assert "decision" in logged  # the handler did capture the node's records
+    for secret in (code, direct.credential.code, code.partition(".")[2], ID_SUBJECT_1, NAME):
+        assert secret not in logged and secret not in audited
 
 
 def test_the_device_history_needs_the_token_of_a_passed_session(checkin_node) -> None:
