@@ -29,6 +29,12 @@ class VerifyResult:
     request_id: str
     credential: Credential | None = None  # issue 18: with PASS for a purpose that issues check-in codes
 
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"verdict": self.verdict, "reason": self.reason, "request_id": self.request_id}
+        if self.credential is not None:
+            out["credential"] = {"code": self.credential.code, "expires_at_unix": self.credential.expires_at_unix}
+        return out
+
 
 @dataclass(frozen=True)
 class Credential:
@@ -64,9 +70,6 @@ class HistoryEntry:
 
 def _credential(message) -> Credential | None:
     return Credential(message.code, message.expires_at_unix) if message.code else None
-
-    def as_dict(self) -> dict[str, object]:
-        return {"verdict": self.verdict, "reason": self.reason, "request_id": self.request_id}
 
 
 @dataclass(frozen=True)

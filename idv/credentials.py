@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from idv.audit import AuditLog
-from idv.errors import IdvError, Code, PermissionDenied
+from idv.errors import Code, IdvError, PermissionDenied
 from idv.keys import KeyRing
 from idv.state.base import CredentialStore, StoredCredential
 from idv.verdicts import Purpose

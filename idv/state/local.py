@@ -245,6 +245,9 @@ class MemoryCredentialStore:
     def take(self, code_digest: str) -> StoredCredential | None:
         with self._lock:
             credential = self._items.pop(code_digest, None)
+            now = self._clock()
+            for key in [k for k, v in self._items.items() if v.expires_at < now]:
+                del self._items[key]  # the sealed identity is kept no longer than its code is worth
         if credential is None or credential.expires_at < self._clock():
             return None
         return credential
