@@ -265,8 +265,8 @@ def build_service(settings: Settings, models: ModelSet | None = None,
             keeper = SessionKeeper(shared.sessions, vault.keys,
                                    SessionPolicy(settings.sessions.result_ttl_seconds, settings.sessions.frame_count,
                                                  capture_base_url.rstrip("/")))
-            sessions = SessionService(service, keeper, issuer, vault, throttle, settings.sessions.fixed_challenges,
-                                      history=history)
+            sessions = SessionService(service, keeper, issuer, vault, throttle, audit,
+                                      settings.sessions.fixed_challenges, history=history)
         admin = AdminService(vault, throttle, audit,
                              AdminConfig(settings.gallery.refresh_seconds, settings.store.reference_max_age_seconds),
                              screening.refresh if screening is not None else None)

@@ -285,5 +285,6 @@ def _safe_to_retry(error: grpc.RpcError) -> bool:
         return True
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         info = error_info(error)
-        return info is not None and info.reason == "OVERLOADED"
+        # Refused before the request was processed (load shedding, or the node's intake caps, issue 16).
+        return info is not None and info.reason in ("OVERLOADED", "RECEIVE_BUSY", "TOO_MANY_STREAMS")
     return False

@@ -72,7 +72,21 @@ class ServingSettings:
     # Server-side budget per request; the client's deadline wins when shorter.
     request_budget_seconds: float = 5.0
     grace_seconds: float = 10.0
-    max_message_bytes: int = 4 * 1024 * 1024
+    # The largest request the API allows: 24 frames x 512 KiB plus 64 KiB for the other fields
+    # and the protobuf framing (docs/api.md "Limits"); checked against [limits] and [image].
+    max_message_bytes: int = 24 * 512 * 1024 + 64 * 1024
+    # --- hostile peers (idv/rpc/intake.py says why each exists) ---
+    body_timeout_seconds: float = 5.0  # from a call's HEADERS to its whole request body
+    # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS. Not lower: a client's burst on a fresh connection, sent before
+    # it sees the SETTINGS, gets streams refused (UNAVAILABLE); max_streams_per_peer bounds what they hold.
+    max_streams_per_connection: int = 32
+    max_streams_per_peer: int = 16  # calls open at once from one IP address, all its connections
+    max_connections: int = 1024  # TCP connections the node keeps at once (each is a file descriptor)
+    connection_idle_seconds: float = 60.0  # a connection with no call is closed after this
+    handshake_timeout_seconds: float = 10.0  # TCP accept to finished TLS/HTTP/2 handshake
+    receive_bodies_per_peer: int = 2  # request bodies being received at once from one IP address
+    receive_bodies_per_caller: int = 4  # ... with one API key (from any address)
+    receive_bodies_total: int = 12  # ... from all peers (each may buffer up to max_message_bytes)
     reflection: bool = False
     # TLS: both files set -> TLS; plus a client CA -> mutual TLS (client certificates required).
     # Without TLS the node serves plaintext only in development mode on a loopback address.
@@ -117,9 +131,14 @@ class ServingSettings:
             problems.append(f"serving.port {self.port} is not a TCP port")
         if self.mode not in ("development", "production"):
             problems.append(f"serving.mode must be 'development' or 'production', not {self.mode!r}")
-        for name in ("worker_threads", "frame_threads", "max_concurrent_rpcs"):
+        for name in ("worker_threads", "frame_threads", "max_concurrent_rpcs", "max_streams_per_connection",
+                     "max_streams_per_peer", "max_connections", "receive_bodies_per_peer", "receive_bodies_per_caller",
+                     "receive_bodies_total"):
             if getattr(self, name) < 1:
                 problems.append(f"serving.{name} must be at least 1")
+        for name in ("body_timeout_seconds", "connection_idle_seconds", "handshake_timeout_seconds"):
+            if getattr(self, name) <= 0:
+                problems.append(f"serving.{name} must be positive")
         if self.request_budget_seconds <= 0:
             problems.append("serving.request_budget_seconds must be positive")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
@@ -179,9 +198,11 @@ class Settings:
     def _cross_section_problems(self) -> list[str]:
         """Rules that relate two sections; a rule about one section lives in that section."""
         problems: list[str] = []
-        needed = self.limits.max_frames_with_challenge * self.image.max_bytes
-        if self.serving.max_message_bytes < min(needed, 64 * 1024 * 1024) // 8:
-            problems.append("serving.max_message_bytes is too small to carry even a single frame burst")
+        needed = max(self.limits.max_frames_with_challenge, self.limits.max_reference_images) * self.image.max_bytes \
+            + 64 * 1024
+        if self.serving.max_message_bytes < needed:
+            problems.append(f"serving.max_message_bytes must fit the largest request allowed ({needed} bytes: the "
+                            "frame limits times image.max_bytes plus 64 KiB); raise it or lower the frame limits")
         store_call = self.store.postgres_pool_timeout_seconds + self.store.postgres_statement_timeout_ms / 1000
         if self.store.kind == "postgresql" and store_call >= self.serving.request_budget_seconds:
             problems.append("postgres_pool_timeout_seconds + postgres_statement_timeout_ms must stay below "
@@ -241,6 +262,7 @@ _RENAMED: dict[str, tuple[str, str]] = {
     "model_pack": ("models", "pack"),
     "liveness": ("liveness", "enabled"),
     "liveness_allow_single_frame": ("liveness", "allow_single_frame"),
+    "max_jpeg_scans": ("image", "max_scans"),
     # Settings added with sessions (issue 13), before the sections existed.
     "device_host": ("device", "host"),
     "device_port": ("device", "port"),

@@ -4,10 +4,18 @@ Only JPEG and PNG are accepted (sniffed from the magic bytes, never from a name
 or a claimed type). Width and height are read from the header: a 137 KiB PNG can
 claim 12000x12000 pixels (412 MiB once decoded), so a frame whose header claims
 more than the pixel limit is refused without calling the decoder.
+
+The decoder's time is bounded the same way. A progressive JPEG is decoded scan by
+scan and every scan walks the whole coefficient buffer, so a 512 KiB file with tens
+of thousands of tiny scans costs seconds of CPU (issue 16). The header walk counts
+the start-of-scan markers and refuses more than a camera writes (libjpeg's
+progressive script has 10): with pixels, bytes and scans capped, the worst legal
+frame's decode time is measured in benchmarks/README.md ("Decode cost").
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -20,6 +28,10 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 # JPEG start-of-frame markers that carry the image size (SOF0..SOF15 minus DHT/JPG/DAC).
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_JPEG_SOS = 0xDA
+# The end of entropy-coded data: a 0xFF that is neither a stuffed 0x00 nor a restart marker.
+# The decoder resynchronises on the same pattern after stray bytes, so the walk does too.
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 
 
 @dataclass(frozen=True)
@@ -29,10 +41,11 @@ class ImageLimits:
     max_height: int = 1920
     max_pixels: int = 1920 * 1080
     min_side: int = 64
+    max_scans: int = 16  # start-of-scan markers in one JPEG (see the module docstring)
 
     def problems(self) -> list[str]:
-        if min(self.max_bytes, self.max_width, self.max_height, self.max_pixels, self.min_side) < 1:
-            return ["image limits (max_bytes, max_width, max_height, max_pixels, min_side) must be at least 1"]
+        if min(self.max_bytes, self.max_width, self.max_height, self.max_pixels, self.min_side, self.max_scans) < 1:
+            return ["image limits (max_bytes, max_width, max_height, max_pixels, min_side, max_scans) must be at least 1"]
         return []
 
 
@@ -51,12 +64,25 @@ def _png_header(data: bytes) -> ImageHeader:
     return ImageHeader("png", width, height)
 
 
-def _jpeg_header(data: bytes) -> ImageHeader:
+def _jpeg_header(data: bytes, max_scans: int) -> ImageHeader:
+    """The frame header's size, after walking every marker segment to the end of the image.
+
+    Scans are counted up to `max_scans` + 1 and no further: the walk's own cost is bounded
+    by a regex search over at most the frame's bytes.
+    """
     pos = 2
     end = len(data)
+    header: ImageHeader | None = None
+    scans = 0
     while pos + 4 <= end:
         if data[pos] != 0xFF:
-            raise InvalidRequest("JPEG frame has a corrupt marker segment", "UNDECODABLE_IMAGE")
+            if header is None:
+                raise InvalidRequest("JPEG frame has a corrupt marker segment", "UNDECODABLE_IMAGE")
+            found = _NEXT_MARKER.search(data, pos)  # stray bytes: skip to the next marker like the decoder
+            if found is None:
+                break
+            pos = found.start()
+            continue
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
@@ -64,25 +90,38 @@ def _jpeg_header(data: bytes) -> ImageHeader:
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
             pos += 2
             continue
-        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+        if marker == 0xD9:  # end of image
             break
+        if marker == _JPEG_SOS and header is None:
+            break  # a scan before any frame header
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
         if length < 2:
             raise InvalidRequest("JPEG frame has a corrupt marker segment", "UNDECODABLE_IMAGE")
-        if marker in _JPEG_SOF:
+        if marker in _JPEG_SOF and header is None:
             if pos + 9 > end:
                 break
             height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return ImageHeader("jpeg", width, height)
+            header = ImageHeader("jpeg", width, height)
+        if marker == _JPEG_SOS:
+            scans += 1
+            if scans > max_scans:
+                raise InvalidRequest(f"JPEG frame has more than {max_scans} scans", "TOO_MANY_SCANS")
+            found = _NEXT_MARKER.search(data, pos + 2 + length)
+            if found is None:
+                break
+            pos = found.start()
+            continue
         pos += 2 + length
-    raise InvalidRequest("JPEG frame has no frame header", "UNDECODABLE_IMAGE")
+    if header is None:
+        raise InvalidRequest("JPEG frame has no frame header", "UNDECODABLE_IMAGE")
+    return header
 
 
-def read_header(data: bytes) -> ImageHeader:
+def read_header(data: bytes, max_scans: int = ImageLimits.max_scans) -> ImageHeader:
     if data.startswith(_PNG_MAGIC):
         return _png_header(data)
     if data.startswith(_JPEG_MAGIC):
-        return _jpeg_header(data)
+        return _jpeg_header(data, max_scans)
     raise InvalidRequest("frame is not a JPEG or PNG image", "UNSUPPORTED_FORMAT")
 
 
@@ -94,7 +133,10 @@ def check_header(data: bytes, limits: ImageLimits, index: int) -> ImageHeader:
         raise InvalidRequest(
             f"frame {index} is {len(data)} bytes; at most {limits.max_bytes} are accepted", "FRAME_TOO_LARGE", meta
         )
-    header = read_header(data)
+    try:
+        header = read_header(data, limits.max_scans)
+    except InvalidRequest as refused:
+        raise InvalidRequest(refused.message, refused.reason, meta) from None
     if (
         header.width > limits.max_width
         or header.height > limits.max_height

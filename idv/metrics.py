@@ -27,6 +27,14 @@ class Metrics:
                                          buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.stage_seconds = Histogram("idv_stage_seconds", "Pipeline stage latency per request", ["stage"],
                                        buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.refused_before_handler = Counter(
+            "idv_refused_before_handler", "Calls refused before a handler ran, by cause (issue 16): TOO_MANY_STREAMS, "
+            "RECEIVE_BUSY, BODY_TIMEOUT, NO_WHOLE_MESSAGE (larger than max_message_bytes, refused by gRPC, or none "
+            "sent), EXTRA_MESSAGE, UNDECODABLE_PROTOBUF", ["cause"], registry=self.registry)
+        self.open_calls = Gauge("idv_open_calls", "Service calls open, from HEADERS to the answer",
+                                registry=self.registry)
+        self.receiving = Gauge("idv_receiving_bodies", "Request bodies being received (not yet admitted)",
+                               registry=self.registry)
         self.in_flight = Gauge("idv_in_flight", "Expensive RPCs admitted and not finished", registry=self.registry)
         self.serving = Gauge("idv_serving", "1 when health reports SERVING", registry=self.registry)
         self.models = Info("idv_models", "Fingerprints of the loaded models", registry=self.registry)
@@ -43,6 +51,13 @@ class Metrics:
         self.verdicts.labels(purpose, verdict, reason).inc()
         for stage, ms in stages_ms.items():
             self.stage_seconds.labels(stage).observe(ms / 1000.0)
+
+    def observe_refused_before_handler(self, cause: str) -> None:
+        self.refused_before_handler.labels(cause).inc()
+
+    def track_intake(self, open_calls: Callable[[], float], receiving: Callable[[], float]) -> None:
+        self.open_calls.set_function(open_calls)
+        self.receiving.set_function(receiving)
 
     def track_in_flight(self, read: Callable[[], float]) -> None:
         self.in_flight.set_function(read)

@@ -13,11 +13,11 @@ import signal
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from idv.assemble import AssembledService, build_service
@@ -30,9 +30,13 @@ from idv.models.model_set import ModelSet
 from idv.node_state import NodeState
 from idv.readiness import ReadinessProbe
 from idv.reload import ReloadConfig, Reloader, TlsFiles
-from idv.rpc.servicer import Admission, IdentityVerificationServicer
+from idv.rpc.admission import Admission
+from idv.rpc.guarded_health import GuardedHealth
+from idv.rpc.intake import IntakeLimits, PeerIntake
+from idv.rpc.servicer import IdentityVerificationServicer
+from idv.rpc.transport import AioServer, LoopThread, SyncHealth
 from idv.security.callers import CallerRegistry
-from idv.v1 import verification_pb2, verification_pb2_grpc
+from idv.v1 import verification_pb2
 
 log = logging.getLogger("idv.node")
 
@@ -48,7 +52,9 @@ def harden_process() -> None:
 
 
 def server_options(settings: ServingSettings) -> list[tuple[str, int]]:
+    """gRPC core's own limits (docs/api.md "Limits" and docs/architecture.md "Hostile peers")."""
     return [
+        # Fits the largest request the API allows (Settings.validate checks it).
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", 64 * 1024),
         ("grpc.max_metadata_size", 8 * 1024),
@@ -59,17 +65,30 @@ def server_options(settings: ServingSettings) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 30_000),
         ("grpc.http2.max_ping_strikes", 2),
-        ("grpc.max_connection_idle_ms", 300_000),
+        # --- issue 16: what a peer can hold without sending a request ---
+        # Streams one connection may open at once (HTTP/2 SETTINGS; excess streams are refused by gRPC core).
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        # Connections the node keeps at once: beyond it gRPC core closes new ones at accept (fd bound).
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
+        # A connection that never finishes its TLS/HTTP/2 handshake is dropped after this.
+        ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_seconds * 1000)),
+        # A connection with no call open (an idle fd) is closed after this.
+        ("grpc.max_connection_idle_ms", int(settings.connection_idle_seconds * 1000)),
+        # Flow control: a stream the node has not asked to read may hold only its 64 KiB initial window.
+        # BDP probing would grow the windows to megabytes per connection (measured: 20 connections x 32
+        # streams of partial 12 MiB bodies pushed 6 GB through and +270 MB RSS with it, +110 MB without).
+        # When a body is read (idv/rpc/intake.py) gRPC opens the window to that message's length anyway.
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", 64 * 1024),
         ("grpc.max_connection_age_ms", 1_800_000),
         ("grpc.max_connection_age_grace_ms", 30_000),
-        ("grpc.max_concurrent_streams", 32),
     ]
 
 
 @dataclass
 class Node:
     settings: Settings
-    server: grpc.Server
+    server: AioServer
     port: int
     state: NodeState
     started_at: float
@@ -141,53 +160,77 @@ class Node:
             stop()
         self._stoppers.clear()
         self.state.not_serving()
-        self.server.stop(self.settings.serving.grace_seconds if grace is None else grace).wait()
+        self.server.stop(self.settings.serving.grace_seconds if grace is None else grace)
         for close in reversed(self._closers):
             close()
         self._closers.clear()
 
 
 def build_node(settings: Settings) -> Node:
-    """Bind the port and start answering health checks (NOT_SERVING); call `load()` next."""
+    """Bind the port and start answering health checks (NOT_SERVING); call `load()` next.
+
+    The server is grpc.aio on an event loop thread the node owns (idv/rpc/transport.py):
+    no thread waits for a request body; model work runs on the compute pool.
+    """
     serving = settings.serving
     started = time.monotonic()
-    # Threads beyond the compute slots keep health checks and fast refusals answered under load.
-    executor = futures.ThreadPoolExecutor(max_workers=serving.max_concurrent_rpcs + 4, thread_name_prefix="idv-rpc")
-    server = grpc.server(executor, options=server_options(serving))
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    loop = LoopThread("idv-grpc")
+    # The compute pool: the only threads that run requests; `worker_threads` of them at a time.
+    compute_pool = futures.ThreadPoolExecutor(max_workers=serving.worker_threads, thread_name_prefix="idv-compute")
+    health_servicer = health.aio.HealthServicer()
     metrics = Metrics()
-    state = NodeState(health_servicer, CallerRegistry.load(settings.store.callers_path), metrics)
+    state = NodeState(SyncHealth(health_servicer, loop), CallerRegistry.load(settings.store.callers_path), metrics)
     reloader = Reloader(ReloadConfig(settings.store.callers_path, tls_files(serving), serving.reload_watch_seconds),
                         apply_callers=lambda callers: setattr(state, "callers", callers))
-    admission = Admission(serving.max_concurrent_rpcs, serving.worker_threads)
+    admission = Admission(serving.max_concurrent_rpcs, compute_pool)
     metrics.track_in_flight(lambda: admission.in_flight)
-    verification_pb2_grpc.add_IdentityVerificationServicer_to_server(
-        IdentityVerificationServicer(state, admission, serving.request_budget_seconds), server
-    )
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if serving.reflection:
-        names = (verification_pb2.DESCRIPTOR.services_by_name["IdentityVerification"].full_name,
-                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
+    intake = PeerIntake(IntakeLimits(
+        max_streams_per_peer=serving.max_streams_per_peer,
+        receive_bodies_per_peer=serving.receive_bodies_per_peer,
+        receive_bodies_per_caller=serving.receive_bodies_per_caller,
+        receive_bodies_total=serving.receive_bodies_total,
+        body_timeout_seconds=serving.body_timeout_seconds,
+        max_message_bytes=serving.max_message_bytes,
+    ))
+    metrics.track_intake(lambda: intake.open_streams, lambda: intake.receiving_total)
+    servicer = IdentityVerificationServicer(state, admission, serving.request_budget_seconds, intake)
     address = f"{serving.host}:{serving.port}"
+
+    async def start() -> tuple[grpc.aio.Server, int]:
+        server = grpc.aio.server(options=server_options(serving))
+        server.add_generic_rpc_handlers([servicer.generic_handler()])
+        server.add_generic_rpc_handlers([GuardedHealth(health_servicer, metrics).generic_handler()])
+        if serving.reflection:
+            names = (verification_pb2.DESCRIPTOR.services_by_name["IdentityVerification"].full_name,
+                     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+            reflection.enable_server_reflection(names, server)
+        try:
+            if serving.tls:
+                port = server.add_secure_port(address, reloader.server_credentials())
+            else:
+                port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {address}: {exc} (is another idv already running there?)") from None
+        if port == 0:
+            raise OSError(f"cannot listen on {address} (is another idv already running there?)")
+        await server.start()
+        return server, port
+
     try:
-        if serving.tls:
-            port = server.add_secure_port(address, reloader.server_credentials())
-        else:
-            port = server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise OSError(f"cannot listen on {address}: {exc} (is another idv already running there?)") from None
-    if port == 0:
-        raise OSError(f"cannot listen on {address} (is another idv already running there?)")
-    server.start()
-    node = Node(settings, server, port, state, started, reloader=reloader, admission=admission)
+        server, port = loop.call(start())
+    except BaseException:
+        compute_pool.shutdown(wait=False)
+        loop.close()
+        raise
+    node = Node(settings, AioServer(loop, server, compute_pool), port, state, started, reloader=reloader,
+                admission=admission)
+    reloader.start()
+    node._stoppers.append(reloader.stop)
     # Bound now, like the gRPC port, so capture URLs can name it; it serves once the models are warm.
     if settings.device.enabled:
         node.device = DeviceServer(DeviceServerConfig(settings.device.host, settings.device.port,
                                                       serving.tls_cert_file, serving.tls_key_file))
         node._closers.append(node.device.close)
-    reloader.start()
-    node._stoppers.append(reloader.stop)
     if serving.metrics_port >= 0:
         http_server, node.metrics_port = metrics.serve(serving.metrics_host, serving.metrics_port)
         node._closers.append(http_server.shutdown)

@@ -317,57 +317,6 @@ class VerificationService:
         self._throttle.admit_caller(caller)
         return self._challenges.issue(caller, self._vault.id_key(_canonical_id(id_number)))
 
-    # --- verification sessions (issue 13): the upload runs `verify` above, nothing else ---------
-
-    def create_session(self, caller: str, id_number: str, name: str, purpose: Purpose | None,
-                       fixed_actions: tuple[str, ...] = ()) -> OpenedSession:
-        if self._sessions is None or self._challenges is None:
-            raise NotServing("this node does not serve sessions: they need the device endpoint (device_port) "
-                             "and the FaceMesh model (active challenges)")
-        self._throttle.admit_caller(caller)
-        if purpose is None:
-            raise InvalidRequest("purpose is required (REGISTRATION, LICENCE_RENEWAL or CHECK_IN)", "MISSING_PURPOSE")
-        try:
-            canonical, normalised = parse_id_number(id_number).value, normalise_name(name)
-        except IdentityError as exc:
-            raise InvalidRequest(exc.message, exc.reason) from None
-        if fixed_actions and (not self._fixed_challenges_allowed
-                              or not set(fixed_actions) <= {a.value for a in Action}):
-            raise InvalidRequest("a fixed challenge is a test facility this node does not allow", "FIXED_CHALLENGE_REFUSED")
-        id_key = self._pipeline.vault.id_key(canonical)
-        challenge = self._challenges.issue(caller, id_key, fixed_actions)
-        return self._sessions.open(caller, purpose.value, canonical, normalised, id_key, challenge.challenge_id,
-                                   challenge.actions, challenge.expires_at)
-
-    def verify_capture(self, capture_token: str, frames: tuple[bytes, ...],
-                       budget: Budget) -> tuple[VerifyCommand, VerifyOutcome]:
-        """A device's upload: use the token once, then the very decision Verify makes, for the session's
-        caller, identity, purpose and challenge. The verdict (or the refusal) is kept for the creator."""
-        if self._sessions is None:
-            raise NotServing("this node does not serve verification sessions")
-        claimed = self._sessions.claim(capture_token)
-        if claimed is None:
-            raise Unauthenticated("the capture token is not valid (unknown, already used or expired)",
-                                  "CAPTURE_TOKEN_INVALID")
-        session = claimed.session
-        command = VerifyCommand(claimed.canonical_id, claimed.name, Purpose(session.purpose), frames,
-                                session.challenge_id, session.caller)
-        try:
-            outcome = self.verify(command, budget)
-        except IdvError as refused:
-            self._sessions.finish(session.session_id, SessionResult("", "", "", refused.reason))
-            raise
-        self._sessions.finish(session.session_id,
-                              SessionResult(outcome.verdict.value, outcome.reason.value, outcome.request_id))
-        return command, outcome
-
-    def session_result(self, caller: str, session_id: str, grace_seconds: float) -> SessionView:
-        if self._sessions is None:
-            raise NotServing("this node does not serve verification sessions")
-        view = self._sessions.view(caller, session_id, grace_seconds)
-        if view is None:
-            raise NotFound("no such session for this caller (unknown, expired or created by another caller)")
-        return view
 
 
 @dataclass(frozen=True)

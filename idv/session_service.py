@@ -8,7 +8,9 @@ Verify gets (same throttling, challenge, reference, core and audit): there is no
 from __future__ import annotations
 
 import secrets
+import uuid
 
+from idv.audit import AuditLog
 from idv.challenges import ChallengeIssuer
 from idv.errors import IdvError, InvalidRequest, NotFound, Unauthenticated
 from idv.history import History, HistoryDisabled, VerificationHistory
@@ -25,9 +27,10 @@ from liveness.actions import Action
 
 class SessionService:
     def __init__(self, verification: VerificationService, keeper: SessionKeeper, challenges: ChallengeIssuer,
-                 vault: ReferenceVault, throttle: Throttle, fixed_challenges_allowed: bool = False,
+                 vault: ReferenceVault, throttle: Throttle, audit: AuditLog, fixed_challenges_allowed: bool = False,
                  history: VerificationHistory | None = None):
         self._verification = verification
+        self._audit = audit
         self._keeper = keeper
         self._challenges = challenges
         self._vault = vault
@@ -50,8 +53,13 @@ class SessionService:
                                  "FIXED_CHALLENGE_REFUSED")
         id_key = self._vault.id_key(canonical)
         challenge = self._challenges.issue(caller, id_key, fixed_actions)
-        return self._keeper.open(caller, purpose.value, canonical, normalised, id_key, challenge.challenge_id,
-                                 challenge.actions, challenge.expires_at)
+        opened = self._keeper.open(caller, purpose.value, canonical, normalised, id_key, challenge.challenge_id,
+                                   challenge.actions, challenge.expires_at)
+        # The upload's decision is audited as any Verify ("verify", same caller and id_key).
+        self._audit.append({"event": "session_open", "request_id": str(uuid.uuid4()), "caller": caller,
+                            "purpose": purpose.value, "id_key": id_key, "session_id": opened.session_id,
+                            "fixed_challenge": bool(fixed_actions)})
+        return opened
 
     def verify_capture(self, capture_token: str, frames: tuple[bytes, ...],
                        budget: Budget) -> tuple[VerifyCommand, VerifyOutcome, str]:

@@ -105,3 +105,58 @@ def test_progressive_jpeg_header_is_read() -> None:
     ok, encoded = cv2.imencode(".jpg", np.zeros((300, 400, 3), np.uint8), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
     header = read_header(encoded.tobytes())
     assert (header.format, header.width, header.height) == ("jpeg", 400, 300)
+
+
+def _progressive(shape=(1080, 1920)) -> bytes:
+    rng = np.random.default_rng(7)
+    image = cv2.resize(rng.integers(0, 255, (shape[0] // 8, shape[1] // 8, 3)).astype(np.uint8), shape[::-1])
+    return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 60, cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+
+
+def _with_extra_scans(data: bytes, extra: int) -> bytes:
+    """The last scan header of `data` repeated `extra` times before EOI (empty entropy data each)."""
+    last = data.rindex(b"\xff\xda")
+    (length,) = struct.unpack(">H", data[last + 2 : last + 4])
+    return data[:-2] + data[last : last + 2 + length] * extra + b"\xff\xd9"
+
+
+def test_a_cameras_progressive_jpeg_is_accepted_and_decoded() -> None:
+    data = _progressive()
+    assert 1 < data.count(b"\xff\xda") <= LIMITS.max_scans  # libjpeg's progressive script: 10 scans
+    assert decode_frame(data, LIMITS).shape[:2] == (1080, 1920)
+
+
+def test_progressive_jpeg_scan_bomb_is_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: ~0.25 ms of decoder time per scan at 1920x1080; 40,000 scans fit in 512 KiB."""
+    from tests.security.h2_attacks import scan_bomb
+
+    bomb = scan_bomb()
+    assert len(bomb) <= LIMITS.max_bytes
+    decoded: list[int] = []
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: decoded.append(1))
+    started = time.perf_counter()
+    assert _reason(bomb) == "TOO_MANY_SCANS"
+    assert time.perf_counter() - started < 0.5  # one regex pass over the file, not a decode
+    assert not decoded
+    # The boundary: max_scans scans pass the walk, one more does not.
+    normal = _progressive((240, 320))
+    scans = normal.count(b"\xff\xda")
+    at_limit = _with_extra_scans(normal, LIMITS.max_scans - scans)
+    assert read_header(at_limit).width == 320
+    assert _reason(_with_extra_scans(normal, LIMITS.max_scans - scans + 1)) == "TOO_MANY_SCANS"
+
+
+def test_scan_markers_inside_an_exif_thumbnail_or_after_stray_bytes_are_handled() -> None:
+    normal = _progressive((240, 320))
+    # An APP1 segment carrying a thumbnail with 40 scans of its own: its markers are payload, not scans.
+    thumbnail = _with_extra_scans(_progressive((64, 64)), 40)[:60000]
+    app1 = b"\xff\xe1" + struct.pack(">H", len(thumbnail) + 2) + thumbnail
+    with_thumbnail = normal[:2] + app1 + normal[2:]
+    assert read_header(with_thumbnail).width == 320
+    # Stray bytes between segments do not hide later scans from the count (the decoder resyncs too).
+    extra = _with_extra_scans(normal, LIMITS.max_scans)
+    first_scan = extra.index(b"\xff\xda")
+    hidden = extra[:first_scan] + b"\x00\x17" + extra[first_scan:]
+    with pytest.raises(InvalidRequest) as refused:
+        read_header(hidden)
+    assert refused.value.reason == "TOO_MANY_SCANS"

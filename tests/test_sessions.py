@@ -138,6 +138,14 @@ def test_enrolled_person_passes_through_the_capture_page(session_node, browser, 
         result = a.session_result(opened.session_id)
     assert (result.state, result.verdict, result.reason) == ("COMPLETED", "PASS", "VERIFIED")
     assert len(result.request_id) == 36
+    # One decision core: the upload was judged and audited exactly as a Verify by caller "a".
+    audit = [json.loads(line) for line in node.settings.store.audit_path.read_text().splitlines()]
+    decision = [r for r in audit if r.get("request_id") == result.request_id]
+    assert len(decision) == 1 and decision[0]["event"] == "verify" and decision[0]["caller"] == "a"
+    assert decision[0]["purpose"] == "REGISTRATION" and decision[0]["true_reason"] == "VERIFIED"
+    opened_record = [r for r in audit if r.get("session_id") == opened.session_id]
+    assert [r["event"] for r in opened_record] == ["session_open"]
+    assert decision[0]["id_key"] == opened_record[0]["id_key"]
     for step in SCREENSHOT_STEPS:
         assert (screenshot_dir / f"capture-{step}.png").stat().st_size > 5000, step
     with _client(node, keys["a"]) as a:  # readable again until it expires (a lost answer can be re-read)
@@ -200,6 +208,52 @@ def test_the_page_says_so_when_the_link_is_broken_or_the_token_spent(session_nod
     page = _run_page(browser, opened.capture_url)
     assert (page["state"], page["reason"]) == ("error", "CAPTURE_TOKEN_INVALID"), page
     assert "already used" in page["outcome"]
+
+
+
+def test_cli_session_create_prints_the_capture_url_and_result_reports_the_state(session_node) -> None:
+    from click.testing import CliRunner
+
+    from idv.cli import main
+
+    node, keys = session_node
+    conn = ["--target", f"127.0.0.1:{node.port}", "--api-key", keys["a"]]
+    created = CliRunner().invoke(main, ["session", "create", *conn, "--id", ID_SUBJECT_1, "--name", NAME,
+                                        "--purpose", "check_in"])
+    assert created.exit_code == 0, created.output
+    first, second = created.output.strip().splitlines()
+    session_id = first.removeprefix("session ")
+    assert second.startswith(f"open on the device before it expires: http://127.0.0.1:{node.device.port}/capture/#token=")
+    assert ID_SUBJECT_1 not in created.output
+    pending = CliRunner().invoke(main, ["session", "result", *conn, session_id])
+    assert (pending.exit_code, pending.output.strip()) == (2, "PENDING")
+    token = second.split("#token=")[1].split("&")[0]
+    assert _upload(node, token, _tiny_capture()).json() == {"verdict": "FAIL", "reason": "NO_FACE"}
+    judged = CliRunner().invoke(main, ["session", "result", *conn, "--json", session_id])
+    assert judged.exit_code == 1
+    assert json.loads(judged.output) | {"request_id": ""} == {
+        "state": "COMPLETED", "verdict": "FAIL", "reason": "NO_FACE", "request_id": "", "refusal": ""}
+    foreign = CliRunner().invoke(main, ["session", "result", "--target", f"127.0.0.1:{node.port}",
+                                        "--api-key", keys["b"], session_id])
+    assert foreign.exit_code == 1 and "NOT_FOUND [SESSION_NOT_FOUND]" in foreign.output
+
+
+
+def test_an_overloaded_node_refuses_the_upload_without_spending_the_token(session_node, monkeypatch) -> None:
+    from idv.errors import Overloaded
+
+    node, keys = session_node
+    with _client(node, keys["a"]) as a:
+        opened = a.create_session(ID_SUBJECT_1, NAME, "check_in", fixed_actions=CLIP_ACTIONS)
+
+    async def full(deadline_seconds, work, cancelled):
+        raise Overloaded("the node is at capacity; retry with backoff")
+
+    monkeypatch.setattr(node.admission, "run", full)
+    shed = _upload(node, opened.capture_token, _tiny_capture())
+    assert shed.status_code == 429 and shed.json()["error"]["reason"] == "OVERLOADED"
+    monkeypatch.undo()
+    assert _upload(node, opened.capture_token, _tiny_capture()).status_code == 200
 
 
 def _capture_body(frames: list[bytes], interval_ms: float = 300.0) -> bytes:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,9 +74,10 @@ class DeviceEndpointConfig:
 
 
 class Admission(Protocol):
-    """What the node's admission control offers (idv.rpc.servicer.Admission)."""
+    """What the node's admission control offers (idv.rpc.admission.Admission): `work` on the compute
+    pool, refused over capacity, `cancelled` set if the caller leaves while it runs."""
 
-    def run(self, budget: Budget, work: Callable[[], T]) -> T: ...
+    async def run(self, deadline_seconds: float, work: Callable[[], T], cancelled: threading.Event) -> T: ...
 
 
 def _error(error: IdvError) -> JSONResponse:
@@ -143,10 +145,11 @@ def build_app(node_state, admission: Admission, counters: CounterStore, config: 
             sessions = node_state.sessions
             if sessions is None:
                 raise NotServing("the node is starting or stopping; retry shortly")
-            budget = Budget(config.request_budget_seconds)
+            cancelled = threading.Event()  # a device that hangs up stops the pipeline at its next stage
+            budget = Budget(config.request_budget_seconds, cancelled=cancelled.is_set)
             frames = capture.frames
-            command, outcome, history_token = await run_in_threadpool(
-                admission.run, budget, lambda: sessions.verify_capture(token, frames, budget))
+            command, outcome, history_token = await admission.run(
+                budget.remaining(), lambda: sessions.verify_capture(token, frames, budget), cancelled)
             node_state.record_decision(command, outcome)
             node_state.metrics.observe_rpc("DeviceUpload", "OK", time.perf_counter() - started)
             answer: dict[str, object] = {"verdict": outcome.verdict.value, "reason": outcome.reason.value}

@@ -13,6 +13,7 @@ Each frame is handed on as its own bytearray so it can be overwritten after the 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 from idv.errors import InvalidRequest
@@ -47,10 +48,15 @@ def parse_capture(body: bytearray, limits: CaptureLimits) -> Capture:
         raise InvalidRequest("the upload must start with a JSON header line", "CAPTURE_FORMAT")
     try:
         header = json.loads(bytes(body[:newline]))
+        if not isinstance(header, dict) or not isinstance(header["sizes"], list) \
+                or not isinstance(header["timestamps_ms"], list):
+            raise TypeError("header shape")
         sizes = [int(n) for n in header["sizes"]]
         stamps = [float(t) for t in header["timestamps_ms"]]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
         raise InvalidRequest("the header must hold integer sizes and numeric timestamps_ms", "CAPTURE_FORMAT") from None
+    if not all(math.isfinite(t) for t in stamps):
+        raise InvalidRequest("timestamps_ms must be finite numbers", "CAPTURE_FORMAT")
     if not 1 <= len(sizes) <= limits.max_frames or len(stamps) != len(sizes):
         raise InvalidRequest(f"send 1 to {limits.max_frames} frames, each with one timestamp", "FRAME_COUNT")
     if any(n < 1 or n > limits.max_frame_bytes for n in sizes):

@@ -27,7 +27,9 @@ def test_garbage_protobuf_is_refused_and_the_node_keeps_serving(node) -> None:
     for garbage in (b"\xff\xff\xff\xff\xff", b"\x0a\xff\xff\xff\xff\x0f", bytes(range(256))):
         with pytest.raises(grpc.RpcError) as failure:
             _raw_verify(channel)(garbage, timeout=5)
-        assert failure.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
+        assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert node.state.metrics.registry.get_sample_value(
+        "idv_refused_before_handler_total", {"cause": "UNDECODABLE_PROTOBUF"}) == 3.0
     # An empty message is well-formed protobuf: refused with a reason, never a verdict.
     with pytest.raises(grpc.RpcError) as failure:
         pb_grpc.IdentityVerificationStub(channel).Verify(pb.VerifyRequest(), timeout=5)
@@ -41,10 +43,17 @@ def test_garbage_protobuf_is_refused_and_the_node_keeps_serving(node) -> None:
 def test_oversize_message_and_metadata_are_refused_by_grpc(node) -> None:
     channel = grpc.insecure_channel(f"127.0.0.1:{node.port}", options=[("grpc.max_send_message_length", -1)])
     stub = pb_grpc.IdentityVerificationStub(channel)
-    huge = pb.VerifyRequest(id_number=ID_SUBJECT_1, name="张三", purpose=pb.CHECK_IN, frames=[b"\0" * (6 << 20)])
+    # One byte over the limit that fits the largest legal request (24 frames x 512 KiB + 64 KiB).
+    huge = pb.VerifyRequest(id_number=ID_SUBJECT_1, name="张三", purpose=pb.CHECK_IN,
+                            frames=[b"\0" * (node.settings.serving.max_message_bytes + 1)])
     with pytest.raises(grpc.RpcError) as failure:
         stub.Verify(huge, timeout=10)
     assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # Refused by gRPC before any handler ran, and still counted by cause (issue 16).
+    from tests.security.h2_attacks import wait_until
+
+    assert wait_until(lambda: node.state.metrics.registry.get_sample_value(
+        "idv_refused_before_handler_total", {"cause": "NO_WHOLE_MESSAGE"}) == 1.0, 5)
     with pytest.raises(grpc.RpcError) as failure:
         stub.Verify(pb.VerifyRequest(), metadata=(("x-filler", "a" * 20000),), timeout=10)
     assert failure.value.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL,
@@ -88,7 +97,7 @@ def test_fuzzed_frames_only_ever_raise_invalid_request(data: bytes) -> None:
         image = decode_frame(data, limits)
     except InvalidRequest as refused:
         assert refused.reason in {"UNDECODABLE_IMAGE", "UNSUPPORTED_FORMAT", "IMAGE_TOO_LARGE", "IMAGE_TOO_SMALL",
-                                  "FRAME_TOO_LARGE"}
+                                  "TOO_MANY_SCANS", "FRAME_TOO_LARGE"}
         return
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
     assert image.shape[0] * image.shape[1] <= limits.max_pixels

@@ -367,7 +367,9 @@ def test_canaries_through_the_device_endpoint_reach_nothing_and_frames_are_zeroe
 
 
 def _other_process_file(path: Path, own: Path) -> bool:
-    """Other test runs and shells on a shared machine write under these; this test's own dir still counts."""
+    """Other test runs and shells on a shared machine write under these (private PostgreSQL/Redis
+    servers of tests/servers.py included: database files, never a frame); this test's own dir still counts."""
     if str(path).startswith(str(own)):
         return False
-    return any(part.startswith(("pytest-of-", "bash_jobs.", "bash_tool_")) for part in path.parts[:3])
+    return any(part.startswith(("pytest-of-", "bash_jobs.", "bash_tool_", "idv-pg-", "idv-redis-"))
+               for part in path.parts[:3])
