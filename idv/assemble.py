@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 
@@ -24,7 +25,9 @@ from idv.admin import AdminConfig, AdminService
 from idv.audit import AuditLog
 from idv.challenges import ChallengeIssuer
 from idv.config import Settings, mask_dsn
+from idv.credentials import CheckInCredentials
 from idv.gallery import Gallery, GallerySync, Screening, ScreeningPolicy
+from idv.history import VerificationHistory
 from idv.keys import load_audit_key, load_keyring
 from idv.liveness_gate import build_liveness_gate
 from idv.models.manifest import Manifest
@@ -33,11 +36,13 @@ from idv.pipeline import VerificationPipeline
 from idv.references import ReferenceVault
 from idv.service import VerificationService
 from idv.session_service import SessionService
+from idv.security.callers import CallerRegistry, CallersFileError
 from idv.sessions import SessionKeeper, SessionPolicy
 from idv.site_thresholds import resolve_threshold, start_record
-from idv.state.base import ChallengeStore, CounterStore, SessionStore
-from idv.state.local import MemoryChallengeStore, MemorySessionStore, SqliteCounterStore
-from idv.state.redis_state import RedisChallengeStore, RedisCounterStore, RedisSessionStore, connect
+from idv.state.base import ChallengeStore, CounterStore, CredentialStore, SessionStore
+from idv.state.local import MemoryChallengeStore, MemoryCredentialStore, MemorySessionStore, SqliteCounterStore
+from idv.state.redis_state import (RedisChallengeStore, RedisCounterStore, RedisCredentialStore, RedisSessionStore,
+                                   connect)
 from idv.store.base import ReferenceStore
 from idv.store.postgres import PostgresReferenceStore
 from idv.store.sqlite import SqliteReferenceStore
@@ -70,6 +75,9 @@ class AssembledService:
     readiness_checks: tuple[Callable[[], None], ...]
     _stoppers: list[Callable[[], None]] = field(default_factory=list)
     _closers: list[Callable[[], None]] = field(default_factory=list)
+    # Issue 18: check-in credentials issued on PASS and redeemed by desks; the person's own history.
+    credentials: CheckInCredentials | None = None  # None when no purpose issues them
+    history: VerificationHistory | None = None  # None when the operator turned it off
 
     def close(self) -> None:
         for stop in self._stoppers:
@@ -117,6 +125,7 @@ class _SharedState:
     counters: CounterStore
     challenges: ChallengeStore
     sessions: SessionStore
+    credentials: CredentialStore  # issue 18
 
 
 def _open_shared_state(settings: Settings, closers: list[Callable[[], None]]) -> _SharedState:
@@ -126,13 +135,24 @@ def _open_shared_state(settings: Settings, closers: list[Callable[[], None]]) ->
         counters = SqliteCounterStore(settings.store.counters_path,
                                       SqliteOptions(settings.store.sqlite_busy_timeout_seconds))
         closers.append(counters.close)
-        return _SharedState(counters, MemoryChallengeStore(), MemorySessionStore())
+        return _SharedState(counters, MemoryChallengeStore(), MemorySessionStore(), MemoryCredentialStore())
     config = settings.state.redis()
     client = connect(config)
     closers.append(client.close)
     redis_counters = RedisCounterStore(client, config)
     redis_counters.ping()  # refuse to start without it, like a missing reference store
-    return _SharedState(redis_counters, RedisChallengeStore(client, config), RedisSessionStore(client, config))
+    return _SharedState(redis_counters, RedisChallengeStore(client, config), RedisSessionStore(client, config),
+                        RedisCredentialStore(client, config))
+
+
+def display_names(callers_path: Path) -> dict[str, str]:
+    """Issue 18: caller name -> display name, read when a history is asked for (so a reloaded callers
+    file counts). A callers file being rewritten badly shows caller names rather than failing the person."""
+    try:
+        return CallerRegistry.load(callers_path).display_names()
+    except CallersFileError as exc:
+        log.warning(f"verification history shows caller names: {exc}")
+        return {}
 
 
 def duplicate_threshold(manifest: Manifest, settings: Settings, verify_threshold: float) -> float:
@@ -232,17 +252,28 @@ def build_service(settings: Settings, models: ModelSet | None = None,
         if threshold.site is not None:  # a site calibration in force is audited at start
             audit.append(start_record(threshold, settings.models.security_level))
         throttle = Throttle(counters, settings.throttle)
+        # --- issue 18: check-in credentials (shared state) and the person's history (the audit logs)
+        credentials = None
+        if settings.credentials.issuing_purposes:
+            credentials = CheckInCredentials(shared.credentials, vault.keys, settings.credentials, audit,
+                                             admit_caller=throttle.admit_caller)
+        history = None
+        if settings.history.enabled:
+            callers_path = settings.store.callers_path
+            history = VerificationHistory(settings.store.data_dir, settings.history, audit,
+                                          lambda: display_names(callers_path))
         service = VerificationService(pipeline, vault, throttle, audit, settings.challenges, issuer, screening,
                                       fingerprints={"detector": models.fingerprints["detector"],
                                                     "recognizer": models.fingerprints["recognizer"]},
-                                      reference_max_age_seconds=settings.store.reference_max_age_seconds)
+                                      reference_max_age_seconds=settings.store.reference_max_age_seconds,
+                                      credentials=credentials, security_level=settings.models.security_level)
         sessions = None
         if capture_base_url is not None and issuer is not None:
             keeper = SessionKeeper(shared.sessions, vault.keys,
                                    SessionPolicy(settings.sessions.result_ttl_seconds, settings.sessions.frame_count,
                                                  capture_base_url.rstrip("/")))
             sessions = SessionService(service, keeper, issuer, vault, throttle, audit,
-                                      settings.sessions.fixed_challenges)
+                                      settings.sessions.fixed_challenges, history=history)
         admin = AdminService(vault, throttle, audit,
                              AdminConfig(settings.gallery.refresh_seconds, settings.store.reference_max_age_seconds),
                              screening.refresh if screening is not None else None)
@@ -256,4 +287,4 @@ def build_service(settings: Settings, models: ModelSet | None = None,
     return AssembledService(service, admin, sessions, pipeline, models, vault, challenge_store, counters, screening,
                            threshold.threshold,
                            (store.ping, counters.ping, audit.probe),
-                           stoppers, closers)
+                           stoppers, closers, credentials=credentials, history=history)

@@ -337,6 +337,48 @@ def session_result(session_id: str, as_json: bool, **conn) -> None:
     sys.exit(codes.get(result.state, 3))
 
 
+# ------------------------------------------------- check-in credentials (issue 18)
+@main.group()
+def credential() -> None:
+    """Check-in credentials: the QR code a person shows at a hotel or internet-café desk."""
+
+
+@credential.command("redeem")
+@client_options
+@click.option("--image", "image", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A photo or screenshot of the QR code, instead of CODE.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.argument("code", required=False)
+def credential_redeem(code: str | None, image: Path | None, as_json: bool, **conn) -> None:
+    """Exchange a check-in code, once, for the verified identity (caller scope `redeem`).
+
+    Exit 0 with the identity; 1 when the code is not valid (unknown, used or expired alike)."""
+    import grpc
+
+    from idv.credential_qr import QrNotFound, decode_qr_image
+
+    if (code is None) == (image is None):
+        raise click.UsageError("give either CODE or --image")
+    if image is not None:
+        try:
+            code = decode_qr_image(image)
+        except QrNotFound as exc:
+            raise click.ClickException(str(exc)) from None
+    with _client(**conn) as client:
+        try:
+            redeemed = client.redeem_credential(code or "")
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                click.echo("not valid: unknown, already used or expired", err=True)
+                sys.exit(1)
+            raise _rpc_failure(error) from None
+    if as_json:
+        click.echo(json.dumps(redeemed.as_dict(), ensure_ascii=False))
+        return
+    click.echo(f"{redeemed.name} {redeemed.id_number} {redeemed.purpose} level {redeemed.level} "
+               f"verified at {redeemed.verified_at_unix:.0f} (verification {redeemed.verification_request_id})")
+
+
 def _bulk_items(source: Path) -> list[tuple[str, str, list[Path]]]:
     """(id, name, images) from a CSV (id_number,name,image[;image...]) or a folder of
     `<ID>_<name>.<jpg|png>` files or `<ID>_<name>/` sub-folders."""
@@ -432,15 +474,17 @@ def keys() -> None:
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--scope", "scopes", multiple=True, required=True,
-              help="verify:registration | verify:licence_renewal | verify:check_in | verify:* | enroll | admin")
+              help="verify:registration | verify:licence_renewal | verify:check_in | verify:* | enroll | admin | redeem")
+@click.option("--display-name", default="", help="What people see in their verification history (issue 18).")
 @click.argument("name")
-def keys_add_caller(config: Path | None, data_dir: Path | None, scopes: tuple[str, ...], name: str) -> None:
+def keys_add_caller(config: Path | None, data_dir: Path | None, scopes: tuple[str, ...], name: str,
+                    display_name: str) -> None:
     """Create a caller and print its API key once (only its hash is stored). Restart the node to load it."""
     from idv.security.callers import add_caller
 
     settings = _settings(config, data_dir=data_dir)
     try:
-        key = add_caller(settings.store.callers_path, name, list(scopes))
+        key = add_caller(settings.store.callers_path, name, list(scopes), display_name)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(key)

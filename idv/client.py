@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -27,9 +27,49 @@ class VerifyResult:
     verdict: str  # "PASS" | "FAIL"
     reason: str
     request_id: str
+    credential: Credential | None = None  # issue 18: with PASS for a purpose that issues check-in codes
 
     def as_dict(self) -> dict[str, object]:
-        return {"verdict": self.verdict, "reason": self.reason, "request_id": self.request_id}
+        out: dict[str, object] = {"verdict": self.verdict, "reason": self.reason, "request_id": self.request_id}
+        if self.credential is not None:
+            out["credential"] = {"code": self.credential.code, "expires_at_unix": self.credential.expires_at_unix}
+        return out
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A check-in credential (issue 18): single use, short-lived; the code is a secret."""
+
+    code: str = field(repr=False)
+    expires_at_unix: int = 0
+
+
+@dataclass(frozen=True, repr=False)
+class RedeemedCredential:
+    id_number: str
+    name: str
+    purpose: str
+    verified_at_unix: float
+    level: str
+    verification_request_id: str
+    request_id: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"id_number": self.id_number, "name": self.name, "purpose": self.purpose,
+                "verified_at_unix": self.verified_at_unix, "level": self.level,
+                "verification_request_id": self.verification_request_id, "request_id": self.request_id}
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    time_unix: float
+    caller: str
+    purpose: str
+    verdict: str
+
+
+def _credential(message) -> Credential | None:
+    return Credential(message.code, message.expires_at_unix) if message.code else None
 
 
 @dataclass(frozen=True)
@@ -87,10 +127,14 @@ class SessionResult:
     reason: str
     request_id: str
     refusal: str  # with REFUSED: the upload's error reason
+    credential: Credential | None = None  # issue 18: the check-in credential while it is valid
 
     def as_dict(self) -> dict[str, object]:
-        return {"state": self.state, "verdict": self.verdict, "reason": self.reason,
-                "request_id": self.request_id, "refusal": self.refusal}
+        out: dict[str, object] = {"state": self.state, "verdict": self.verdict, "reason": self.reason,
+                                  "request_id": self.request_id, "refusal": self.refusal}
+        if self.credential is not None:
+            out["credential"] = {"code": self.credential.code, "expires_at_unix": self.credential.expires_at_unix}
+        return out
 
 
 @dataclass(frozen=True)
@@ -155,7 +199,8 @@ class IdvClient:
         request = pb.VerifyRequest(id_number=id_number, name=name, purpose=PURPOSES[purpose],
                                    frames=list(frames), challenge_id=challenge_id)
         response = self._invoke(self._stub.Verify, request)
-        return VerifyResult(pb.Verdict.Name(response.verdict), pb.Reason.Name(response.reason), response.request_id)
+        return VerifyResult(pb.Verdict.Name(response.verdict), pb.Reason.Name(response.reason), response.request_id,
+                            _credential(response.credential))
 
     def enroll(self, id_number: str, name: str, images: Sequence[bytes], replace: bool = False) -> EnrollResult:
         request = pb.EnrollRequest(id_number=id_number, name=name, reference_images=list(images), replace=replace)
@@ -201,7 +246,21 @@ class IdvClient:
         return SessionResult(pb.SessionState.Name(response.state),
                              pb.Verdict.Name(response.verdict) if completed else "",
                              pb.Reason.Name(response.reason) if completed else "",
-                             response.request_id, response.refusal)
+                             response.request_id, response.refusal, _credential(response.credential))
+
+    # ---- check-in credentials and the person's history (issue 18)
+    def redeem_credential(self, code: str) -> RedeemedCredential:
+        """Exchange a check-in code, once (scope redeem). Never retried: a lost answer is a used code."""
+        r = self._stub.RedeemCredential(pb.RedeemCredentialRequest(code=code), timeout=self._timeout,
+                                        metadata=self._metadata)
+        return RedeemedCredential(r.id_number, r.name, pb.Purpose.Name(r.purpose), r.verified_at_unix, r.level,
+                                  r.verification_request_id, r.request_id)
+
+    def verification_history(self, session_id: str) -> tuple[tuple[HistoryEntry, ...], int]:
+        """The verifications against the identity a PASS session proved; (entries newest first, window days)."""
+        r = self._invoke(self._stub.GetVerificationHistory, pb.GetVerificationHistoryRequest(session_id=session_id))
+        return tuple(HistoryEntry(e.time_unix, e.caller, pb.Purpose.Name(e.purpose), e.verdict)
+                     for e in r.entries), r.window_days
 
     def health(self, service: str = "") -> str:
         response = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self._timeout)

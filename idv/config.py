@@ -14,6 +14,8 @@
     [liveness]   LivenessSettings  passive + multi-frame liveness
     [device]     DeviceSettings    the HTTP(S) endpoint for capture devices (page and upload)
     [sessions]   SessionSettings   verification sessions for capture devices
+    [credentials] CredentialSettings check-in credentials issued on PASS (issue 18)
+    [history]    HistorySettings   a person's own verification history (issue 18)
 
 Each default lives once, in its section's dataclass. Sources, in rising precedence: the
 defaults < a TOML file (`--config` / IDV_CONFIG; `[section]` tables, or the flat names of the
@@ -34,9 +36,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from idv.challenges import ChallengePolicy
+from idv.credentials import CredentialSettings
 from idv.face.burst import BurstPolicy
 from idv.face.quality import QualityLimits
 from idv.gallery.settings import GallerySettings
+from idv.history import HistorySettings
 from idv.http.settings import DeviceSettings
 from idv.imaging import ImageLimits
 from idv.liveness_gate import LivenessSettings
@@ -173,6 +177,8 @@ class Settings:
     liveness: LivenessSettings = field(default_factory=LivenessSettings)
     device: DeviceSettings = field(default_factory=DeviceSettings)
     sessions: SessionSettings = field(default_factory=SessionSettings)
+    credentials: CredentialSettings = field(default_factory=CredentialSettings)  # issue 18
+    history: HistorySettings = field(default_factory=HistorySettings)  # issue 18
 
     def updated(self, **changes: object) -> Settings:
         """A copy with some values changed, by flat name (`port`) or `section__field`; not validated."""

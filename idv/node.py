@@ -112,6 +112,7 @@ class Node:
         service = assembled.service
         self.state.admin = assembled.admin
         self.state.sessions = assembled.sessions
+        self.state.credentials = assembled.credentials  # issue 18
         self.state.metrics.set_models(service.fingerprints)
         self.state.ready(service)
         store_settings = self.settings.store

@@ -7,6 +7,7 @@ import logging
 from grpc_health.v1 import health, health_pb2
 
 from idv.admin import AdminService
+from idv.credentials import CheckInCredentials
 from idv.session_service import SessionService
 from idv.metrics import Metrics
 from idv.service import VerificationService, VerifyCommand, VerifyOutcome
@@ -25,6 +26,7 @@ class NodeState:
         self.service: VerificationService | None = None
         self.sessions: SessionService | None = None  # set with the service when the device endpoint is on
         self.admin: AdminService | None = None  # issue 17: set with the service, when the node is loaded
+        self.credentials: CheckInCredentials | None = None  # issue 18: set with the service, when it issues them
         self.not_serving()
 
     def _set(self, status: int) -> None:

@@ -17,6 +17,7 @@ Callers are authenticated and their scopes checked by the transport before any o
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -27,6 +28,7 @@ import numpy as np
 
 from idv.audit import AuditLog
 from idv.challenges import ChallengeIssuer, ChallengePolicy
+from idv.credentials import CheckInCredentials, IssuedCredential
 from idv.errors import AlreadyEnrolled, DuplicateFace, InvalidRequest, NotServing, TemplateMismatch, Throttled
 from idv.identity import IdentityError, normalise_name, parse_id_number
 from idv.pipeline import Budget, CheckedBurst, ClaimedReference, Decision, Screening, VerificationPipeline
@@ -76,6 +78,7 @@ class VerifyOutcome:
     true_reason: TrueReason  # audit only
     id_key: str  # keyed hash of the ID, audit only
     timings_ms: dict[str, float] = field(default_factory=dict)
+    credential: IssuedCredential | None = None  # issue 18: a check-in code, on PASS for an issuing purpose
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,8 @@ class VerificationService:
         fingerprints: dict[str, str] | None = None,
         reference_max_age_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
+        credentials: CheckInCredentials | None = None,  # issue 18: check-in codes on PASS
+        security_level: str = "",  # issue 18: the level a redeemed credential reports
     ):
         self._pipeline = pipeline
         self._vault = vault
@@ -124,6 +129,8 @@ class VerificationService:
         # face that matches it; any other face hears the usual NOT_VERIFIED.
         self._reference_max_age = reference_max_age_seconds
         self._clock = clock
+        self._credentials = credentials
+        self._security_level = security_level
 
     @property
     def fingerprints(self) -> dict[str, str]:
@@ -154,6 +161,13 @@ class VerificationService:
         elif outcome.true_reason not in _FAILED_ATTEMPT:
             self._throttle.neutral(ticket)  # a failure stays counted: it was counted when the attempt began
         self._audit_decision(command, outcome)
+        if outcome.verdict is Verdict.PASS and self._credentials is not None \
+                and self._credentials.issues_for(claim.purpose):
+            # Issue 18: the PASS is audited first; the code stands for exactly that decision.
+            level = self._security_level + ("+active" if command.challenge_id else "")
+            credential = self._credentials.issue(claim.canonical_id, claim.name, claim.id_key, claim.purpose,
+                                                 command.caller, level, outcome.request_id)
+            outcome = dataclasses.replace(outcome, credential=credential)
         return outcome
 
     def validate(self, command: VerifyCommand) -> Claim:

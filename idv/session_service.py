@@ -7,11 +7,13 @@ Verify gets (same throttling, challenge, reference, core and audit): there is no
 
 from __future__ import annotations
 
+import secrets
 import uuid
 
 from idv.audit import AuditLog
 from idv.challenges import ChallengeIssuer
 from idv.errors import IdvError, InvalidRequest, NotFound, Unauthenticated
+from idv.history import History, HistoryDisabled, VerificationHistory
 from idv.identity import IdentityError, normalise_name, parse_id_number
 from idv.pipeline import Budget
 from idv.references import ReferenceVault
@@ -19,13 +21,14 @@ from idv.service import VerificationService, VerifyCommand, VerifyOutcome
 from idv.sessions import OpenedSession, SessionKeeper, SessionView
 from idv.state.base import SessionResult
 from idv.throttle import Throttle
-from idv.verdicts import Purpose
+from idv.verdicts import Purpose, Verdict
 from liveness.actions import Action
 
 
 class SessionService:
     def __init__(self, verification: VerificationService, keeper: SessionKeeper, challenges: ChallengeIssuer,
-                 vault: ReferenceVault, throttle: Throttle, audit: AuditLog, fixed_challenges_allowed: bool = False):
+                 vault: ReferenceVault, throttle: Throttle, audit: AuditLog, fixed_challenges_allowed: bool = False,
+                 history: VerificationHistory | None = None):
         self._verification = verification
         self._audit = audit
         self._keeper = keeper
@@ -33,6 +36,7 @@ class SessionService:
         self._vault = vault
         self._throttle = throttle
         self._fixed_challenges_allowed = fixed_challenges_allowed  # tests only; production refuses it
+        self._history = history  # issue 18: the person's own verification history (None: off)
 
     def create_session(self, caller: str, id_number: str, name: str, purpose: Purpose | None,
                        fixed_actions: tuple[str, ...] = ()) -> OpenedSession:
@@ -58,9 +62,13 @@ class SessionService:
         return opened
 
     def verify_capture(self, capture_token: str, frames: tuple[bytes, ...],
-                       budget: Budget) -> tuple[VerifyCommand, VerifyOutcome]:
+                       budget: Budget) -> tuple[VerifyCommand, VerifyOutcome, str]:
         """A device's upload: use the token once, then Verify's own decision for the session's caller,
-        identity, purpose and challenge. The verdict (or the refusal) is kept for the creator."""
+        identity, purpose and challenge. The verdict (or the refusal) is kept for the creator.
+
+        Issue 18: with PASS, the outcome may carry a check-in credential (kept sealed in the session for
+        the creator too), and the third value is the token the device may read the person's
+        verification history with ("" otherwise)."""
         claimed = self._keeper.claim(capture_token)
         if claimed is None:
             raise Unauthenticated("the capture token is not valid (unknown, already used or expired)",
@@ -73,12 +81,43 @@ class SessionService:
         except IdvError as refused:
             self._keeper.finish(session.session_id, SessionResult("", "", "", refused.reason))
             raise
-        self._keeper.finish(session.session_id,
-                            SessionResult(outcome.verdict.value, outcome.reason.value, outcome.request_id))
-        return command, outcome
+        result = SessionResult(outcome.verdict.value, outcome.reason.value, outcome.request_id)
+        if outcome.verdict is not Verdict.PASS:
+            self._keeper.finish(session.session_id, result)
+            return command, outcome, ""
+        history_token = ""
+        if self._history is not None and self._history.enabled:
+            history_token = f"{session.session_id}.{secrets.token_urlsafe(24)}"
+        self._keeper.passed(session.session_id, result, outcome.credential, history_token)
+        return command, outcome, history_token
 
     def session_result(self, caller: str, session_id: str, grace_seconds: float) -> SessionView:
         view = self._keeper.view(caller, session_id, grace_seconds)
         if view is None:
             raise NotFound("no such session for this caller (unknown, expired or created by another caller)")
         return view
+
+    # --- issue 18: the person's own verification history ------------------------------------------
+
+    def history(self, caller: str, session_id: str) -> History:
+        """For the backend that opened a session which ended in PASS: the history of the identity it proved."""
+        history = self._require_history()
+        id_key = self._keeper.proven_identity(session_id, caller=caller)
+        if id_key is None:
+            raise NotFound("no passed session of this caller with that id (unknown, expired, not passed or "
+                           "created by another caller)")
+        return history.for_identity(id_key, caller, "backend")
+
+    def history_for_device(self, history_token: str) -> History:
+        """For the capture page that just passed (it holds the history token the upload answered with)."""
+        history = self._require_history()
+        session_id, _, _ = history_token.partition(".")
+        id_key = self._keeper.proven_identity(session_id, history_token=history_token)
+        if id_key is None:
+            raise Unauthenticated("the history token is not valid (unknown or expired)", "HISTORY_TOKEN_INVALID")
+        return history.for_identity(id_key, "device", "device")
+
+    def _require_history(self) -> VerificationHistory:
+        if self._history is None or not self._history.enabled:
+            raise HistoryDisabled("the operator has turned the verification history off")
+        return self._history

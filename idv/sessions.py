@@ -28,10 +28,11 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from urllib.parse import urlencode
 
+from idv.credentials import IssuedCredential
 from idv.keys import KeyRing
 from idv.state.base import SessionResult, SessionStore, StoredSession
 
@@ -88,6 +89,7 @@ class OpenedSession:
 class SessionView:
     state: SessionState
     result: SessionResult | None
+    credential: IssuedCredential | None = None  # issue 18: the check-in code while it is valid
 
 
 @dataclass(frozen=True, repr=False)
@@ -164,8 +166,52 @@ class SessionKeeper:
         if not hmac.compare_digest(session.caller, caller):
             return None
         if result is not None:
-            return SessionView(SessionState.REFUSED if result.refusal else SessionState.COMPLETED, result)
+            return SessionView(SessionState.REFUSED if result.refusal else SessionState.COMPLETED, result,
+                               self._unseal_credential(session_id, result))
         # A claimed capture may still be in the pipeline for up to one request budget.
         if self._clock() <= session.capture_expires_at + grace_seconds:
             return SessionView(SessionState.PENDING, None)
         return SessionView(SessionState.EXPIRED, None)
+
+    # --- issue 18: the check-in credential and the person's history, for a session that passed ---
+
+    @staticmethod
+    def _credential_associated(session_id: str) -> bytes:
+        return b"idv-session-credential\x00" + session_id.encode()
+
+    def passed(self, session_id: str, result: SessionResult, credential: IssuedCredential | None,
+               history_token: str) -> None:
+        """Record a PASS with its check-in code (sealed: a store dump gives no usable code) and the
+        digest of the token the page reads the person's history with ("" when history is off)."""
+        if credential is not None:
+            key_id, sealed = self._keys.encrypt(credential.code.encode(), self._credential_associated(session_id))
+            result = replace(result, sealed_credential=sealed, credential_key_id=key_id,
+                             credential_expires_at=credential.expires_at)
+        if history_token:
+            result = replace(result, history_digest=token_digest(history_token))
+        self._store.finish(session_id, result)
+
+    def _unseal_credential(self, session_id: str, result: SessionResult) -> IssuedCredential | None:
+        if not result.sealed_credential or result.credential_expires_at < self._clock():
+            return None  # none issued, or worthless now: not worth handing out
+        code = self._keys.decrypt(result.credential_key_id, result.sealed_credential,
+                                  self._credential_associated(session_id))
+        return IssuedCredential(code.decode(), result.credential_expires_at)
+
+    def proven_identity(self, session_id: str, caller: str | None = None, history_token: str | None = None) -> str | None:
+        """The keyed ID a session proved with PASS, for its creator (`caller`) or for the device that
+        holds its history token; None otherwise (unknown, not theirs, not passed: one answer)."""
+        if not session_id or len(session_id) > TOKEN_MAX_CHARS:
+            return None
+        found = self._store.get(session_id)
+        if found is None:
+            return None
+        session, result = found
+        if result is None or result.verdict != "PASS":
+            return None
+        if caller is not None and hmac.compare_digest(session.caller, caller):
+            return session.id_key
+        if history_token and result.history_digest and len(history_token) <= TOKEN_MAX_CHARS \
+                and hmac.compare_digest(result.history_digest, token_digest(history_token)):
+            return session.id_key
+        return None

@@ -185,8 +185,10 @@ def test_cli_enroll_and_verify_json(node, testdata: Path, tmp_path: Path) -> Non
                                "--json", *frames], capture_output=True, text=True, timeout=60)
     assert verified.returncode == 0, verified.stderr
     answer = json.loads(verified.stdout)
-    assert set(answer) == {"verdict", "reason", "request_id"}
+    # A PASS for CHECK_IN (the CLI's default purpose) carries the check-in credential (issue 18).
+    assert set(answer) == {"verdict", "reason", "request_id", "credential"}
     assert answer["verdict"] == "PASS" and answer["reason"] == "VERIFIED"
+    assert answer["credential"]["code"].startswith("IDVC1.") and answer["credential"]["expires_at_unix"] > 0
     failed = subprocess.run([*cli, "verify", "--target", target, "--id", ID_UNKNOWN, "--name", NAME_1,
                              "--json", *frames], capture_output=True, text=True, timeout=60)
     assert failed.returncode == 1 and json.loads(failed.stdout)["reason"] == "NOT_VERIFIED"

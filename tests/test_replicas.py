@@ -270,7 +270,10 @@ def test_a_session_opened_on_one_replica_is_captured_on_the_other_and_read_on_ei
         assert opened.capture_url.startswith(f"http://127.0.0.1:{nodes[0].device.port}/capture/#")
         assert b.session_result(opened.session_id).state == "PENDING"
         judged = upload(nodes[1])
-        assert judged.status_code == 200 and judged.json() == {"verdict": "PASS", "reason": "VERIFIED"}
+        assert judged.status_code == 200
+        # Issue 18: a PASS also carries the token for the person's history (no credential: registration).
+        assert judged.json() == {"verdict": "PASS", "reason": "VERIFIED", "history_token": judged.json()["history_token"]}
+        assert judged.json()["history_token"].startswith(opened.session_id + ".")
         assert upload(nodes[0]).status_code == 401  # spent, whichever replica sees it next
         for client in (a, b):
             result = client.session_result(opened.session_id)

@@ -2,7 +2,10 @@
 
     GET  /capture/...     the reference capture page (static files shipped in idv/http/static)
     POST /v1/capture      one capture (Authorization: Bearer <capture token>), answered with
-                          the verdict and coarse reason, never a score
+                          the verdict and coarse reason, never a score; with PASS (issue 18) also
+                          the check-in QR code (PNG data URI) and a history token
+    GET  /v1/history      the person's own verification history (Authorization: Bearer <history
+                          token>), issue 18
 
 Before any pixel is decoded: rate per client address, bearer token present, body bounded
 (refused while streaming, not after), header parsed and frame count/size/timing checked.
@@ -32,6 +35,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from idv.credential_qr import qr_png_data_uri
 from idv.errors import Code, IdvError, InvalidRequest, NotServing, Throttled, Unauthenticated
 from idv.http.capture_body import MEDIA_TYPE, CaptureLimits, parse_capture
 from idv.pipeline import Budget
@@ -144,12 +148,13 @@ def build_app(node_state, admission: Admission, counters: CounterStore, config: 
             cancelled = threading.Event()  # a device that hangs up stops the pipeline at its next stage
             budget = Budget(config.request_budget_seconds, cancelled=cancelled.is_set)
             frames = capture.frames
-            command, outcome = await admission.run(
+            command, outcome, history_token = await admission.run(
                 budget.remaining(), lambda: sessions.verify_capture(token, frames, budget), cancelled)
             node_state.record_decision(command, outcome)
             node_state.metrics.observe_rpc("DeviceUpload", "OK", time.perf_counter() - started)
-            return JSONResponse({"verdict": outcome.verdict.value, "reason": outcome.reason.value},
-                                headers={"Cache-Control": "no-store"})
+            answer: dict[str, object] = {"verdict": outcome.verdict.value, "reason": outcome.reason.value}
+            answer.update(await _after_pass(outcome.credential, history_token))  # issue 18
+            return JSONResponse(answer, headers={"Cache-Control": "no-store"})
         except IdvError as error:
             node_state.metrics.observe_rpc("DeviceUpload", error.code.value, time.perf_counter() - started,
                                            error.reason)
@@ -165,6 +170,30 @@ def build_app(node_state, admission: Admission, counters: CounterStore, config: 
                 capture.zero()
             body[:] = bytes(len(body))
 
+    # --- issue 18: the person's own verification history, for the page that just passed -------------
+    async def history(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            await run_in_threadpool(admit_address, request.client.host if request.client else "-")
+            token = _bearer(request)
+            if not token:
+                raise Unauthenticated("the history token is not valid (unknown or expired)", "HISTORY_TOKEN_INVALID")
+            sessions = node_state.sessions
+            if sessions is None:
+                raise NotServing("the node is starting or stopping; retry shortly")
+            found = await run_in_threadpool(sessions.history_for_device, token)
+            node_state.metrics.observe_rpc("DeviceHistory", "OK", time.perf_counter() - started)
+            return JSONResponse({"window_days": found.window_days, "entries": [
+                {"time": round(e.time), "caller": e.caller, "purpose": e.purpose, "verdict": e.verdict}
+                for e in found.entries]}, headers={"Cache-Control": "no-store"})
+        except IdvError as error:
+            node_state.metrics.observe_rpc("DeviceHistory", error.code.value, time.perf_counter() - started,
+                                           error.reason)
+            return _error(error)
+        except Exception:
+            log.exception("unhandled error", extra={"rpc": "DeviceHistory"})
+            return _error(IdvError("internal error", "INTERNAL"))
+
     async def root(request: Request) -> Response:
         return RedirectResponse("/capture/", status_code=307)
 
@@ -172,8 +201,21 @@ def build_app(node_state, admission: Admission, counters: CounterStore, config: 
     routes = [
         Route("/", root),
         Route("/v1/capture", upload, methods=["POST"]),
+        Route("/v1/history", history, methods=["GET"]),  # issue 18
         Mount("/capture", _SecuredStatic(directory=str(static), html=True), name="capture"),
     ]
-    middleware = [Middleware(CORSMiddleware, allow_origins=list(config.allowed_origins), allow_methods=["POST"],
+    middleware = [Middleware(CORSMiddleware, allow_origins=list(config.allowed_origins), allow_methods=["POST", "GET"],
                              allow_headers=["Authorization", "Content-Type"], max_age=600)]
     return Starlette(routes=routes, middleware=middleware)
+
+
+async def _after_pass(credential, history_token: str) -> dict[str, object]:
+    """Issue 18: what a PASS adds to the upload's answer: the check-in QR code (rendered here, a PNG
+    data URI: the page loads nothing from elsewhere) and the token for the person's history."""
+    extra: dict[str, object] = {}
+    if credential is not None:
+        extra["credential"] = {"qr_png": await run_in_threadpool(qr_png_data_uri, credential.code),
+                               "expires_at": int(credential.expires_at)}
+    if history_token:
+        extra["history_token"] = history_token
+    return extra

@@ -191,6 +191,7 @@ class IdentityVerificationServicer:
             verdict=pb.Verdict.Value(outcome.verdict.value),
             reason=pb.Reason.Value(outcome.reason.value),
             request_id=outcome.request_id,
+            credential=_credential(outcome.credential),
         )
 
     async def Enroll(self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext) -> pb.EnrollResponse:
@@ -261,7 +262,37 @@ class IdentityVerificationServicer:
             if view.result.verdict:
                 response.verdict = pb.Verdict.Value(view.result.verdict)
                 response.reason = pb.Reason.Value(view.result.reason)
+        if view.credential is not None:
+            response.credential.CopyFrom(_credential(view.credential))
         return response
+
+    # --- check-in credentials and the person's verification history (issue 18) -----------------
+
+    async def RedeemCredential(self, request: pb.RedeemCredentialRequest,
+                               context: grpc.aio.ServicerContext) -> pb.RedeemCredentialResponse:
+        def work(service: VerificationService, caller: Caller, budget: Budget):
+            credentials = self._node.credentials
+            if credentials is None:
+                raise NotServing("this node issues no check-in credentials (credentials.purposes is empty)")
+            return credentials.redeem(caller.name, request.code)
+
+        redeemed = await self._call("RedeemCredential", context, lambda caller: "redeem", work)
+        return pb.RedeemCredentialResponse(
+            id_number=redeemed.id_number, name=redeemed.name, purpose=pb.Purpose.Value(redeemed.purpose.value),
+            verified_at_unix=redeemed.verified_at, level=redeemed.level,
+            verification_request_id=redeemed.verification_request_id, request_id=redeemed.request_id)
+
+    async def GetVerificationHistory(self, request: pb.GetVerificationHistoryRequest,
+                                     context: grpc.aio.ServicerContext) -> pb.GetVerificationHistoryResponse:
+        def work(service: VerificationService, caller: Caller, budget: Budget):
+            return self._session_service().history(caller.name, request.session_id)
+
+        history = await self._call("GetVerificationHistory", context, _any_verify_scope, work)
+        return pb.GetVerificationHistoryResponse(window_days=history.window_days, entries=[
+            pb.HistoryEntry(time_unix=e.time, caller=e.caller, verdict=e.verdict,
+                            purpose=pb.Purpose.Value(e.purpose) if e.purpose in pb.Purpose.keys() else 0)
+            for e in history.entries])
+
 
     # ---- admin (issue 17): scope `admin`, logic in idv.admin, answers without any biometric
     async def _admin_call(self, rpc: str, context: grpc.aio.ServicerContext,
@@ -304,6 +335,13 @@ def _fixed_actions(context: grpc.aio.ServicerContext) -> tuple[str, ...]:
         if key == FIXED_ACTIONS_METADATA_KEY and isinstance(value, str):
             return tuple(a.strip().upper() for a in value.split(",")[:8])
     return ()
+
+
+def _credential(issued) -> pb.Credential | None:
+    """Issue 18: the check-in credential for a response, or None (field left unset)."""
+    if issued is None:
+        return None
+    return pb.Credential(code=issued.code, expires_at_unix=int(issued.expires_at))
 
 
 def _any_verify_scope(caller: Caller) -> str:

@@ -5,13 +5,15 @@ stored (a slow hash adds nothing for keys of that entropy). Authentication
 compares the presented key's hash with every stored hash in constant time.
 
 Scopes: `verify:registration`, `verify:licence_renewal`, `verify:check_in`
-(or `verify:*`), `enroll`, `admin`.
+(or `verify:*`), `enroll`, `admin`, `redeem` (exchange check-in credentials, issue 18).
+An entry may carry a `display_name`: what a person sees in their verification history.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import tomllib
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from pathlib import Path
 from idv.errors import PermissionDenied, Unauthenticated
 
 KNOWN_SCOPES = frozenset({"verify:registration", "verify:licence_renewal", "verify:check_in", "verify:*",
-                          "enroll", "admin"})
+                          "enroll", "admin", "redeem"})
 KEY_PREFIX = "idv_"
 METADATA_KEY = "x-api-key"
 
@@ -33,6 +35,7 @@ class CallersFileError(ValueError):
 class Caller:
     name: str
     scopes: frozenset[str]
+    display_name: str = ""  # shown to people in their verification history (issue 18); else the name
 
     def may(self, scope: str) -> bool:
         if scope in self.scopes:
@@ -67,6 +70,10 @@ class CallerRegistry:
     def count(self) -> int:
         return len(self._entries)
 
+    def display_names(self) -> dict[str, str]:
+        """Caller name -> the name people see in their verification history (issue 18)."""
+        return {e.caller.name: e.caller.display_name or e.caller.name for e in self._entries}
+
     @classmethod
     def load(cls, path: Path) -> CallerRegistry:
         """Every problem names the file (and the caller entry): CallersFileError."""
@@ -90,7 +97,8 @@ class CallerRegistry:
                 raise CallersFileError(f"callers file {path}: caller {name!r} has unknown scopes {sorted(unknown)}")
             if len(digest) != 32:
                 raise CallersFileError(f"callers file {path}: caller {name!r} has a key_sha256 that is not 32 bytes")
-            entries.append(_StoredCaller(Caller(name, scopes), digest))
+            display_name = str(item.get("display_name", ""))
+            entries.append(_StoredCaller(Caller(name, scopes, display_name), digest))
         return cls(entries)
 
     def authenticate(self, presented: str | None) -> Caller:
@@ -113,7 +121,7 @@ class CallerRegistry:
             raise PermissionDenied(f"caller {caller.name} lacks the scope {scope}")
 
 
-def add_caller(path: Path, name: str, scopes: list[str]) -> str:
+def add_caller(path: Path, name: str, scopes: list[str], display_name: str = "") -> str:
     """Append a caller to the registry file; returns the new key (shown once, never stored)."""
     unknown = set(scopes) - KNOWN_SCOPES
     if unknown:
@@ -128,5 +136,7 @@ def add_caller(path: Path, name: str, scopes: list[str]) -> str:
     with path.open("a", encoding="utf-8") as fh:
         fh.write(f'\n[[caller]]\nname = "{name}"\nscopes = {sorted(scopes)!r}\nkey_sha256 = "{_digest(key).hex()}"\n'
                  .replace("'", '"'))
+        if display_name:
+            fh.write(f"display_name = {json.dumps(display_name, ensure_ascii=False)}\n")
     path.chmod(0o600)
     return key

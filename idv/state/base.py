@@ -131,6 +131,12 @@ class SessionResult:
     reason: str  # caller-visible Reason, "" when refused
     request_id: str
     refusal: str = ""  # the stable error reason when the upload was refused before a verdict
+    # Issue 18, with a PASS: the check-in code sealed with the node's data key (bound to the session),
+    # and the SHA-256 of the token the capture page may read the person's history with.
+    sealed_credential: bytes = b""
+    credential_key_id: int = 0
+    credential_expires_at: float = 0.0
+    history_digest: str = ""
 
 
 class SessionStore(Protocol):
@@ -147,3 +153,38 @@ class SessionStore(Protocol):
         ...
 
     def get(self, session_id: str) -> tuple[StoredSession, SessionResult | None] | None: ...
+
+
+# --- check-in credentials (issue 18) -----------------------------------------------------------
+
+
+@dataclass(frozen=True, repr=False)
+class StoredCredential:
+    """A check-in credential as the shared state keeps it: never the code, never a biometric.
+
+    `code_digest` is the SHA-256 of the code (a dump gives no usable code); `sealed_identity` the
+    canonical ID and normalised name under the node's data key (AES-GCM, bound to the digest,
+    purpose and verification), kept only until redemption or expiry.
+    """
+
+    code_digest: str
+    purpose: str
+    issuer: str  # the caller whose verification issued it
+    id_key: str  # keyed hash of the ID (audit)
+    sealed_identity: bytes
+    key_id: int
+    verified_at: float
+    level: str
+    request_id: str  # the verification's
+    expires_at: float
+
+
+class CredentialStore(Protocol):
+    def put(self, credential: StoredCredential) -> None:
+        """Keep it until `expires_at` (then it is gone)."""
+        ...
+
+    def take(self, code_digest: str) -> StoredCredential | None:
+        """Atomically remove and return it: of concurrent takers (on any replica) exactly one gets it;
+        an expired, used or unknown digest gives None."""
+        ...

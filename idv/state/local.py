@@ -13,7 +13,8 @@ from pathlib import Path
 from idv.errors import StoreUnavailable
 from idv.store.sqlite_file import SqliteOptions, check_identity, connect
 
-from idv.state.base import AttemptState, AttemptTicket, LockoutPolicy, SessionResult, StoredChallenge, StoredSession
+from idv.state.base import (AttemptState, AttemptTicket, LockoutPolicy, SessionResult, StoredChallenge, StoredCredential,
+                            StoredSession)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS attempts (
@@ -224,3 +225,29 @@ class MemorySessionStore:
             if session is None or session.expires_at < self._clock():
                 return None
             return session, self._results.get(session_id)
+
+
+class MemoryCredentialStore:
+    """One replica's check-in credentials (issue 18); a restart forgets them (they read as unknown)."""
+
+    def __init__(self, clock=time.time):
+        self._lock = threading.Lock()
+        self._items: dict[str, StoredCredential] = {}
+        self._clock = clock
+
+    def put(self, credential: StoredCredential) -> None:
+        with self._lock:
+            now = self._clock()
+            for key in [k for k, v in self._items.items() if v.expires_at < now]:
+                del self._items[key]
+            self._items[credential.code_digest] = credential
+
+    def take(self, code_digest: str) -> StoredCredential | None:
+        with self._lock:
+            credential = self._items.pop(code_digest, None)
+            now = self._clock()
+            for key in [k for k, v in self._items.items() if v.expires_at < now]:
+                del self._items[key]  # the sealed identity is kept no longer than its code is worth
+        if credential is None or credential.expires_at < self._clock():
+            return None
+        return credential

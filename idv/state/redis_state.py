@@ -29,7 +29,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from idv.errors import StoreUnavailable
-from idv.state.base import AttemptState, AttemptTicket, LockoutPolicy, SessionResult, StoredChallenge, StoredSession
+from idv.state.base import (AttemptState, AttemptTicket, LockoutPolicy, SessionResult, StoredChallenge, StoredCredential,
+                            StoredSession)
 
 REASON = "STATE_STORE_UNAVAILABLE"
 
@@ -280,7 +281,12 @@ class RedisSessionStore:
 
     def finish(self, session_id: str, result: SessionResult) -> None:
         value = json.dumps({"verdict": result.verdict, "reason": result.reason, "request_id": result.request_id,
-                            "refusal": result.refusal})
+                            "refusal": result.refusal,
+                            # issue 18
+                            "credential": base64.b64encode(result.sealed_credential).decode(),
+                            "credential_key_id": result.credential_key_id,
+                            "credential_expires_at": result.credential_expires_at,
+                            "history_digest": result.history_digest})
         with _guard():
             ttl = self._redis.pttl(self._session_key(session_id))
             if ttl is None or int(ttl) <= 0:
@@ -296,5 +302,43 @@ class RedisSessionStore:
         result = None
         if raw_result is not None:
             data = json.loads(raw_result)
-            result = SessionResult(data["verdict"], data["reason"], data["request_id"], data.get("refusal", ""))
+            result = SessionResult(data["verdict"], data["reason"], data["request_id"], data.get("refusal", ""),
+                                   base64.b64decode(data.get("credential", "")), int(data.get("credential_key_id", 0)),
+                                   float(data.get("credential_expires_at", 0.0)), data.get("history_digest", ""))
         return session, result
+
+
+class RedisCredentialStore:
+    """Check-in credentials (issue 18) shared by replicas: credential:<sha256 of the code> -> JSON
+    (sealed identity base64) with the credential's TTL, taken with GETDEL (one replica wins)."""
+
+    def __init__(self, client: redis.Redis, config: RedisConfig, clock: Callable[[], float] = time.time):
+        self._redis = client
+        self._prefix = config.prefix
+        self._clock = clock
+
+    def _key(self, code_digest: str) -> str:
+        return f"{self._prefix}credential:{code_digest}"
+
+    def put(self, credential: StoredCredential) -> None:
+        value = json.dumps({
+            "purpose": credential.purpose, "issuer": credential.issuer, "id_key": credential.id_key,
+            "sealed": base64.b64encode(credential.sealed_identity).decode(), "key_id": credential.key_id,
+            "verified_at": credential.verified_at, "level": credential.level, "request_id": credential.request_id,
+            "expires_at": credential.expires_at,
+        })
+        ttl_ms = max(int((credential.expires_at - self._clock()) * 1000), 1)
+        with _guard():
+            self._redis.set(self._key(credential.code_digest), value, px=ttl_ms)
+
+    def take(self, code_digest: str) -> StoredCredential | None:
+        with _guard():
+            raw = self._redis.getdel(self._key(code_digest))
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        credential = StoredCredential(code_digest, data["purpose"], data["issuer"], data["id_key"],
+                                      base64.b64decode(data["sealed"]), int(data["key_id"]),
+                                      float(data["verified_at"]), data["level"], data["request_id"],
+                                      float(data["expires_at"]))
+        return None if credential.expires_at < self._clock() else credential

@@ -2,7 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -97,14 +97,24 @@ class VerifyRequest(_message.Message):
     def __init__(self, id_number: _Optional[str] = ..., name: _Optional[str] = ..., purpose: _Optional[_Union[Purpose, str]] = ..., frames: _Optional[_Iterable[bytes]] = ..., challenge_id: _Optional[str] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("verdict", "reason", "request_id")
+    __slots__ = ("verdict", "reason", "request_id", "credential")
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     verdict: Verdict
     reason: Reason
     request_id: str
-    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., reason: _Optional[_Union[Reason, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    credential: Credential
+    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., reason: _Optional[_Union[Reason, str]] = ..., request_id: _Optional[str] = ..., credential: _Optional[_Union[Credential, _Mapping]] = ...) -> None: ...
+
+class Credential(_message.Message):
+    __slots__ = ("code", "expires_at_unix")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    expires_at_unix: int
+    def __init__(self, code: _Optional[str] = ..., expires_at_unix: _Optional[int] = ...) -> None: ...
 
 class EnrollRequest(_message.Message):
     __slots__ = ("id_number", "name", "reference_images", "replace")
@@ -223,15 +233,67 @@ class GetSessionResultRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ...) -> None: ...
 
 class GetSessionResultResponse(_message.Message):
-    __slots__ = ("verdict", "reason", "request_id", "state", "refusal")
+    __slots__ = ("verdict", "reason", "request_id", "state", "refusal", "credential")
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     verdict: Verdict
     reason: Reason
     request_id: str
     state: SessionState
     refusal: str
-    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., reason: _Optional[_Union[Reason, str]] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[SessionState, str]] = ..., refusal: _Optional[str] = ...) -> None: ...
+    credential: Credential
+    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., reason: _Optional[_Union[Reason, str]] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[SessionState, str]] = ..., refusal: _Optional[str] = ..., credential: _Optional[_Union[Credential, _Mapping]] = ...) -> None: ...
+
+class RedeemCredentialRequest(_message.Message):
+    __slots__ = ("code",)
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    def __init__(self, code: _Optional[str] = ...) -> None: ...
+
+class RedeemCredentialResponse(_message.Message):
+    __slots__ = ("id_number", "name", "purpose", "verified_at_unix", "level", "verification_request_id", "request_id")
+    ID_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    id_number: str
+    name: str
+    purpose: Purpose
+    verified_at_unix: float
+    level: str
+    verification_request_id: str
+    request_id: str
+    def __init__(self, id_number: _Optional[str] = ..., name: _Optional[str] = ..., purpose: _Optional[_Union[Purpose, str]] = ..., verified_at_unix: _Optional[float] = ..., level: _Optional[str] = ..., verification_request_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class GetVerificationHistoryRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class HistoryEntry(_message.Message):
+    __slots__ = ("time_unix", "caller", "purpose", "verdict")
+    TIME_UNIX_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    time_unix: float
+    caller: str
+    purpose: Purpose
+    verdict: str
+    def __init__(self, time_unix: _Optional[float] = ..., caller: _Optional[str] = ..., purpose: _Optional[_Union[Purpose, str]] = ..., verdict: _Optional[str] = ...) -> None: ...
+
+class GetVerificationHistoryResponse(_message.Message):
+    __slots__ = ("entries", "window_days")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_DAYS_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[HistoryEntry]
+    window_days: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., window_days: _Optional[int] = ...) -> None: ...

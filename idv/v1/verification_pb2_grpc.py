@@ -74,6 +74,16 @@ class IdentityVerificationStub:
                 request_serializer=idv_dot_v1_dot_verification__pb2.GetSessionResultRequest.SerializeToString,
                 response_deserializer=idv_dot_v1_dot_verification__pb2.GetSessionResultResponse.FromString,
                 _registered_method=True)
+        self.RedeemCredential = channel.unary_unary(
+                '/idv.v1.IdentityVerification/RedeemCredential',
+                request_serializer=idv_dot_v1_dot_verification__pb2.RedeemCredentialRequest.SerializeToString,
+                response_deserializer=idv_dot_v1_dot_verification__pb2.RedeemCredentialResponse.FromString,
+                _registered_method=True)
+        self.GetVerificationHistory = channel.unary_unary(
+                '/idv.v1.IdentityVerification/GetVerificationHistory',
+                request_serializer=idv_dot_v1_dot_verification__pb2.GetVerificationHistoryRequest.SerializeToString,
+                response_deserializer=idv_dot_v1_dot_verification__pb2.GetVerificationHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityVerificationServicer:
@@ -136,6 +146,21 @@ class IdentityVerificationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RedeemCredential(self, request, context):
+        """Exchange a check-in credential, once, for the verified identity (scope redeem).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVerificationHistory(self, request, context):
+        """The verifications made against the identity a PASS session proved (PIPL
+        Art. 45). FAILED_PRECONDITION (HISTORY_DISABLED) when the operator turned it off.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityVerificationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +203,16 @@ def add_IdentityVerificationServicer_to_server(servicer, server):
                     servicer.GetSessionResult,
                     request_deserializer=idv_dot_v1_dot_verification__pb2.GetSessionResultRequest.FromString,
                     response_serializer=idv_dot_v1_dot_verification__pb2.GetSessionResultResponse.SerializeToString,
+            ),
+            'RedeemCredential': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedeemCredential,
+                    request_deserializer=idv_dot_v1_dot_verification__pb2.RedeemCredentialRequest.FromString,
+                    response_serializer=idv_dot_v1_dot_verification__pb2.RedeemCredentialResponse.SerializeToString,
+            ),
+            'GetVerificationHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVerificationHistory,
+                    request_deserializer=idv_dot_v1_dot_verification__pb2.GetVerificationHistoryRequest.FromString,
+                    response_serializer=idv_dot_v1_dot_verification__pb2.GetVerificationHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -396,6 +431,60 @@ class IdentityVerification:
             '/idv.v1.IdentityVerification/GetSessionResult',
             idv_dot_v1_dot_verification__pb2.GetSessionResultRequest.SerializeToString,
             idv_dot_v1_dot_verification__pb2.GetSessionResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedeemCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idv.v1.IdentityVerification/RedeemCredential',
+            idv_dot_v1_dot_verification__pb2.RedeemCredentialRequest.SerializeToString,
+            idv_dot_v1_dot_verification__pb2.RedeemCredentialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVerificationHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idv.v1.IdentityVerification/GetVerificationHistory',
+            idv_dot_v1_dot_verification__pb2.GetVerificationHistoryRequest.SerializeToString,
+            idv_dot_v1_dot_verification__pb2.GetVerificationHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -263,6 +263,8 @@
       finish("done", OUTCOMES[result.answer.reason] || ERRORS.OTHER, pass ? "pass" : "fail");
       body.dataset.verdict = result.answer.verdict;
       body.dataset.reason = result.answer.reason;
+      // Issue 18: checkin.js shows what a PASS brings (check-in QR code, history); nothing else here.
+      document.dispatchEvent(new CustomEvent("idv:answer", { detail: result.answer }));
       return;
     }
     const reason = result.answer && result.answer.error ? result.answer.error.reason : "";
