@@ -130,14 +130,15 @@ def test_a_cancelled_call_stops_within_a_stage_and_frees_its_slot(node, testdata
     from tests.conftest import nuaa_frames
 
     pipeline = node.state.service.pipeline
-    embedded: list[int] = []
-    original = pipeline._embedder.embed
+    # Counted per frame at detection: since issue 12 the recognizer runs once per burst.
+    detected: list[int] = []
+    original = pipeline._detector.detect
 
-    def counting(crops):
-        embedded.append(len(crops))
-        return original(crops)
+    def counting(image):
+        detected.append(1)
+        return original(image)
 
-    monkeypatch.setattr(pipeline._embedder, "embed", counting)
+    monkeypatch.setattr(pipeline._detector, "detect", counting)
     stub = pb_grpc.IdentityVerificationStub(grpc.insecure_channel(f"127.0.0.1:{node.port}"))
     frames = [p.read_bytes() for p in nuaa_frames(testdata, "live", "0001")[:8]]
     request = pb.VerifyRequest(id_number=ID_SUBJECT_1, name="张三", purpose=pb.CHECK_IN, frames=frames)
@@ -145,7 +146,7 @@ def test_a_cancelled_call_stops_within_a_stage_and_frees_its_slot(node, testdata
     time.sleep(0.02)
     call.cancel()
     time.sleep(0.5)
-    assert len(embedded) < 8, "the pipeline ran every frame for a caller that had gone"
+    assert len(detected) < 8, "the pipeline ran every frame for a caller that had gone"
     admission = node.state.service  # the slot is freed: a fresh call is admitted and answered
     assert admission is not None
     response = stub.Verify(request, timeout=30)
