@@ -108,6 +108,7 @@ def test_fuzzed_frames_only_ever_raise_invalid_request(data: bytes) -> None:
     __import__("idv.verdicts", fromlist=["Purpose"]).Purpose)]), count=st.integers(0, 30))
 def test_fuzzed_requests_are_validated_without_surprises(id_number, name, purpose, count) -> None:
     from idv.challenges import ChallengePolicy
+    from idv.face.burst import BurstPolicy
     from idv.face.quality import QualityLimits
     from idv.imaging import ImageLimits
     from idv.pipeline import PipelineLimits, VerificationPipeline
@@ -118,7 +119,8 @@ def test_fuzzed_requests_are_validated_without_surprises(id_number, name, purpos
             return "k"
 
     # Validation needs no model, store or audit: none is given, so reaching one would fail loudly.
-    pipeline = VerificationPipeline(None, None, 0.5, PipelineLimits(), ImageLimits(), QualityLimits())  # type: ignore[arg-type]
+    pipeline = VerificationPipeline(None, None, 0.5, PipelineLimits(), ImageLimits(), QualityLimits(),  # type: ignore[arg-type]
+                                    BurstPolicy())
     service = VerificationService(pipeline, _Vault(), None, None, ChallengePolicy())  # type: ignore[arg-type]
     frames = tuple(_seed_images()[0] for _ in range(count))
     try:
