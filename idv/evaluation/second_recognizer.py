@@ -32,13 +32,13 @@ _LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
 
 
 class SecondRecognizerUnavailable(RuntimeError):
-    """dlib or its model package is not installed (pip install -e '.[bench]')."""
+    """dlib or its model package is not installed (pip install -e '.[demographics]')."""
 
 
 def model_dir() -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise SecondRecognizerUnavailable("face-recognition-models is not installed: pip install -e '.[bench]'")
+        raise SecondRecognizerUnavailable("face-recognition-models is not installed: pip install -e '.[demographics]'")
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
