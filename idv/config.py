@@ -130,8 +130,10 @@ class Settings:
     # --- per-burst work (issue 12; defaults from benchmarks/results/burst_sweep.json) ---
     # Frames of a burst the recognizer embeds (the k best, spread over the burst; one call).
     embed_frames: int = 3
-    # Detection runs on a copy scaled so a face of min_face_size pixels is this many pixels.
-    detection_face_px: float = 24.0
+    # Detection runs on a copy scaled so a face of min_face_size pixels is this many pixels
+    # (>= min_face_size: no downscaling; 24 is several times cheaper but moves liveness, see
+    # idv/face/detector.py DetectionScale).
+    detection_face_px: float = 60.0
     # Operating point from the manifest's calibrated thresholds: fmr_1e-3 | fmr_1e-4 | fmr_1e-5
     security_level: str = "fmr_1e-4"
     # --- request limits --------------------------------------------------------
