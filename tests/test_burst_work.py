@@ -27,7 +27,8 @@ from tests.conftest import ID_SUBJECT_1, nuaa_frames, nuaa_sequences
 def _detectors(model_dir: Path) -> tuple[YuNetDetector, YuNetDetector]:
     manifest = load_manifest()
     full = YuNetDetector(open_session(manifest.entry("yunet"), model_dir, RuntimeOptions()))
-    small = YuNetDetector(open_session(manifest.entry("yunet_dynamic"), model_dir, RuntimeOptions()))
+    small = YuNetDetector(open_session(manifest.entry("yunet_dynamic"), model_dir, RuntimeOptions()),
+                          scale=DetectionScale(target_face_px=24.0))  # the downscaled mode (factor 0.4)
     return full, small
 
 

@@ -25,8 +25,10 @@ class ModelSettings:
     detector_sha256: str = ""
     detector_score_threshold: float = 0.6
     # Detection runs on a copy scaled so a face of quality.min_face_size pixels is this many
-    # pixels (dynamic-input YuNet; landmarks of the embedded faces are refined at full size).
-    detection_face_px: float = 24.0
+    # pixels (dynamic-input YuNet). At or above min_face_size: no downscaling (the default); 24
+    # is several times cheaper and kept verification identical (landmarks refined at full size)
+    # but moved liveness, see idv/face/detector.py DetectionScale and burst_sweep.json.
+    detection_face_px: float = 60.0
     # An insightface ArcFace-format recognizer instead of the pack's (licensed by the operator).
     recognizer_file: Path | None = None
     recognizer_sha256: str = ""
