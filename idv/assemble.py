@@ -168,6 +168,16 @@ def _screening(settings: Settings, manifest: Manifest, vault: ReferenceVault, mo
     return Screening(gallery, policy, refresh=sync.refresh)
 
 
+def _warn_passive_only(settings: Settings) -> None:
+    """Issue 14: a purpose allowed without a challenge is weaker (synthetic or injected video passes
+    passive liveness); say so at every start, loudest in production."""
+    passive = sorted(p.value for p in settings.challenges.passive_purposes)
+    if passive:
+        level = logging.WARNING if settings.serving.production else logging.INFO
+        log.log(level, "challenges: purposes %s are passive-only (no challenge): weaker against recorded, "
+                "synthetic and injected video", passive)
+
+
 def build_service(settings: Settings, models: ModelSet | None = None,
                   capture_base_url: str | None = None) -> AssembledService:
     """Everything a verification needs, opened and checked. Raises on any problem (a model missing
@@ -195,6 +205,7 @@ def build_service(settings: Settings, models: ModelSet | None = None,
             # Checked before anything is opened (the store guard writes its marker on a first start):
             # the counters file must not vanish between starts, or lockouts would be forgotten.
             require_existing_file(settings.store.counters_path, settings.store.store_id_path, "counters store")
+        _warn_passive_only(settings)
         store = open_reference_store(settings)
         closers.append(store.close)
         vault = open_vault(settings, store)

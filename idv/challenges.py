@@ -20,26 +20,49 @@ from idv.verdicts import Purpose
 from liveness.actions import Action, ActionConfig
 
 
+ALL_PURPOSES: tuple[str, ...] = tuple(p.value for p in Purpose)
+
+
 @dataclass(frozen=True)
 class ChallengePolicy:
-    """The `[challenges]` settings section."""
+    """The `[challenges]` settings section.
+
+    Every purpose needs a server-issued, single-use challenge by default (issue 14): passive
+    liveness alone passes talking-head videos made from one still photo. An operator may allow
+    passive-only for a purpose, but only by naming it in `passive_only_for` (weaker; logged as a
+    warning at start): a purpose merely left out of `required_for` is a configuration error.
+    """
 
     # Purposes whose Verify must present an active challenge (TOML list or comma-separated).
-    required_for: tuple[str, ...] = ("REGISTRATION",)
+    required_for: tuple[str, ...] = ALL_PURPOSES
+    # Purposes explicitly allowed without a challenge (WEAKER: passive liveness only, which
+    # synthetic and injected video defeats). Wins over required_for.
+    passive_only_for: tuple[str, ...] = ()
     ttl_seconds: float = 120.0
     min_actions: int = 2
     max_actions: int = 3
 
     @property
+    def passive_purposes(self) -> frozenset[Purpose]:
+        return frozenset(Purpose(p.strip().upper()) for p in self.passive_only_for)
+
+    @property
     def required_purposes(self) -> frozenset[Purpose]:
-        return frozenset(Purpose(p.strip().upper()) for p in self.required_for)
+        return frozenset(Purpose(p.strip().upper()) for p in self.required_for) - self.passive_purposes
 
     def problems(self) -> list[str]:
         problems: list[str] = []
         known = {p.value for p in Purpose}
-        unknown = sorted({p.strip().upper() for p in self.required_for} - known)
-        if unknown:
-            problems.append(f"challenges.required_for names unknown purposes {unknown}")
+        for name in ("required_for", "passive_only_for"):
+            unknown = sorted({p.strip().upper() for p in getattr(self, name)} - known)
+            if unknown:
+                problems.append(f"challenges.{name} names unknown purposes {unknown}")
+        if problems:
+            return problems
+        unstated = sorted(known - {p.value for p in self.required_purposes} - {p.value for p in self.passive_purposes})
+        if unstated:
+            problems.append(f"challenges: purposes {unstated} are neither in required_for nor explicitly in "
+                            "passive_only_for (passive-only is weaker and must be named there)")
         if self.ttl_seconds <= 0:
             problems.append("challenges.ttl_seconds must be positive")
         if not (1 <= self.min_actions <= self.max_actions):

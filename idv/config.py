@@ -226,6 +226,7 @@ _RENAMED: dict[str, tuple[str, str]] = {
     "max_frame_pixels": ("image", "max_pixels"),
     "challenge_required_for": ("challenges", "required_for"),
     "challenge_ttl_seconds": ("challenges", "ttl_seconds"),
+    "challenge_passive_only_for": ("challenges", "passive_only_for"),  # issue 14
     "gallery_exact_max": ("gallery", "exact_max"),
     "gallery_nprobe": ("gallery", "nprobe"),
     "gallery_refresh_seconds": ("gallery", "refresh_seconds"),
