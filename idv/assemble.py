@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from idv.action_check import ActionVerifier
 from idv.admin import AdminConfig, AdminService
 from idv.audit import AuditLog
+from idv.capture_integrity import ReplayGuard, frame_digest_key
 from idv.challenges import ChallengeIssuer
 from idv.config import Settings, mask_dsn
 from idv.gallery import Gallery, GallerySync, Screening, ScreeningPolicy
@@ -33,9 +34,10 @@ from idv.service import VerificationService
 from idv.session_service import SessionService
 from idv.sessions import SessionKeeper, SessionPolicy
 from idv.site_thresholds import resolve_threshold, start_record
-from idv.state.base import ChallengeStore, CounterStore, SessionStore
-from idv.state.local import MemoryChallengeStore, MemorySessionStore, SqliteCounterStore
-from idv.state.redis_state import RedisChallengeStore, RedisCounterStore, RedisSessionStore, connect
+from idv.state.base import ChallengeStore, CounterStore, SeenFrameStore, SessionStore
+from idv.state.local import MemoryChallengeStore, MemorySeenFrameStore, MemorySessionStore, SqliteCounterStore
+from idv.state.redis_state import (RedisChallengeStore, RedisCounterStore, RedisSeenFrameStore, RedisSessionStore,
+                                   connect)
 from idv.store.base import ReferenceStore
 from idv.store.postgres import PostgresReferenceStore
 from idv.store.sqlite import SqliteReferenceStore
@@ -115,6 +117,7 @@ class _SharedState:
     counters: CounterStore
     challenges: ChallengeStore
     sessions: SessionStore
+    seen_frames: SeenFrameStore  # issue 14: keyed digests of presented frames
 
 
 def _open_shared_state(settings: Settings, closers: list[Callable[[], None]]) -> _SharedState:
@@ -124,13 +127,14 @@ def _open_shared_state(settings: Settings, closers: list[Callable[[], None]]) ->
         counters = SqliteCounterStore(settings.store.counters_path,
                                       SqliteOptions(settings.store.sqlite_busy_timeout_seconds))
         closers.append(counters.close)
-        return _SharedState(counters, MemoryChallengeStore(), MemorySessionStore())
+        return _SharedState(counters, MemoryChallengeStore(), MemorySessionStore(), MemorySeenFrameStore())
     config = settings.state.redis()
     client = connect(config)
     closers.append(client.close)
     redis_counters = RedisCounterStore(client, config)
     redis_counters.ping()  # refuse to start without it, like a missing reference store
-    return _SharedState(redis_counters, RedisChallengeStore(client, config), RedisSessionStore(client, config))
+    return _SharedState(redis_counters, RedisChallengeStore(client, config), RedisSessionStore(client, config),
+                        RedisSeenFrameStore(client, config))
 
 
 def duplicate_threshold(manifest: Manifest, settings: Settings, verify_threshold: float) -> float:
@@ -229,7 +233,8 @@ def build_service(settings: Settings, models: ModelSet | None = None,
         closers.append(frame_pool.shutdown)
         pipeline = VerificationPipeline(models.detector, models.embedder, threshold.threshold, settings.limits,
                                         settings.image, settings.quality, liveness=liveness, actions=actions,
-                                        screening=screening, frame_pool=frame_pool)
+                                        screening=screening, frame_pool=frame_pool,
+                                        duplicates=settings.integrity.duplicates())
         audit = AuditLog(settings.store.audit_path,
                          load_audit_key(settings.store.data_dir, create=not settings.serving.production))
         closers.append(audit.close)
@@ -239,7 +244,12 @@ def build_service(settings: Settings, models: ModelSet | None = None,
         service = VerificationService(pipeline, vault, throttle, audit, settings.challenges, issuer, screening,
                                       fingerprints={"detector": models.fingerprints["detector"],
                                                     "recognizer": models.fingerprints["recognizer"]},
-                                      reference_max_age_seconds=settings.store.reference_max_age_seconds)
+                                      reference_max_age_seconds=settings.store.reference_max_age_seconds,
+                                      # Issue 14: frames presented before fail, for a challenge's life + margin.
+                                      replay_guard=ReplayGuard(
+                                          shared.seen_frames, frame_digest_key(vault.keys.pseudonym_key),
+                                          settings.challenges.ttl_seconds + settings.integrity.replay_margin_seconds)
+                                      if settings.integrity.replay_check else None)
         sessions = None
         if capture_base_url is not None and issuer is not None:
             keeper = SessionKeeper(shared.sessions, vault.keys,

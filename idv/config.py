@@ -32,6 +32,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from idv.capture_integrity import IntegritySettings
 from idv.challenges import ChallengePolicy
 from idv.face.quality import QualityLimits
 from idv.gallery.settings import GallerySettings
@@ -151,6 +152,7 @@ class Settings:
     liveness: LivenessSettings = field(default_factory=LivenessSettings)
     device: DeviceSettings = field(default_factory=DeviceSettings)
     sessions: SessionSettings = field(default_factory=SessionSettings)
+    integrity: IntegritySettings = field(default_factory=IntegritySettings)  # issue 14
 
     def updated(self, **changes: object) -> Settings:
         """A copy with some values changed, by flat name (`port`) or `section__field`; not validated."""
@@ -193,6 +195,8 @@ class Settings:
         if self.serving.production:
             if self.sessions.fixed_challenges:
                 problems.append("production mode refuses session_fixed_challenges = true")
+            if not self.integrity.replay_check:
+                problems.append("production mode refuses integrity.replay_check = false")
             if self.serving.reflection:
                 problems.append("production mode refuses reflection = true")
             if self.serving.log_level.upper() == "DEBUG":

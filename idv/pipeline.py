@@ -35,6 +35,7 @@ from idv.face.quality import QualityLimits, assess
 from idv.face.types import FaceDetection
 from idv.imaging import ImageLimits, check_header, decode_frame
 from idv.verdicts import TrueReason
+from liveness.duplicates import DuplicateConfig, burst_thumbnails, has_near_duplicates
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,7 @@ class VerificationPipeline:
         actions: ActionCheck | None = None,
         screening: Screening | None = None,
         frame_pool: Executor | None = None,
+        duplicates: DuplicateConfig | None = None,
     ):
         self._detector = detector
         self._embedder = embedder
@@ -214,6 +216,7 @@ class VerificationPipeline:
         self._actions = actions
         self._screening = screening
         self._frame_pool = frame_pool
+        self._duplicates = duplicates  # issue 14: near-duplicate frames within a burst
         # Liveness cannot judge a single frame: shorter bursts are refused before decoding.
         self._min_frames = liveness.min_frames if liveness is not None else 1
 
@@ -321,6 +324,14 @@ class VerificationPipeline:
                 observations = self._observe(frames, timer, budget, owned)
             except _FrameFailure as failure:
                 return Decision(failure.reason, dict(timer.timings))
+            if self._duplicates is not None and len(observations) > 1:
+                with timer.stage("duplicates"):
+                    thumbnails = burst_thumbnails([o.frame_bgr for o in observations],
+                                                  [o.face.box_xywh for o in observations], self._duplicates)
+                    owned.extend(thumbnails)
+                    repeated = has_near_duplicates(thumbnails, self._duplicates)
+                if repeated:
+                    return Decision(TrueReason.NEAR_DUPLICATE_FRAMES, dict(timer.timings))
             if self._liveness is not None:
                 budget.check("liveness")
                 with timer.stage("liveness"):

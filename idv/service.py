@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from idv.audit import AuditLog
+from idv.capture_integrity import ReplayGuard
 from idv.challenges import ChallengeIssuer, ChallengePolicy
 from idv.errors import AlreadyEnrolled, DuplicateFace, InvalidRequest, NotServing, TemplateMismatch, Throttled
 from idv.identity import IdentityError, normalise_name, parse_id_number
@@ -43,6 +44,7 @@ _FAILED_ATTEMPT = frozenset({
     TrueReason.FACE_MISMATCH, TrueReason.NO_REFERENCE, TrueReason.NAME_MISMATCH, TrueReason.LIVENESS_FAILED,
     TrueReason.CHALLENGE_FAILED, TrueReason.CHALLENGE_INVALID, TrueReason.IMPERSONATION_SUSPECTED,
     TrueReason.REFERENCE_INVALID,  # counted like the non-match it is answered as
+    TrueReason.FRAME_REPLAYED, TrueReason.NEAR_DUPLICATE_FRAMES, TrueReason.CAPTURE_TIMING,  # issue 14
 })
 # Decisions reached by comparing with the (possibly decoy) reference: an identity problem
 # found before the comparison is the answer then, and only then.
@@ -110,6 +112,7 @@ class VerificationService:
         fingerprints: dict[str, str] | None = None,
         reference_max_age_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
+        replay_guard: ReplayGuard | None = None,
     ):
         self._pipeline = pipeline
         self._vault = vault
@@ -123,6 +126,7 @@ class VerificationService:
         # face that matches it; any other face hears the usual NOT_VERIFIED.
         self._reference_max_age = reference_max_age_seconds
         self._clock = clock
+        self._replay_guard = replay_guard  # issue 14: frames presented before fail
 
     @property
     def fingerprints(self) -> dict[str, str]:
@@ -174,6 +178,10 @@ class VerificationService:
                 return _outcome(request_id, TrueReason.CHALLENGE_INVALID, claim.id_key, {})
         elif claim.purpose in self._challenge_required:
             return _outcome(request_id, TrueReason.CHALLENGE_REQUIRED, claim.id_key, {})
+        if self._replay_guard is not None:
+            budget.check("replay check")
+            if self._replay_guard.replayed(command.frames):
+                return _outcome(request_id, TrueReason.FRAME_REPLAYED, claim.id_key, {})
 
         budget.check("reference lookup")
         started = time.perf_counter()

@@ -100,7 +100,11 @@ def node_settings(tmp_path: Path, model_dir: Path) -> Settings:
                    # the many tests of the passive path (recognition, quality, privacy, hostile input)
                    # send CHECK_IN bursts without a challenge. REGISTRATION and LICENCE_RENEWAL keep
                    # the default; tests/test_challenges.py checks the default policy itself.
-                   "challenge_passive_only_for": "check_in"},
+                   "challenge_passive_only_for": "check_in",
+                   # Many tests send one burst several times (wrong name, unknown ID, another challenge):
+                   # the replay check (issue 14, on by default, refused off in production) would answer
+                   # them all LIVENESS_FAILED. tests/test_capture_integrity.py runs with it on.
+                   "integrity__replay_check": False},
     )
 
 

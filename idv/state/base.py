@@ -8,6 +8,7 @@ in process memory; idv.state.redis_state shares both between replicas.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Protocol
 
 
@@ -147,3 +148,16 @@ class SessionStore(Protocol):
         ...
 
     def get(self, session_id: str) -> tuple[StoredSession, SessionResult | None] | None: ...
+
+
+# --- capture integrity (issue 14) --------------------------------------------------------------
+
+
+class SeenFrameStore(Protocol):
+    """Keyed digests (HMAC, never pixels) of frames already presented, remembered for a while."""
+
+    def remember(self, digests: Sequence[str], ttl_seconds: float) -> bool:
+        """Atomically record every digest for `ttl_seconds`; True if any of them was already
+        recorded (a replayed frame). Of two concurrent requests with one frame, exactly one gets
+        False."""
+        ...

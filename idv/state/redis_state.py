@@ -20,7 +20,7 @@ import base64
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -298,3 +298,30 @@ class RedisSessionStore:
             data = json.loads(raw_result)
             result = SessionResult(data["verdict"], data["reason"], data["request_id"], data.get("refusal", ""))
         return session, result
+
+
+# Record frame digests; report whether any was already there (one script: atomic across replicas).
+# KEYS: one per digest; ARGV[1] ttl in ms.
+_REMEMBER = """
+local seen = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, '1', 'PX', ARGV[1], 'GET') then seen = 1 end
+end
+return seen
+"""
+
+
+class RedisSeenFrameStore:
+    """Seen-frame digests (issue 14) as short keys with a TTL, shared by every replica."""
+
+    def __init__(self, client: redis.Redis, config: RedisConfig):
+        self._redis = client
+        self._prefix = config.prefix
+        self._remember = client.register_script(_REMEMBER)
+
+    def remember(self, digests: Sequence[str], ttl_seconds: float) -> bool:
+        if not digests:
+            return False
+        keys = [f"{self._prefix}frame:{d}" for d in digests]
+        with _guard():
+            return bool(self._remember(keys=keys, args=[max(int(ttl_seconds * 1000), 1)]))
