@@ -27,14 +27,15 @@ import numpy as np
 
 from idv.audit import AuditLog
 from idv.capture_integrity import ReplayGuard
-from idv.challenges import ChallengeIssuer, ChallengePolicy
+from idv.challenges import ChallengeIssuer, ChallengePolicy, satisfies
 from idv.errors import AlreadyEnrolled, DuplicateFace, InvalidRequest, NotServing, TemplateMismatch, Throttled
 from idv.identity import IdentityError, normalise_name, parse_id_number
-from idv.pipeline import Budget, ClaimedReference, Decision, Screening, VerificationPipeline
+from idv.pipeline import Budget, ClaimedReference, Decision, LightRequest, Screening, VerificationPipeline
 from idv.references import ReferenceVault
 from idv.state.base import StoredChallenge
 from idv.throttle import Throttle
 from idv.verdicts import CALLER_REASON, Purpose, Reason, TrueReason, Verdict
+from liveness.light import LightStep
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class VerifyCommand:
     frames: tuple[bytes, ...]
     challenge_id: str = ""
     caller: str = "anonymous"
+    # Issue 14: each frame's capture time in ms from the light sequence's start (light challenges).
+    timestamps_ms: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class VerifyOutcome:
     true_reason: TrueReason  # audit only
     id_key: str  # keyed hash of the ID, audit only
     timings_ms: dict[str, float] = field(default_factory=dict)
+    evidence: dict[str, float] = field(default_factory=dict)  # audit only (light challenge)
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,7 @@ class VerificationService:
         self._throttle = throttle
         self._audit = audit
         self._challenge_required = challenge_policy.required_purposes
+        self._challenge_policy = challenge_policy
         self._challenges = challenges
         self._screening = screening
         self._fingerprints = dict(fingerprints or {})
@@ -171,11 +176,17 @@ class VerificationService:
     def _decide(self, command: VerifyCommand, claim: Claim, budget: Budget) -> VerifyOutcome:
         request_id = str(uuid.uuid4())
         actions: tuple[str, ...] | None = None
+        light: LightRequest | None = None
         if command.challenge_id:
+            challenge = None
             if self._challenges is not None:
-                actions = self._challenges.redeem(command.challenge_id, command.caller, claim.id_key)
-            if actions is None:
+                challenge = self._challenges.redeem_challenge(command.challenge_id, command.caller, claim.id_key)
+            # Issue 14: a challenge lacking what the purpose's kind requires (light, actions) is no good here.
+            if challenge is None or not satisfies(challenge, self._challenge_policy.kind_for(claim.purpose)):
                 return _outcome(request_id, TrueReason.CHALLENGE_INVALID, claim.id_key, {})
+            actions = challenge.actions or None
+            if challenge.light:
+                light = LightRequest(tuple(LightStep(c, d) for c, d in challenge.light), command.timestamps_ms)
         elif claim.purpose in self._challenge_required:
             return _outcome(request_id, TrueReason.CHALLENGE_REQUIRED, claim.id_key, {})
         if self._replay_guard is not None:
@@ -206,7 +217,7 @@ class VerificationService:
         lookup_ms = (time.perf_counter() - started) * 1000.0
         try:
             decision: Decision = self._pipeline.evaluate(command.frames, ClaimedReference(claim.id_key, templates),
-                                                         actions, budget)
+                                                         actions, budget, light)
         finally:
             if templates is not None:
                 templates.fill(0)
@@ -215,7 +226,8 @@ class VerificationService:
             true_reason = identity_problem  # answered like a face mismatch (same caller reason)
         elif true_reason is TrueReason.VERIFIED and record is not None and self._expired(record.enrolled_at):
             true_reason = TrueReason.REFERENCE_EXPIRED
-        return _outcome(request_id, true_reason, claim.id_key, {"lookup": lookup_ms, **decision.timings_ms})
+        return _outcome(request_id, true_reason, claim.id_key, {"lookup": lookup_ms, **decision.timings_ms},
+                        decision.evidence)
 
     def _expired(self, enrolled_at: float) -> bool:
         return self._reference_max_age > 0 and self._clock() - enrolled_at > self._reference_max_age
@@ -231,6 +243,7 @@ class VerificationService:
             "true_reason": outcome.true_reason.value,
             "models": self._fingerprints,
             "timings_ms": {k: round(v, 2) for k, v in outcome.timings_ms.items()},
+            "evidence": outcome.evidence,  # issue 14: light correlation/strength, audit only
         })
 
     def _audit_refusal(self, command: VerifyCommand, id_key: str, error: Throttled) -> None:
@@ -305,11 +318,13 @@ class VerificationService:
         })
 
     # ------------------------------------------------------------------ challenges
-    def create_challenge(self, caller: str, id_number: str) -> StoredChallenge:
+    def create_challenge(self, caller: str, id_number: str, purpose: Purpose | None = None) -> StoredChallenge:
+        """Issue 14: with a purpose, the challenge holds that purpose's kind (actions, light or both)."""
         if self._challenges is None:
             raise NotServing("active challenges need the FaceMesh model, which this node has not loaded")
         self._throttle.admit_caller(caller)
-        return self._challenges.issue(caller, self._vault.id_key(_canonical_id(id_number)))
+        return self._challenges.issue(caller, self._vault.id_key(_canonical_id(id_number)),
+                                      kind=self._challenge_policy.kind_for(purpose))
 
     # --- verification sessions (issue 13): the upload runs `verify` above, nothing else ---------
 
@@ -386,6 +401,8 @@ def _parse(id_number: str, name: str) -> _Parsed:
         raise InvalidRequest(exc.message, exc.reason) from None
 
 
-def _outcome(request_id: str, true_reason: TrueReason, id_key: str, timings: dict[str, float]) -> VerifyOutcome:
+def _outcome(request_id: str, true_reason: TrueReason, id_key: str, timings: dict[str, float],
+             evidence: dict[str, float] | None = None) -> VerifyOutcome:
     verdict = Verdict.PASS if true_reason is TrueReason.VERIFIED else Verdict.FAIL
-    return VerifyOutcome(request_id, verdict, CALLER_REASON[true_reason], true_reason, id_key, timings)
+    return VerifyOutcome(request_id, verdict, CALLER_REASON[true_reason], true_reason, id_key, timings,
+                         dict(evidence or {}))

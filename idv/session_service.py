@@ -44,12 +44,15 @@ class SessionService:
             raise InvalidRequest("a fixed challenge is a test facility this node does not allow",
                                  "FIXED_CHALLENGE_REFUSED")
         id_key = self._vault.id_key(canonical)
-        challenge = self._challenges.issue(caller, id_key, fixed_actions)
+        kind = self._challenges.policy.kind_for(purpose)  # issue 14: actions, light or both
+        if fixed_actions and kind == "light":
+            kind = "both"  # a test fixed the actions: keep them
+        challenge = self._challenges.issue(caller, id_key, fixed_actions, kind)
         return self._keeper.open(caller, purpose.value, canonical, normalised, id_key, challenge.challenge_id,
-                                 challenge.actions, challenge.expires_at)
+                                 challenge.actions, challenge.expires_at, challenge.light)
 
-    def verify_capture(self, capture_token: str, frames: tuple[bytes, ...],
-                       budget: Budget) -> tuple[VerifyCommand, VerifyOutcome]:
+    def verify_capture(self, capture_token: str, frames: tuple[bytes, ...], budget: Budget,
+                       timestamps_ms: tuple[float, ...] = ()) -> tuple[VerifyCommand, VerifyOutcome]:
         """A device's upload: use the token once, then Verify's own decision for the session's caller,
         identity, purpose and challenge. The verdict (or the refusal) is kept for the creator."""
         claimed = self._keeper.claim(capture_token)
@@ -58,7 +61,7 @@ class SessionService:
                                   "CAPTURE_TOKEN_INVALID")
         session = claimed.session
         command = VerifyCommand(claimed.canonical_id, claimed.name, Purpose(session.purpose), frames,
-                                session.challenge_id, session.caller)
+                                session.challenge_id, session.caller, timestamps_ms)
         try:
             outcome = self._verification.verify(command, budget)
         except IdvError as refused:

@@ -140,9 +140,9 @@ def build_app(node_state, admission: Admission, counters: CounterStore, config: 
             if sessions is None:
                 raise NotServing("the node is starting or stopping; retry shortly")
             budget = Budget(config.request_budget_seconds)
-            frames = capture.frames
+            frames, stamps = capture.frames, capture.timestamps_ms
             command, outcome = await run_in_threadpool(
-                admission.run, budget, lambda: sessions.verify_capture(token, frames, budget))
+                admission.run, budget, lambda: sessions.verify_capture(token, frames, budget, stamps))
             node_state.record_decision(command, outcome)
             node_state.metrics.observe_rpc("DeviceUpload", "OK", time.perf_counter() - started)
             return JSONResponse({"verdict": outcome.verdict.value, "reason": outcome.reason.value},

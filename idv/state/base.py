@@ -86,6 +86,8 @@ class StoredChallenge:
     id_key: str
     actions: tuple[str, ...]
     expires_at: float
+    # Issue 14: the light sequence to flash, as (colour, duration_ms) steps; empty: no light challenge.
+    light: tuple[tuple[str, int], ...] = ()
 
 
 class ChallengeStore(Protocol):

@@ -207,7 +207,8 @@ class RedisChallengeStore:
     def put(self, challenge: StoredChallenge) -> None:
         ttl_ms = max(int((challenge.expires_at - self._clock() + self._GRACE_SECONDS) * 1000), 1)
         value = json.dumps({"caller": challenge.caller, "id_key": challenge.id_key,
-                            "actions": list(challenge.actions), "expires_at": challenge.expires_at})
+                            "actions": list(challenge.actions), "expires_at": challenge.expires_at,
+                            "light": [list(step) for step in challenge.light]})
         with _guard():
             self._redis.set(self._key(challenge.challenge_id), value, px=ttl_ms)
 
@@ -218,7 +219,8 @@ class RedisChallengeStore:
             return None
         data = json.loads(raw)
         return StoredChallenge(challenge_id, data["caller"], data["id_key"], tuple(data["actions"]),
-                               float(data["expires_at"]))
+                               float(data["expires_at"]),
+                               tuple((str(c), int(d)) for c, d in data.get("light", [])))
 
 
 class RedisSessionStore:
