@@ -79,6 +79,7 @@ class Session:
     actions: tuple[str, ...]
     expires_at_unix: int
     frame_count: int
+    light: tuple[tuple[str, int], ...] = ()  # issue 14: (colour, duration_ms) flashes
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ class IdvClient:
         response = self._invoke(self._stub.CreateSession, request, metadata)
         return Session(response.session_id, response.capture_url, response.capture_token,
                        tuple(pb.Action.Name(a) for a in response.actions), response.expires_at_unix,
-                       response.frame_count)
+                       response.frame_count, tuple((s.colour, s.duration_ms) for s in response.light))
 
     def session_result(self, session_id: str) -> SessionResult:
         response = self._invoke(self._stub.GetSessionResult, pb.GetSessionResultRequest(session_id=session_id))

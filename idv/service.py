@@ -62,6 +62,9 @@ class VerifyCommand:
     caller: str = "anonymous"
     # Issue 14: each frame's capture time in ms from the light sequence's start (light challenges).
     timestamps_ms: tuple[float, ...] = ()
+    # Sessions: seconds from the session's opening to its upload; the frames' times must fit in it
+    # (0: no session, not checked).
+    session_window_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,12 @@ class VerificationService:
                 light = LightRequest(tuple(LightStep(c, d) for c, d in challenge.light), command.timestamps_ms)
         elif claim.purpose in self._challenge_required:
             return _outcome(request_id, TrueReason.CHALLENGE_REQUIRED, claim.id_key, {})
+        stamps = command.timestamps_ms
+        if command.session_window_seconds > 0 and stamps and (
+                any(b <= a for a, b in zip(stamps, stamps[1:]))
+                or (stamps[-1] - stamps[0]) / 1000.0 > command.session_window_seconds):
+            # Frames taken before the session existed (a capture prepared in advance): not this session's.
+            return _outcome(request_id, TrueReason.CAPTURE_TIMING, claim.id_key, {})
         if self._replay_guard is not None:
             budget.check("replay check")
             if self._replay_guard.replayed(command.frames):
@@ -217,7 +226,7 @@ class VerificationService:
         lookup_ms = (time.perf_counter() - started) * 1000.0
         try:
             decision: Decision = self._pipeline.evaluate(command.frames, ClaimedReference(claim.id_key, templates),
-                                                         actions, budget, light)
+                                                         actions, budget, light=light)
         finally:
             if templates is not None:
                 templates.fill(0)

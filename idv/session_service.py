@@ -7,6 +7,8 @@ Verify gets (same throttling, challenge, reference, core and audit): there is no
 
 from __future__ import annotations
 
+import time
+
 from idv.challenges import ChallengeIssuer
 from idv.errors import IdvError, InvalidRequest, NotFound, Unauthenticated
 from idv.identity import IdentityError, normalise_name, parse_id_number
@@ -60,8 +62,11 @@ class SessionService:
             raise Unauthenticated("the capture token is not valid (unknown, already used or expired)",
                                   "CAPTURE_TOKEN_INVALID")
         session = claimed.session
+        # The session opened when its challenge was issued (capture_expires_at is the challenge's expiry).
+        opened_at = session.capture_expires_at - self._challenges.policy.ttl_seconds
         command = VerifyCommand(claimed.canonical_id, claimed.name, Purpose(session.purpose), frames,
-                                session.challenge_id, session.caller, timestamps_ms)
+                                session.challenge_id, session.caller, timestamps_ms,
+                                session_window_seconds=max(time.time() - opened_at, 0.001) + 1.0)
         try:
             outcome = self._verification.verify(command, budget)
         except IdvError as refused:

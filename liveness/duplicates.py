@@ -14,6 +14,7 @@ rest of the request's buffers. Nothing here is kept.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,6 +35,8 @@ class DuplicateConfig:
     # holding still on a webcam reaches ~0.4, so only byte-identical and near-lossless repeats are
     # caught; a still re-encoded with visible noise is not (it is left to the liveness checks).
     max_difference: float = 0.19
+    # A burst must hold at least this fraction of distinct pictures (see has_near_duplicates).
+    min_distinct_fraction: float = 1 / 3
 
     def problems(self) -> list[str]:
         problems: list[str] = []
@@ -41,6 +44,8 @@ class DuplicateConfig:
             problems.append("near-duplicate thumbnail_size must be in [8, 128]")
         if not (0 <= self.box_margin <= 1):
             problems.append("near-duplicate box_margin must be in [0, 1]")
+        if not (0 < self.min_distinct_fraction <= 1):
+            problems.append("near-duplicate min_distinct_fraction must be in (0, 1]")
         if self.max_difference < 0:
             problems.append("near-duplicate max_difference must not be negative")
         return problems
@@ -96,5 +101,29 @@ def smallest_difference(thumbnails: Sequence[np.ndarray]) -> float:
     return smallest
 
 
+def distinct_pictures(thumbnails: Sequence[np.ndarray], max_difference: float) -> int:
+    """How many different pictures the burst holds: a frame is new when it differs from every
+    picture kept so far by at least `max_difference` (mean-removed mean absolute grey level)."""
+    kept: list[np.ndarray] = []
+    for thumbnail in thumbnails:
+        if all(_difference(thumbnail, other) >= max_difference for other in kept):
+            kept.append(thumbnail)
+    return len(kept)
+
+
+def _difference(a: np.ndarray, b: np.ndarray) -> float:
+    delta = a - b
+    return float(np.mean(np.abs(delta - float(np.mean(delta)))))
+
+
 def has_near_duplicates(thumbnails: Sequence[np.ndarray], config: DuplicateConfig) -> bool:
-    return smallest_difference(thumbnails) < config.max_difference
+    """True when the burst is mostly one picture (or a few) repeated.
+
+    Not "any two frames alike": real cameras deliver the same frame twice when a terminal polls
+    faster than the sensor runs, or a driver converts 25 to 30 fps (measured: the live clips hold
+    exact duplicates between neighbouring frames). A burst fails only when it holds fewer distinct
+    pictures than `min_distinct_fraction` of its frames (and at least two): one still repeated
+    gives one, a camera at half the polling rate gives half.
+    """
+    needed = max(2, math.ceil(len(thumbnails) * config.min_distinct_fraction))
+    return len(thumbnails) >= 2 and distinct_pictures(thumbnails, config.max_difference) < needed

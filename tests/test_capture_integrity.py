@@ -60,3 +60,17 @@ def test_production_refuses_the_replay_check_off() -> None:
 
     with pytest.raises(ConfigError, match="replay_check"):
         load_settings(environ={}, overrides={"mode": "production", "integrity__replay_check": False})
+
+
+def test_session_frames_older_than_the_session_fail(node_settings, model_set, testdata) -> None:
+    """A capture whose frame times span longer than the session has existed was taken before it."""
+    from idv.assemble import build_service
+
+    with build_service(node_settings, model_set, capture_base_url="http://127.0.0.1:9") as assembled:
+        assembled.service.enroll(EnrollCommand(ID_SUBJECT_1, NAME, (nuaa_frames(testdata, "print", "0001")[0]
+                                                                    .read_bytes(),)), Budget(30))
+        frames = tuple(p.read_bytes() for p in next(iter(nuaa_sequences(testdata, "live", "0001").values()))[:15:3])
+        opened = assembled.sessions.create_session("anonymous", ID_SUBJECT_1, NAME, Purpose.CHECK_IN)
+        stamps = tuple(float(t) for t in np.linspace(0, 300_000, len(frames)))  # five minutes of "capture"
+        _, outcome = assembled.sessions.verify_capture(opened.capture_token, frames, Budget(30), stamps)
+        assert (outcome.reason, outcome.true_reason) == (Reason.LIVENESS_FAILED, TrueReason.CAPTURE_TIMING)

@@ -161,9 +161,9 @@ def test_twenty_concurrent_uses_yield_exactly_one_evaluation(challenge_node, tes
     evaluations = []
     original = pipeline.evaluate
 
-    def counting(frames, claimed, actions, budget):
+    def counting(frames, claimed, actions, budget, light=None):
         evaluations.append(actions)
-        return original(frames, claimed, actions, budget)
+        return original(frames, claimed, actions, budget, light=light)
 
     monkeypatch.setattr(pipeline, "evaluate", counting)
     frames = clip_frames(testdata, "live_d12.mp4", 20, 105, 8)
