@@ -240,26 +240,31 @@ def main() -> None:
                     "no_reflection": simulate(prepared, times, None, 0.0, albedo, camera, rng),
                     "other_sequence": simulate(prepared, times, draw_sequence(config, draw), attack_level,
                                                albedo, camera, rng),
+                    # Beyond the camera latency the check tolerates (max_latency_ms): a shift inside it
+                    # cannot be told from a slow camera, by construction.
                     "shifted": simulate(prepared, times, sequence, attack_level, albedo, camera, rng,
-                                        shift_ms=float(rng.uniform(0.5, 1.5)) * total / (len(sequence) + 1)),
+                                        shift_ms=config.max_latency_ms + float(rng.uniform(100, 600))),
                 }
                 for kind, captured in attacks.items():
                     rows.append({"clip": clip, "split": split, "kind": kind, "camera": camera.name,
                                  "level": attack_level if kind != "no_reflection" else 0.0, **measure(captured)})
         log.info("%s (%s): %d rows so far", clip, split, len(rows))
 
+    # The correlation threshold is chosen on calibration clips only: the highest attack correlation
+    # there plus a margin. The amplitude floor is physical, set a priori (a 0.3% change of skin
+    # chroma), not tuned. Report clips are judged with exactly these.
     calibration_attacks = [r for r in rows if r["split"] == "calibration" and r["kind"] != "genuine"]
     chosen_correlation = round(max(r["correlation"] for r in calibration_attacks) + 0.05, 2)
-    no_reflection = [abs(r["amplitude"]) for r in calibration_attacks if r["kind"] == "no_reflection"]
-    chosen_amplitude = round(float(np.percentile(no_reflection, 95)), 4)
+    chosen_amplitude = config.min_amplitude
 
-    def passes(r: dict, correlation: float, amplitude: float) -> bool:
+    def passes(r: dict, correlation: float = chosen_correlation, amplitude: float = chosen_amplitude) -> bool:
         return r["correlation"] >= correlation and r["amplitude"] >= amplitude
 
     report: dict = {
         "what": "light challenge on simulated screen reflections added to real live clips (see the script's docstring)",
         "thresholds_chosen_on_calibration": {"min_correlation": chosen_correlation, "min_amplitude": chosen_amplitude},
-        "thresholds_shipped": {"min_correlation": config.min_correlation, "min_amplitude": config.min_amplitude},
+        "thresholds_shipped_at_run_time": {"min_correlation": config.min_correlation,
+                                           "min_amplitude": config.min_amplitude},
         "clips": {split: sorted({r["clip"] for r in rows if r["split"] == split}) for split in ("calibration", "report")},
         "bpcer_by_level": {},
         "apcer": {},
@@ -271,7 +276,7 @@ def main() -> None:
             for level in LEVELS:
                 group = [r for r in rows if r["split"] == split and r["kind"] == "genuine" and r["camera"] == camera.name
                          and r["level"] == level]
-                failing = sum(not passes(r, config.min_correlation, config.min_amplitude) for r in group)
+                failing = sum(not passes(r) for r in group)
                 table[f"{level * 100:g}%"] = {"captures": len(group), "failing": failing,
                                               "bpcer": round(failing / len(group), 4) if group else None,
                                               "median_correlation": round(float(np.median([r["correlation"] for r in group])), 3)
@@ -284,11 +289,16 @@ def main() -> None:
                 f"{weakest * 100:g}% of face brightness" if weakest is not None else "none in the grid")
         for kind in ("no_reflection", "other_sequence", "shifted"):
             group = [r for r in rows if r["split"] == split and r["kind"] == kind]
-            accepted = sum(passes(r, config.min_correlation, config.min_amplitude) for r in group)
+            accepted = sum(passes(r) for r in group)
             report["apcer"][f"{split}/{kind}"] = {"attacks": len(group), "accepted": accepted,
                                                   "apcer": round(accepted / len(group), 4) if group else None,
                                                   "max_correlation": round(max(r["correlation"] for r in group), 3)
                                                   if group else None}
+    report["failing_genuine_at_6pct_and_above"] = [
+        {k: r[k] for k in ("clip", "split", "camera", "level", "correlation", "amplitude")}
+        for r in rows if r["kind"] == "genuine" and r["level"] >= 0.06 and not passes(r)]
+    if (chosen_correlation, chosen_amplitude) != (config.min_correlation, config.min_amplitude):
+        log.warning("liveness.light.LightConfig ships other thresholds than chosen here: update it")
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     log.info(json.dumps(report, indent=2))
 
