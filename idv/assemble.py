@@ -234,7 +234,8 @@ def build_service(settings: Settings, models: ModelSet | None = None,
         pipeline = VerificationPipeline(models.detector, models.embedder, threshold.threshold, settings.limits,
                                         settings.image, settings.quality, liveness=liveness, actions=actions,
                                         screening=screening, frame_pool=frame_pool,
-                                        duplicates=settings.integrity.duplicates())
+                                        # A presentation-attack check: off with liveness (development only).
+                                        duplicates=settings.integrity.duplicates() if settings.liveness.enabled else None)
         audit = AuditLog(settings.store.audit_path,
                          load_audit_key(settings.store.data_dir, create=not settings.serving.production))
         closers.append(audit.close)
