@@ -23,6 +23,7 @@ import cv2
 from idv.action_check import ActionVerifier
 from idv.admin import AdminConfig, AdminService
 from idv.audit import AuditLog
+from idv.capture_integrity import ReplayGuard, frame_digest_key
 from idv.challenges import ChallengeIssuer
 from idv.config import Settings, mask_dsn
 from idv.credentials import CheckInCredentials
@@ -39,9 +40,11 @@ from idv.session_service import SessionService
 from idv.security.callers import CallerRegistry, CallersFileError
 from idv.sessions import SessionKeeper, SessionPolicy
 from idv.site_thresholds import resolve_threshold, start_record
-from idv.state.base import ChallengeStore, CounterStore, CredentialStore, SessionStore
-from idv.state.local import MemoryChallengeStore, MemoryCredentialStore, MemorySessionStore, SqliteCounterStore
-from idv.state.redis_state import (RedisChallengeStore, RedisCounterStore, RedisCredentialStore, RedisSessionStore,
+from idv.state.base import ChallengeStore, CounterStore, CredentialStore, SeenFrameStore, SessionStore
+from idv.state.local import (MemoryChallengeStore, MemoryCredentialStore, MemorySeenFrameStore, MemorySessionStore,
+                             SqliteCounterStore)
+from idv.state.redis_state import (RedisChallengeStore, RedisCounterStore, RedisCredentialStore, RedisSeenFrameStore,
+                                   RedisSessionStore,
                                    connect)
 from idv.store.base import ReferenceStore
 from idv.store.postgres import PostgresReferenceStore
@@ -126,6 +129,7 @@ class _SharedState:
     challenges: ChallengeStore
     sessions: SessionStore
     credentials: CredentialStore  # issue 18
+    seen_frames: SeenFrameStore  # issue 14: keyed digests of presented frames
 
 
 def _open_shared_state(settings: Settings, closers: list[Callable[[], None]]) -> _SharedState:
@@ -135,14 +139,15 @@ def _open_shared_state(settings: Settings, closers: list[Callable[[], None]]) ->
         counters = SqliteCounterStore(settings.store.counters_path,
                                       SqliteOptions(settings.store.sqlite_busy_timeout_seconds))
         closers.append(counters.close)
-        return _SharedState(counters, MemoryChallengeStore(), MemorySessionStore(), MemoryCredentialStore())
+        return _SharedState(counters, MemoryChallengeStore(), MemorySessionStore(), MemoryCredentialStore(),
+                            MemorySeenFrameStore())
     config = settings.state.redis()
     client = connect(config)
     closers.append(client.close)
     redis_counters = RedisCounterStore(client, config)
     redis_counters.ping()  # refuse to start without it, like a missing reference store
     return _SharedState(redis_counters, RedisChallengeStore(client, config), RedisSessionStore(client, config),
-                        RedisCredentialStore(client, config))
+                        RedisCredentialStore(client, config), RedisSeenFrameStore(client, config))
 
 
 def display_names(callers_path: Path) -> dict[str, str]:
@@ -190,6 +195,16 @@ def _screening(settings: Settings, manifest: Manifest, vault: ReferenceVault, mo
     return Screening(gallery, policy, refresh=sync.refresh)
 
 
+def _warn_passive_only(settings: Settings) -> None:
+    """Issue 14: a purpose allowed without a challenge is weaker (synthetic or injected video passes
+    passive liveness); say so at every start, loudest in production."""
+    passive = sorted(p.value for p in settings.challenges.passive_purposes)
+    if passive:
+        level = logging.WARNING if settings.serving.production else logging.INFO
+        log.log(level, "challenges: purposes %s are passive-only (no challenge): weaker against recorded, "
+                "synthetic and injected video", passive)
+
+
 def build_service(settings: Settings, models: ModelSet | None = None,
                   capture_base_url: str | None = None) -> AssembledService:
     """Everything a verification needs, opened and checked. Raises on any problem (a model missing
@@ -218,6 +233,7 @@ def build_service(settings: Settings, models: ModelSet | None = None,
             # Checked before anything is opened (the store guard writes its marker on a first start):
             # the counters file must not vanish between starts, or lockouts would be forgotten.
             require_existing_file(settings.store.counters_path, settings.store.store_id_path, "counters store")
+        _warn_passive_only(settings)
         store = open_reference_store(settings)
         closers.append(store.close)
         vault = open_vault(settings, store)
@@ -245,7 +261,9 @@ def build_service(settings: Settings, models: ModelSet | None = None,
         closers.append(frame_pool.shutdown)
         pipeline = VerificationPipeline(models.detector, models.embedder, threshold.threshold, settings.limits,
                                         settings.image, settings.quality, settings.burst, liveness=liveness,
-                                        actions=actions, screening=screening, frame_pool=frame_pool)
+                                        actions=actions, screening=screening, frame_pool=frame_pool,
+                                        # A presentation-attack check: off with liveness (development only).
+                                        duplicates=settings.integrity.duplicates() if settings.liveness.enabled else None)
         audit = AuditLog(settings.store.audit_path,
                          load_audit_key(settings.store.data_dir, create=not settings.serving.production))
         closers.append(audit.close)
@@ -266,7 +284,12 @@ def build_service(settings: Settings, models: ModelSet | None = None,
                                       fingerprints={"detector": models.fingerprints["detector"],
                                                     "recognizer": models.fingerprints["recognizer"]},
                                       reference_max_age_seconds=settings.store.reference_max_age_seconds,
-                                      credentials=credentials, security_level=settings.models.security_level)
+                                      credentials=credentials, security_level=settings.models.security_level,
+                                      # Frames presented before fail, for a challenge's life + margin.
+                                      replay_guard=ReplayGuard(
+                                          shared.seen_frames, frame_digest_key(vault.keys.pseudonym_key),
+                                          settings.challenges.ttl_seconds + settings.integrity.replay_margin_seconds)
+                                      if settings.integrity.replay_check else None)
         sessions = None
         if capture_base_url is not None and issuer is not None:
             keeper = SessionKeeper(shared.sessions, vault.keys,

@@ -213,16 +213,19 @@ def verify(id_number: str, name: str, purpose: str, challenge_id: str, as_json: 
 @main.command()
 @client_options
 @click.option("--id", "id_number", required=True)
-def challenge(id_number: str, **conn) -> None:
-    """Ask for a one-time active challenge; prints its id, actions and expiry as JSON."""
+@click.option("--purpose", type=click.Choice(["", "registration", "licence_renewal", "check_in"]), default="",
+              help="The purpose the challenge is for: its kind (actions, light, both) follows the node's policy.")
+def challenge(id_number: str, purpose: str, **conn) -> None:
+    """Ask for a one-time challenge; prints its id, actions, light steps and expiry as JSON."""
     import grpc
 
     with _client(**conn) as client:
         try:
-            issued = client.create_challenge(id_number)
+            issued = client.create_challenge(id_number, purpose)
         except grpc.RpcError as error:
             raise _rpc_failure(error) from None
     click.echo(json.dumps({"challenge_id": issued.challenge_id, "actions": list(issued.actions),
+                           "light": [{"colour": c, "duration_ms": d} for c, d in issued.light],
                            "expires_at_unix": issued.expires_at_unix}))
 
 

@@ -84,6 +84,7 @@ class Challenge:
     challenge_id: str
     actions: tuple[str, ...]
     expires_at_unix: int
+    light: tuple[tuple[str, int], ...] = ()  # issue 14: (colour, duration_ms) flashes
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class Session:
     actions: tuple[str, ...]
     expires_at_unix: int
     frame_count: int
+    light: tuple[tuple[str, int], ...] = ()  # issue 14: (colour, duration_ms) flashes
 
 
 @dataclass(frozen=True)
@@ -195,9 +197,10 @@ class IdvClient:
                 time.sleep(min(0.2 * 2**attempt, max(deadline - time.monotonic(), 0)))
 
     def verify(self, id_number: str, name: str, frames: Sequence[bytes], purpose: str = "check_in",
-               challenge_id: str = "") -> VerifyResult:
+               challenge_id: str = "", timestamps_ms: Sequence[float] = ()) -> VerifyResult:
         request = pb.VerifyRequest(id_number=id_number, name=name, purpose=PURPOSES[purpose],
-                                   frames=list(frames), challenge_id=challenge_id)
+                                   frames=list(frames), challenge_id=challenge_id,
+                                   frame_timestamps_ms=list(timestamps_ms))
         response = self._invoke(self._stub.Verify, request)
         return VerifyResult(pb.Verdict.Name(response.verdict), pb.Reason.Name(response.reason), response.request_id,
                             _credential(response.credential))
@@ -207,10 +210,11 @@ class IdvClient:
         response = self._invoke(self._stub.Enroll, request)
         return EnrollResult(response.request_id, response.template_count, response.flagged_for_review)
 
-    def create_challenge(self, id_number: str) -> Challenge:
-        response = self._invoke(self._stub.CreateChallenge, pb.CreateChallengeRequest(id_number=id_number))
+    def create_challenge(self, id_number: str, purpose: str = "") -> Challenge:
+        request = pb.CreateChallengeRequest(id_number=id_number, purpose=PURPOSES[purpose] if purpose else 0)
+        response = self._invoke(self._stub.CreateChallenge, request)
         return Challenge(response.challenge_id, tuple(pb.Action.Name(a) for a in response.actions),
-                         response.expires_at_unix)
+                         response.expires_at_unix, tuple((s.colour, s.duration_ms) for s in response.light))
 
     # ---- admin (scope `admin`)
     def delete_identity(self, id_number: str) -> tuple[bool, float]:
@@ -238,7 +242,7 @@ class IdvClient:
         response = self._invoke(self._stub.CreateSession, request, metadata)
         return Session(response.session_id, response.capture_url, response.capture_token,
                        tuple(pb.Action.Name(a) for a in response.actions), response.expires_at_unix,
-                       response.frame_count)
+                       response.frame_count, tuple((s.colour, s.duration_ms) for s in response.light))
 
     def session_result(self, session_id: str) -> SessionResult:
         response = self._invoke(self._stub.GetSessionResult, pb.GetSessionResultRequest(session_id=session_id))

@@ -35,6 +35,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from idv.capture_integrity import IntegritySettings
 from idv.challenges import ChallengePolicy
 from idv.credentials import CredentialSettings
 from idv.face.burst import BurstPolicy
@@ -179,6 +180,7 @@ class Settings:
     sessions: SessionSettings = field(default_factory=SessionSettings)
     credentials: CredentialSettings = field(default_factory=CredentialSettings)  # issue 18
     history: HistorySettings = field(default_factory=HistorySettings)  # issue 18
+    integrity: IntegritySettings = field(default_factory=IntegritySettings)  # issue 14
 
     def updated(self, **changes: object) -> Settings:
         """A copy with some values changed, by flat name (`port`) or `section__field`; not validated."""
@@ -223,6 +225,8 @@ class Settings:
         if self.serving.production:
             if self.sessions.fixed_challenges:
                 problems.append("production mode refuses session_fixed_challenges = true")
+            if not self.integrity.replay_check:
+                problems.append("production mode refuses integrity.replay_check = false")
             if self.serving.reflection:
                 problems.append("production mode refuses reflection = true")
             if self.serving.log_level.upper() == "DEBUG":
@@ -256,6 +260,7 @@ _RENAMED: dict[str, tuple[str, str]] = {
     "max_frame_pixels": ("image", "max_pixels"),
     "challenge_required_for": ("challenges", "required_for"),
     "challenge_ttl_seconds": ("challenges", "ttl_seconds"),
+    "challenge_passive_only_for": ("challenges", "passive_only_for"),  # issue 14
     "gallery_exact_max": ("gallery", "exact_max"),
     "gallery_nprobe": ("gallery", "nprobe"),
     "gallery_refresh_seconds": ("gallery", "refresh_seconds"),

@@ -38,6 +38,8 @@ from idv.face.quality import QualityLimits, assess
 from idv.face.types import FaceDetection
 from idv.imaging import ImageHeader, ImageLimits, check_header, decode_frame
 from idv.verdicts import TrueReason
+from liveness.duplicates import DuplicateConfig, burst_thumbnails, has_near_duplicates
+from liveness.light import LightConfig, LightStep, analyse, frame_chroma, sequence_duration_ms
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,27 @@ class Decision:
 
     true_reason: TrueReason
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # Audit only, never to a caller: e.g. the light challenge's correlation and strength.
+    evidence: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LightRequest:
+    """Issue 14: the light sequence the screen flashed, and each frame's capture time (ms from its start)."""
+
+    sequence: tuple[LightStep, ...]
+    timestamps_ms: tuple[float, ...]
+
+
+def light_timing_plausible(request: LightRequest, frame_count: int, max_interval_ms: float = 600.0) -> bool:
+    """One time per frame, strictly increasing, no gap longer than `max_interval_ms`, and covering
+    the sequence: an unlit frame before it starts and a frame after it ends."""
+    times = request.timestamps_ms
+    if len(times) != frame_count or frame_count < 3:
+        return False
+    steps = [b - a for a, b in zip(times, times[1:])]
+    return (all(0 < step <= max_interval_ms for step in steps) and times[0] < 0
+            and times[-1] >= sequence_duration_ms(request.sequence))
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,6 +250,8 @@ class VerificationPipeline:
         actions: ActionCheck | None = None,
         screening: Screening | None = None,
         frame_pool: Executor | None = None,
+        duplicates: DuplicateConfig | None = None,
+        light: LightConfig = LightConfig(),
     ):
         self._detector = detector
         self._embedder = embedder
@@ -239,6 +264,8 @@ class VerificationPipeline:
         self._actions = actions
         self._screening = screening
         self._frame_pool = frame_pool
+        self._duplicates = duplicates  # issue 14: near-duplicate frames within a burst
+        self._light = light  # issue 14: the light challenge's thresholds
         # Liveness cannot judge a single frame: shorter bursts are refused before decoding.
         self._min_frames = liveness.min_frames if liveness is not None else 1
 
@@ -375,18 +402,29 @@ class VerificationPipeline:
 
     # ------------------------------------------------------------------ verify
     def evaluate(self, burst: CheckedBurst, claimed: ClaimedReference, actions: tuple[str, ...] | None,
-                 budget: Budget) -> Decision:
+                 budget: Budget, light: LightRequest | None = None) -> Decision:
         """Decode, detect, check liveness (and the challenge's actions), compare: a decision.
 
         `burst` comes from `check_burst`; `actions` is None when no challenge applies.
         """
         timer = _StageTimer()
         owned: list[np.ndarray] = []
+        evidence: dict[str, float] = {}
+        if light is not None and not light_timing_plausible(light, len(burst.frames)):
+            return Decision(TrueReason.CAPTURE_TIMING)
         try:
             try:
                 observations = self._observe(burst.frames, timer, budget, owned, burst.headers)
             except _FrameFailure as failure:
                 return Decision(failure.reason, dict(timer.timings))
+            if self._duplicates is not None and len(observations) > 1:
+                with timer.stage("duplicates"):
+                    thumbnails = burst_thumbnails([o.frame_bgr for o in observations],
+                                                  [o.face.box_xywh for o in observations], self._duplicates)
+                    owned.extend(thumbnails)
+                    repeated = has_near_duplicates(thumbnails, self._duplicates)
+                if repeated:
+                    return Decision(TrueReason.NEAR_DUPLICATE_FRAMES, dict(timer.timings))
             if self._liveness is not None:
                 budget.check("liveness")
                 with timer.stage("liveness"):
@@ -402,6 +440,20 @@ class VerificationPipeline:
                                                         [o.face for o in observations], actions, owned)
                 if not performed:
                     return Decision(TrueReason.CHALLENGE_FAILED, dict(timer.timings))
+            if light is not None:
+                budget.check("light")
+                with timer.stage("light"):
+                    try:
+                        chroma = np.array([frame_chroma(o.frame_bgr, o.face.box_xywh, o.face.landmarks)
+                                           for o in observations])
+                    except ValueError:  # a face too small to measure its skin: no evidence of the flashes
+                        chroma = np.zeros((0, 2))
+                    owned.append(chroma)
+                    found = analyse(chroma, light.timestamps_ms, light.sequence, self._light)
+                evidence = {"light_correlation": found.correlation, "light_amplitude": found.amplitude,
+                            "light_latency_ms": found.latency_ms}
+                if not found.passed:
+                    return Decision(TrueReason.CHALLENGE_FAILED, dict(timer.timings), evidence)
             budget.check("compare")
             with timer.stage("compare"):
                 probe = self._fused(observations)
@@ -427,8 +479,9 @@ class VerificationPipeline:
                 with timer.stage("screen"):
                     impersonated = self._screening.impersonated(claimed.id_key, probe, claimed_score)
                 if impersonated:
-                    return Decision(TrueReason.IMPERSONATION_SUSPECTED, dict(timer.timings))
-            return Decision(TrueReason.VERIFIED if matched else TrueReason.FACE_MISMATCH, dict(timer.timings))
+                    return Decision(TrueReason.IMPERSONATION_SUSPECTED, dict(timer.timings), evidence)
+            return Decision(TrueReason.VERIFIED if matched else TrueReason.FACE_MISMATCH, dict(timer.timings),
+                            evidence)
         finally:
             _zero(owned)
 

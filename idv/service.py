@@ -27,15 +27,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from idv.audit import AuditLog
-from idv.challenges import ChallengeIssuer, ChallengePolicy
+from idv.capture_integrity import ReplayGuard
+from idv.challenges import ChallengeIssuer, ChallengePolicy, satisfies
 from idv.credentials import CheckInCredentials, IssuedCredential
 from idv.errors import AlreadyEnrolled, DuplicateFace, InvalidRequest, NotServing, TemplateMismatch, Throttled
 from idv.identity import IdentityError, normalise_name, parse_id_number
-from idv.pipeline import Budget, CheckedBurst, ClaimedReference, Decision, Screening, VerificationPipeline
+from idv.pipeline import Budget, CheckedBurst, ClaimedReference, Decision, LightRequest, Screening, VerificationPipeline
 from idv.references import ReferenceVault
 from idv.state.base import StoredChallenge
 from idv.throttle import Throttle
 from idv.verdicts import CALLER_REASON, Purpose, Reason, TrueReason, Verdict
+from liveness.light import LightStep
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ _FAILED_ATTEMPT = frozenset({
     TrueReason.FACE_MISMATCH, TrueReason.NO_REFERENCE, TrueReason.NAME_MISMATCH, TrueReason.LIVENESS_FAILED,
     TrueReason.CHALLENGE_FAILED, TrueReason.CHALLENGE_INVALID, TrueReason.IMPERSONATION_SUSPECTED,
     TrueReason.REFERENCE_INVALID,  # counted like the non-match it is answered as
+    TrueReason.FRAME_REPLAYED, TrueReason.NEAR_DUPLICATE_FRAMES, TrueReason.CAPTURE_TIMING,  # issue 14
 })
 # Decisions reached by comparing with the (possibly decoy) reference: an identity problem
 # found before the comparison is the answer then, and only then.
@@ -59,6 +62,11 @@ class VerifyCommand:
     frames: tuple[bytes, ...]
     challenge_id: str = ""
     caller: str = "anonymous"
+    # Issue 14: each frame's capture time in ms from the light sequence's start (light challenges).
+    timestamps_ms: tuple[float, ...] = ()
+    # Sessions: seconds from the session's opening to its upload; the frames' times must fit in it
+    # (0: no session, not checked).
+    session_window_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -78,7 +86,8 @@ class VerifyOutcome:
     true_reason: TrueReason  # audit only
     id_key: str  # keyed hash of the ID, audit only
     timings_ms: dict[str, float] = field(default_factory=dict)
-    credential: IssuedCredential | None = None  # issue 18: a check-in code, on PASS for an issuing purpose
+    credential: IssuedCredential | None = None  # a check-in code, on PASS for an issuing purpose
+    evidence: dict[str, float] = field(default_factory=dict)  # audit only (light challenge)
 
 
 @dataclass(frozen=True)
@@ -114,14 +123,16 @@ class VerificationService:
         fingerprints: dict[str, str] | None = None,
         reference_max_age_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
-        credentials: CheckInCredentials | None = None,  # issue 18: check-in codes on PASS
-        security_level: str = "",  # issue 18: the level a redeemed credential reports
+        credentials: CheckInCredentials | None = None,  # check-in codes on PASS
+        security_level: str = "",  # the level a redeemed credential reports
+        replay_guard: ReplayGuard | None = None,
     ):
         self._pipeline = pipeline
         self._vault = vault
         self._throttle = throttle
         self._audit = audit
         self._challenge_required = challenge_policy.required_purposes
+        self._challenge_policy = challenge_policy
         self._challenges = challenges
         self._screening = screening
         self._fingerprints = dict(fingerprints or {})
@@ -131,6 +142,7 @@ class VerificationService:
         self._clock = clock
         self._credentials = credentials
         self._security_level = security_level
+        self._replay_guard = replay_guard  # frames presented before fail
 
     @property
     def fingerprints(self) -> dict[str, str]:
@@ -182,13 +194,29 @@ class VerificationService:
     def _decide(self, command: VerifyCommand, claim: Claim, budget: Budget) -> VerifyOutcome:
         request_id = str(uuid.uuid4())
         actions: tuple[str, ...] | None = None
+        light: LightRequest | None = None
         if command.challenge_id:
+            challenge = None
             if self._challenges is not None:
-                actions = self._challenges.redeem(command.challenge_id, command.caller, claim.id_key)
-            if actions is None:
+                challenge = self._challenges.redeem_challenge(command.challenge_id, command.caller, claim.id_key)
+            # Issue 14: a challenge lacking what the purpose's kind requires (light, actions) is no good here.
+            if challenge is None or not satisfies(challenge, self._challenge_policy.kind_for(claim.purpose)):
                 return _outcome(request_id, TrueReason.CHALLENGE_INVALID, claim.id_key, {})
+            actions = challenge.actions or None
+            if challenge.light:
+                light = LightRequest(tuple(LightStep(c, d) for c, d in challenge.light), command.timestamps_ms)
         elif claim.purpose in self._challenge_required:
             return _outcome(request_id, TrueReason.CHALLENGE_REQUIRED, claim.id_key, {})
+        stamps = command.timestamps_ms
+        if command.session_window_seconds > 0 and stamps and (
+                any(b <= a for a, b in zip(stamps, stamps[1:]))
+                or (stamps[-1] - stamps[0]) / 1000.0 > command.session_window_seconds):
+            # Frames taken before the session existed (a capture prepared in advance): not this session's.
+            return _outcome(request_id, TrueReason.CAPTURE_TIMING, claim.id_key, {})
+        if self._replay_guard is not None:
+            budget.check("replay check")
+            if self._replay_guard.replayed(command.frames):
+                return _outcome(request_id, TrueReason.FRAME_REPLAYED, claim.id_key, {})
 
         budget.check("reference lookup")
         started = time.perf_counter()
@@ -213,7 +241,7 @@ class VerificationService:
         lookup_ms = (time.perf_counter() - started) * 1000.0
         try:
             decision: Decision = self._pipeline.evaluate(claim.burst, ClaimedReference(claim.id_key, templates),
-                                                         actions, budget)
+                                                         actions, budget, light=light)
         finally:
             if templates is not None:
                 templates.fill(0)
@@ -222,7 +250,8 @@ class VerificationService:
             true_reason = identity_problem  # answered like a face mismatch (same caller reason)
         elif true_reason is TrueReason.VERIFIED and record is not None and self._expired(record.enrolled_at):
             true_reason = TrueReason.REFERENCE_EXPIRED
-        return _outcome(request_id, true_reason, claim.id_key, {"lookup": lookup_ms, **decision.timings_ms})
+        return _outcome(request_id, true_reason, claim.id_key, {"lookup": lookup_ms, **decision.timings_ms},
+                        decision.evidence)
 
     def _expired(self, enrolled_at: float) -> bool:
         return self._reference_max_age > 0 and self._clock() - enrolled_at > self._reference_max_age
@@ -238,6 +267,7 @@ class VerificationService:
             "true_reason": outcome.true_reason.value,
             "models": self._fingerprints,
             "timings_ms": {k: round(v, 2) for k, v in outcome.timings_ms.items()},
+            "evidence": outcome.evidence,  # issue 14: light correlation/strength, audit only
         })
 
     def _audit_refusal(self, command: VerifyCommand, id_key: str, error: Throttled) -> None:
@@ -312,11 +342,13 @@ class VerificationService:
         })
 
     # ------------------------------------------------------------------ challenges
-    def create_challenge(self, caller: str, id_number: str) -> StoredChallenge:
+    def create_challenge(self, caller: str, id_number: str, purpose: Purpose | None = None) -> StoredChallenge:
+        """Issue 14: with a purpose, the challenge holds that purpose's kind (actions, light or both)."""
         if self._challenges is None:
             raise NotServing("active challenges need the FaceMesh model, which this node has not loaded")
         self._throttle.admit_caller(caller)
-        return self._challenges.issue(caller, self._vault.id_key(_canonical_id(id_number)))
+        return self._challenges.issue(caller, self._vault.id_key(_canonical_id(id_number)),
+                                      kind=self._challenge_policy.kind_for(purpose))
 
 
 
@@ -342,6 +374,8 @@ def _parse(id_number: str, name: str) -> _Parsed:
         raise InvalidRequest(exc.message, exc.reason) from None
 
 
-def _outcome(request_id: str, true_reason: TrueReason, id_key: str, timings: dict[str, float]) -> VerifyOutcome:
+def _outcome(request_id: str, true_reason: TrueReason, id_key: str, timings: dict[str, float],
+             evidence: dict[str, float] | None = None) -> VerifyOutcome:
     verdict = Verdict.PASS if true_reason is TrueReason.VERIFIED else Verdict.FAIL
-    return VerifyOutcome(request_id, verdict, CALLER_REASON[true_reason], true_reason, id_key, timings)
+    return VerifyOutcome(request_id, verdict, CALLER_REASON[true_reason], true_reason, id_key, timings,
+                         evidence=dict(evidence or {}))

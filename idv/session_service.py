@@ -8,6 +8,7 @@ Verify gets (same throttling, challenge, reference, core and audit): there is no
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 
 from idv.audit import AuditLog
@@ -52,17 +53,20 @@ class SessionService:
             raise InvalidRequest("a fixed challenge is a test facility this node does not allow",
                                  "FIXED_CHALLENGE_REFUSED")
         id_key = self._vault.id_key(canonical)
-        challenge = self._challenges.issue(caller, id_key, fixed_actions)
+        kind = self._challenges.policy.kind_for(purpose)  # actions, light or both
+        if fixed_actions and kind == "light":
+            kind = "both"  # a test fixed the actions: keep them
+        challenge = self._challenges.issue(caller, id_key, fixed_actions, kind)
         opened = self._keeper.open(caller, purpose.value, canonical, normalised, id_key, challenge.challenge_id,
-                                   challenge.actions, challenge.expires_at)
+                                   challenge.actions, challenge.expires_at, challenge.light)
         # The upload's decision is audited as any Verify ("verify", same caller and id_key).
         self._audit.append({"event": "session_open", "request_id": str(uuid.uuid4()), "caller": caller,
                             "purpose": purpose.value, "id_key": id_key, "session_id": opened.session_id,
                             "fixed_challenge": bool(fixed_actions)})
         return opened
 
-    def verify_capture(self, capture_token: str, frames: tuple[bytes, ...],
-                       budget: Budget) -> tuple[VerifyCommand, VerifyOutcome, str]:
+    def verify_capture(self, capture_token: str, frames: tuple[bytes, ...], budget: Budget,
+                       timestamps_ms: tuple[float, ...] = ()) -> tuple[VerifyCommand, VerifyOutcome, str]:
         """A device's upload: use the token once, then Verify's own decision for the session's caller,
         identity, purpose and challenge. The verdict (or the refusal) is kept for the creator.
 
@@ -74,8 +78,11 @@ class SessionService:
             raise Unauthenticated("the capture token is not valid (unknown, already used or expired)",
                                   "CAPTURE_TOKEN_INVALID")
         session = claimed.session
+        # The session opened when its challenge was issued (capture_expires_at is the challenge's expiry).
+        opened_at = session.capture_expires_at - self._challenges.policy.ttl_seconds
         command = VerifyCommand(claimed.canonical_id, claimed.name, Purpose(session.purpose), frames,
-                                session.challenge_id, session.caller)
+                                session.challenge_id, session.caller, timestamps_ms,
+                                session_window_seconds=max(time.time() - opened_at, 0.001) + 1.0)
         try:
             outcome = self._verification.verify(command, budget)
         except IdvError as refused:

@@ -83,6 +83,7 @@ class OpenedSession:
     actions: tuple[str, ...]
     expires_at: float
     frame_count: int
+    light: tuple[tuple[str, int], ...] = ()  # issue 14: the colour sequence the page flashes
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ class SessionKeeper:
         return b"idv-session\x00" + "\x00".join((session_id, caller, purpose)).encode()
 
     def open(self, caller: str, purpose: str, canonical_id: str, name: str, id_key: str,
-             challenge_id: str, actions: tuple[str, ...], capture_expires_at: float) -> OpenedSession:
+             challenge_id: str, actions: tuple[str, ...], capture_expires_at: float,
+             light: tuple[tuple[str, int], ...] = ()) -> OpenedSession:
         session_id = secrets.token_urlsafe(18)
         token = secrets.token_urlsafe(32)
         key_id, sealed = self._keys.encrypt(f"{canonical_id}\x00{name}".encode(),
@@ -134,10 +136,13 @@ class SessionKeeper:
             expires_at=capture_expires_at + self._policy.result_ttl_seconds,
         ))
         # The fragment is never sent to any server (not in access logs, not in a Referer).
-        fragment = urlencode({"token": token, "actions": ",".join(actions), "frames": self._policy.frame_count,
-                              "expires": int(capture_expires_at)})
+        fields = {"token": token, "actions": ",".join(actions), "frames": self._policy.frame_count,
+                  "expires": int(capture_expires_at)}
+        if light:  # issue 14: the page flashes these, in order, while it captures
+            fields["light"] = ",".join(f"{colour}:{duration}" for colour, duration in light)
+        fragment = urlencode(fields)
         url = f"{self._policy.capture_base_url.rstrip('/')}/capture/#{fragment}"
-        return OpenedSession(session_id, token, url, actions, capture_expires_at, self._policy.frame_count)
+        return OpenedSession(session_id, token, url, actions, capture_expires_at, self._policy.frame_count, light)
 
     def claim(self, token: str) -> ClaimedCapture | None:
         """Use the token (once); None for an unknown, used or expired token alike."""

@@ -50,6 +50,10 @@ class TrueReason(Enum):
     # A template failed to decrypt (altered at rest, or this node's data key differs): answered
     # like any other non-match, so the answer does not tell who is enrolled.
     REFERENCE_INVALID = "REFERENCE_INVALID"
+    # Capture integrity (issue 14): answered LIVENESS_FAILED, like a person with bad luck.
+    FRAME_REPLAYED = "FRAME_REPLAYED"  # a frame already presented (keyed digest seen before)
+    NEAR_DUPLICATE_FRAMES = "NEAR_DUPLICATE_FRAMES"  # one still repeated or re-encoded within the burst
+    CAPTURE_TIMING = "CAPTURE_TIMING"  # frame times implausible or outside the session window
 
 
 CALLER_REASON: dict[TrueReason, Reason] = {
@@ -67,4 +71,7 @@ CALLER_REASON: dict[TrueReason, Reason] = {
     TrueReason.IMPERSONATION_SUSPECTED: Reason.IMPERSONATION_SUSPECTED,
     TrueReason.REFERENCE_EXPIRED: Reason.REENROLMENT_REQUIRED,
     TrueReason.REFERENCE_INVALID: Reason.NOT_VERIFIED,
+    TrueReason.FRAME_REPLAYED: Reason.LIVENESS_FAILED,
+    TrueReason.NEAR_DUPLICATE_FRAMES: Reason.LIVENESS_FAILED,
+    TrueReason.CAPTURE_TIMING: Reason.LIVENESS_FAILED,
 }

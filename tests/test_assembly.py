@@ -43,6 +43,7 @@ def test_every_section_field_is_reachable_from_toml_environment_and_flat_aliases
     config = tmp_path / "idv.toml"
     # Flat names of the first version at the top, then sections.
     config.write_text('max_frame_bytes = 300000\nchallenge_required_for = ["registration", "check_in"]\n'
+                      'challenge_passive_only_for = ["licence_renewal"]\n'
                       '[serving]\nport = 50999\n[throttle]\nfailure_cap = 77\n')
     settings = load_settings(config, environ={"IDV_LIMITS__MAX_FRAMES": "6", "IDV_FAILURE_CAP": "70",
                                               "IDV_THROTTLE__FAILURE_CAP": "80", "IDV_LIVENESS": "false"},

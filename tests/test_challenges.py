@@ -81,6 +81,37 @@ def test_registration_requires_a_challenge(challenge_node, testdata) -> None:
     assert _verify(node, keys["a"], ID_SUBJECT_1, frames, purpose="check_in") == "VERIFIED"
 
 
+def test_the_default_policy_requires_a_challenge_for_every_purpose(node_settings, testdata) -> None:
+    """Issue 14: with the shipped defaults no purpose takes a passive-only burst."""
+    from idv.challenges import ChallengePolicy
+    from idv.verdicts import Purpose
+
+    assert ChallengePolicy().required_purposes == set(Purpose) and ChallengePolicy().problems() == []
+    node = start_node(node_settings.updated(challenge_passive_only_for=()))  # the conftest's exception undone
+    try:
+        frames = clip_frames(testdata, "live_d12.mp4", 20, 58, 5)
+        with IdvClient(f"127.0.0.1:{node.port}", retries=0) as client:
+            client.enroll(ID_SUBJECT_1, NAME, clip_frames(testdata, "live_d12.mp4", 0, 0, 1))
+            for purpose in ("registration", "licence_renewal", "check_in"):
+                assert client.verify(ID_SUBJECT_1, NAME, frames, purpose).reason == "CHALLENGE_REQUIRED", purpose
+    finally:
+        node.stop(0)
+
+
+def test_passive_only_must_be_named_explicitly() -> None:
+    from idv.challenges import ChallengePolicy
+    from idv.config import ConfigError, load_settings
+
+    # Leaving a purpose out of required_for is not enough: passive-only is weaker and must be named.
+    assert any("passive_only_for" in p for p in ChallengePolicy(required_for=("REGISTRATION",)).problems())
+    with pytest.raises(ConfigError, match="passive_only_for"):
+        load_settings(environ={}, overrides={"challenge_required_for": "registration"})
+    explicit = ChallengePolicy(passive_only_for=("check_in",))
+    assert explicit.problems() == [] and {p.value for p in explicit.required_purposes} == {"REGISTRATION",
+                                                                                           "LICENCE_RENEWAL"}
+    assert ChallengePolicy(passive_only_for=("CHECKIN",)).problems() != []
+
+
 @pytest.mark.parametrize(
     "clip, start, end, performed, other",
     [
@@ -131,9 +162,9 @@ def test_twenty_concurrent_uses_yield_exactly_one_evaluation(challenge_node, tes
     evaluations = []
     original = pipeline.evaluate
 
-    def counting(frames, claimed, actions, budget):
+    def counting(frames, claimed, actions, budget, light=None):
         evaluations.append(actions)
-        return original(frames, claimed, actions, budget)
+        return original(frames, claimed, actions, budget, light=light)
 
     monkeypatch.setattr(pipeline, "evaluate", counting)
     frames = clip_frames(testdata, "live_d12.mp4", 20, 105, 8)
@@ -158,7 +189,9 @@ def test_twenty_concurrent_uses_yield_exactly_one_evaluation(challenge_node, tes
 
 
 def test_screen_replay_of_a_live_session_fails(node_settings, testdata) -> None:
-    node = start_node(node_settings.updated(challenge_required_for="registration"))
+    node = start_node(node_settings.updated(challenge_required_for="registration",
+                                                 # passive-only named explicitly (weaker; issue 14)
+                                                 challenge_passive_only_for="licence_renewal,check_in"))
     try:
         real = clip_frames(testdata, "replay_pair_real.webm", 0, 0, 1)
         with IdvClient(f"127.0.0.1:{node.port}", retries=0) as client:

@@ -259,7 +259,8 @@ def test_a_session_opened_on_one_replica_is_captured_on_the_other_and_read_on_ei
         a.enroll(ID_SUBJECT_1, NAME_1, clip_frames(testdata, "live_d12.mp4", 0, 0, 1))
         opened = a.create_session(ID_SUBJECT_1, NAME_1, "registration", fixed_actions=("TURN_LEFT", "TURN_RIGHT"))
         frames = clip_frames(testdata, "live_d12.mp4", 20, 105)
-        header = {"timestamps_ms": [300.0 * i for i in range(len(frames))], "sizes": [len(f) for f in frames]}
+        # 40 ms apart: the capture must fit in the time since the session opened (issue 14).
+        header = {"timestamps_ms": [40.0 * i for i in range(len(frames))], "sizes": [len(f) for f in frames]}
         body = (__import__("json").dumps(header) + "\n").encode() + b"".join(frames)
 
         def upload(node) -> httpx.Response:

@@ -38,15 +38,29 @@ HOLD_AFTER_S = 6.0
 SCREENSHOT_STEPS = ("1-ready", "2-framing", "3-challenge", "4-uploading", "5-done")
 
 
+def _sway(frame, k: int):
+    """The frame shifted by up to ~2 px and scaled by up to 0.5%, differently for each k."""
+    import cv2
+    import numpy as np
+
+    height, width = frame.shape[:2]
+    scale = 1 + 0.005 * np.sin(k / 5)
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), 0.3 * np.sin(k / 7), scale)
+    matrix[:, 2] += (2.0 * np.sin(k / 3), 1.5 * np.cos(k / 4))
+    return cv2.warpAffine(frame, matrix, (width, height), borderMode=cv2.BORDER_REFLECT)
+
+
 @pytest.fixture(scope="module")
 def fake_camera(tmp_path_factory, testdata) -> Path:
     """The clip's left-then-right segment between neutral holds, at 10 fps, as Y4M for Chromium."""
     frames = {i: f for i, f in iter_video_frames(testdata / "video" / CLIP) if i <= SEGMENT[1]}
     native_fps = 25.0
     segment_s = (SEGMENT[1] - SEGMENT[0]) / native_fps
-    sequence = [frames[SEGMENT[0]]] * int(HOLD_BEFORE_S * Y4M_FPS)
+    # The neutral holds sway a pixel or two, as a person holding still does: one frame repeated
+    # verbatim is a still image, which the near-duplicate check (issue 14) rightly fails.
+    sequence = [_sway(frames[SEGMENT[0]], k) for k in range(int(HOLD_BEFORE_S * Y4M_FPS))]
     sequence += [frames[SEGMENT[0] + round(k * native_fps / Y4M_FPS)] for k in range(int(segment_s * Y4M_FPS) + 1)]
-    sequence += [frames[SEGMENT[1]]] * int(HOLD_AFTER_S * Y4M_FPS)
+    sequence += [_sway(frames[SEGMENT[1]], k) for k in range(int(HOLD_AFTER_S * Y4M_FPS))]
     path = tmp_path_factory.mktemp("camera") / "clip.y4m"
     write_y4m(path, sequence, Y4M_FPS)
     return path
@@ -61,6 +75,10 @@ def session_node(tmp_path_factory, model_dir, testdata):
         "port": 0, "data_dir": data, "model_dir": model_dir, "grace_seconds": 1.0, "metrics_port": -1,
         "model_manifest": os.environ.get("IDV_MODEL_MANIFEST"), "device_port": 0,
         "session_fixed_challenges": True, "request_budget_seconds": 60.0, "device_requests_per_minute": 1000,
+        # Chromium's fake camera plays the same file for every session, and several tests upload the
+        # same frames: the replay check (issue 14) would rightly fail them. tests/test_capture_integrity.py
+        # covers it.
+        "integrity__replay_check": False,
     })
     keys = {name: add_caller(settings.store.callers_path, name, ["verify:*", "enroll"]) for name in ("a", "b")}
     node = start_node(settings)

@@ -43,6 +43,8 @@ class NodeConfig:
             # 1-frame Verify is refused by default (liveness needs motion); operators may allow a
             # passive-only single-frame check, which is what the 1-frame rows measure.
             IDV_LIVENESS_ALLOW_SINGLE_FRAME="true",
+            # The benchmarks measure the passive CHECK_IN path: allowed explicitly (issue 14 default: a challenge).
+            IDV_CHALLENGE_PASSIVE_ONLY_FOR="check_in",
         )
         if self.model_dir is not None:
             env["IDV_MODEL_DIR"] = str(self.model_dir)

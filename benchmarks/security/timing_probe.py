@@ -53,6 +53,7 @@ def main() -> int:
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="idv-timing-") as data_dir:
         env = {**os.environ, "IDV_DATA_DIR": data_dir, "IDV_METRICS_PORT": "-1",
+               "IDV_CHALLENGE_PASSIVE_ONLY_FOR": "check_in",  # passive CHECK_IN probed (issue 14)
                "IDV_CALLER_REQUESTS_PER_MINUTE": "1000000", "IDV_CALLER_DISTINCT_IDENTITIES_PER_HOUR": "1000000",
                "IDV_LOCKOUT_AFTER_FAILURES": "1000000", "IDV_FAILURE_CAP": "1000000"}
         server = subprocess.Popen([sys.executable, str(REPO / "server.py"), "--port", str(port)], env=env,

@@ -181,7 +181,7 @@ class IdentityVerificationServicer:
 
         def work(service: VerificationService, caller: Caller, budget: Budget):
             command = VerifyCommand(request.id_number, request.name, purpose, tuple(request.frames),
-                                    request.challenge_id, caller.name)
+                                    request.challenge_id, caller.name, tuple(request.frame_timestamps_ms))
             outcome = service.verify(command, budget)
             self._node.record_decision(command, outcome)
             return outcome
@@ -209,13 +209,14 @@ class IdentityVerificationServicer:
     async def CreateChallenge(self, request: pb.CreateChallengeRequest,
                               context: grpc.aio.ServicerContext) -> pb.CreateChallengeResponse:
         def work(service: VerificationService, caller: Caller, budget: Budget):
-            return service.create_challenge(caller.name, request.id_number)
+            return service.create_challenge(caller.name, request.id_number, _PURPOSES.get(request.purpose))
 
         challenge = await self._call("CreateChallenge", context, _any_verify_scope, work)
         return pb.CreateChallengeResponse(
             challenge_id=challenge.challenge_id,
             actions=[pb.Action.Value(a) for a in challenge.actions],
             expires_at_unix=int(challenge.expires_at),
+            light=[pb.LightStep(colour=c, duration_ms=d) for c, d in challenge.light],
         )
 
     # --- verification sessions (issue 13) ------------------------------------------------------
@@ -247,6 +248,7 @@ class IdentityVerificationServicer:
             session_id=opened.session_id, capture_url=opened.capture_url, capture_token=opened.capture_token,
             actions=[pb.Action.Value(a) for a in opened.actions], expires_at_unix=int(opened.expires_at),
             frame_count=opened.frame_count,
+            light=[pb.LightStep(colour=c, duration_ms=d) for c, d in opened.light],
         )
 
     async def GetSessionResult(self, request: pb.GetSessionResultRequest,

@@ -8,6 +8,7 @@ in process memory; idv.state.redis_state shares both between replicas.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Protocol
 
 
@@ -85,6 +86,8 @@ class StoredChallenge:
     id_key: str
     actions: tuple[str, ...]
     expires_at: float
+    # Issue 14: the light sequence to flash, as (colour, duration_ms) steps; empty: no light challenge.
+    light: tuple[tuple[str, int], ...] = ()
 
 
 class ChallengeStore(Protocol):
@@ -187,4 +190,16 @@ class CredentialStore(Protocol):
     def take(self, code_digest: str) -> StoredCredential | None:
         """Atomically remove and return it: of concurrent takers (on any replica) exactly one gets it;
         an expired, used or unknown digest gives None."""
+
+
+# --- capture integrity (issue 14) --------------------------------------------------------------
+
+
+class SeenFrameStore(Protocol):
+    """Keyed digests (HMAC, never pixels) of frames already presented, remembered for a while."""
+
+    def remember(self, digests: Sequence[str], ttl_seconds: float) -> bool:
+        """Atomically record every digest for `ttl_seconds`; True if any of them was already
+        recorded (a replayed frame). Of two concurrent requests with one frame, exactly one gets
+        False."""
         ...

@@ -6,7 +6,7 @@ import hmac
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -251,3 +251,24 @@ class MemoryCredentialStore:
         if credential is None or credential.expires_at < self._clock():
             return None
         return credential
+
+
+class MemorySeenFrameStore:
+    """One replica's seen-frame digests (issue 14); a restart forgets them, as it forgets challenges
+    (a frame can only be replayed usefully with a live challenge, and those die with the process too)."""
+
+    def __init__(self, clock=time.time):
+        self._lock = threading.Lock()
+        self._expiry: dict[str, float] = {}
+        self._clock = clock
+
+    def remember(self, digests: Sequence[str], ttl_seconds: float) -> bool:
+        with self._lock:
+            now = self._clock()
+            if len(self._expiry) > 4096:  # amortised sweep of expired digests
+                for key in [k for k, until in self._expiry.items() if until < now]:
+                    del self._expiry[key]
+            seen = any(self._expiry.get(d, 0.0) >= now for d in digests)
+            for digest in digests:
+                self._expiry[digest] = now + ttl_seconds
+            return seen

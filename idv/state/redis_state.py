@@ -20,7 +20,7 @@ import base64
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -208,7 +208,8 @@ class RedisChallengeStore:
     def put(self, challenge: StoredChallenge) -> None:
         ttl_ms = max(int((challenge.expires_at - self._clock() + self._GRACE_SECONDS) * 1000), 1)
         value = json.dumps({"caller": challenge.caller, "id_key": challenge.id_key,
-                            "actions": list(challenge.actions), "expires_at": challenge.expires_at})
+                            "actions": list(challenge.actions), "expires_at": challenge.expires_at,
+                            "light": [list(step) for step in challenge.light]})
         with _guard():
             self._redis.set(self._key(challenge.challenge_id), value, px=ttl_ms)
 
@@ -219,7 +220,8 @@ class RedisChallengeStore:
             return None
         data = json.loads(raw)
         return StoredChallenge(challenge_id, data["caller"], data["id_key"], tuple(data["actions"]),
-                               float(data["expires_at"]))
+                               float(data["expires_at"]),
+                               tuple((str(c), int(d)) for c, d in data.get("light", [])))
 
 
 class RedisSessionStore:
@@ -342,3 +344,30 @@ class RedisCredentialStore:
                                       float(data["verified_at"]), data["level"], data["request_id"],
                                       float(data["expires_at"]))
         return None if credential.expires_at < self._clock() else credential
+
+
+# Record frame digests; report whether any was already there (one script: atomic across replicas).
+# KEYS: one per digest; ARGV[1] ttl in ms.
+_REMEMBER = """
+local seen = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, '1', 'PX', ARGV[1], 'GET') then seen = 1 end
+end
+return seen
+"""
+
+
+class RedisSeenFrameStore:
+    """Seen-frame digests (issue 14) as short keys with a TTL, shared by every replica."""
+
+    def __init__(self, client: redis.Redis, config: RedisConfig):
+        self._redis = client
+        self._prefix = config.prefix
+        self._remember = client.register_script(_REMEMBER)
+
+    def remember(self, digests: Sequence[str], ttl_seconds: float) -> bool:
+        if not digests:
+            return False
+        keys = [f"{self._prefix}frame:{d}" for d in digests]
+        with _guard():
+            return bool(self._remember(keys=keys, args=[max(int(ttl_seconds * 1000), 1)]))

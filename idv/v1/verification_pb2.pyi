@@ -83,18 +83,20 @@ EXPIRED: SessionState
 REFUSED: SessionState
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("id_number", "name", "purpose", "frames", "challenge_id")
+    __slots__ = ("id_number", "name", "purpose", "frames", "challenge_id", "frame_timestamps_ms")
     ID_NUMBER_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     CHALLENGE_ID_FIELD_NUMBER: _ClassVar[int]
+    FRAME_TIMESTAMPS_MS_FIELD_NUMBER: _ClassVar[int]
     id_number: str
     name: str
     purpose: Purpose
     frames: _containers.RepeatedScalarFieldContainer[bytes]
     challenge_id: str
-    def __init__(self, id_number: _Optional[str] = ..., name: _Optional[str] = ..., purpose: _Optional[_Union[Purpose, str]] = ..., frames: _Optional[_Iterable[bytes]] = ..., challenge_id: _Optional[str] = ...) -> None: ...
+    frame_timestamps_ms: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, id_number: _Optional[str] = ..., name: _Optional[str] = ..., purpose: _Optional[_Union[Purpose, str]] = ..., frames: _Optional[_Iterable[bytes]] = ..., challenge_id: _Optional[str] = ..., frame_timestamps_ms: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
     __slots__ = ("verdict", "reason", "request_id", "credential")
@@ -139,20 +141,32 @@ class EnrollResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., template_count: _Optional[int] = ..., flagged_for_review: _Optional[bool] = ...) -> None: ...
 
 class CreateChallengeRequest(_message.Message):
-    __slots__ = ("id_number",)
+    __slots__ = ("id_number", "purpose")
     ID_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
     id_number: str
-    def __init__(self, id_number: _Optional[str] = ...) -> None: ...
+    purpose: Purpose
+    def __init__(self, id_number: _Optional[str] = ..., purpose: _Optional[_Union[Purpose, str]] = ...) -> None: ...
+
+class LightStep(_message.Message):
+    __slots__ = ("colour", "duration_ms")
+    COLOUR_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    colour: str
+    duration_ms: int
+    def __init__(self, colour: _Optional[str] = ..., duration_ms: _Optional[int] = ...) -> None: ...
 
 class CreateChallengeResponse(_message.Message):
-    __slots__ = ("challenge_id", "actions", "expires_at_unix")
+    __slots__ = ("challenge_id", "actions", "expires_at_unix", "light")
     CHALLENGE_ID_FIELD_NUMBER: _ClassVar[int]
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    LIGHT_FIELD_NUMBER: _ClassVar[int]
     challenge_id: str
     actions: _containers.RepeatedScalarFieldContainer[Action]
     expires_at_unix: int
-    def __init__(self, challenge_id: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[Action, str]]] = ..., expires_at_unix: _Optional[int] = ...) -> None: ...
+    light: _containers.RepeatedCompositeFieldContainer[LightStep]
+    def __init__(self, challenge_id: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[Action, str]]] = ..., expires_at_unix: _Optional[int] = ..., light: _Optional[_Iterable[_Union[LightStep, _Mapping]]] = ...) -> None: ...
 
 class IdentityRequest(_message.Message):
     __slots__ = ("id_number",)
@@ -211,20 +225,22 @@ class CreateSessionRequest(_message.Message):
     def __init__(self, id_number: _Optional[str] = ..., name: _Optional[str] = ..., purpose: _Optional[_Union[Purpose, str]] = ...) -> None: ...
 
 class CreateSessionResponse(_message.Message):
-    __slots__ = ("session_id", "capture_url", "capture_token", "actions", "expires_at_unix", "frame_count")
+    __slots__ = ("session_id", "capture_url", "capture_token", "actions", "expires_at_unix", "frame_count", "light")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CAPTURE_URL_FIELD_NUMBER: _ClassVar[int]
     CAPTURE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
     FRAME_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LIGHT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     capture_url: str
     capture_token: str
     actions: _containers.RepeatedScalarFieldContainer[Action]
     expires_at_unix: int
     frame_count: int
-    def __init__(self, session_id: _Optional[str] = ..., capture_url: _Optional[str] = ..., capture_token: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[Action, str]]] = ..., expires_at_unix: _Optional[int] = ..., frame_count: _Optional[int] = ...) -> None: ...
+    light: _containers.RepeatedCompositeFieldContainer[LightStep]
+    def __init__(self, session_id: _Optional[str] = ..., capture_url: _Optional[str] = ..., capture_token: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[Action, str]]] = ..., expires_at_unix: _Optional[int] = ..., frame_count: _Optional[int] = ..., light: _Optional[_Iterable[_Union[LightStep, _Mapping]]] = ...) -> None: ...
 
 class GetSessionResultRequest(_message.Message):
     __slots__ = ("session_id",)

@@ -297,9 +297,9 @@ def test_canaries_through_the_device_endpoint_reach_nothing_and_frames_are_zeroe
     uploads: list[tuple[bytearray, ...]] = []
     original = SessionService.verify_capture
 
-    def keep_frames(self, token, frames, budget):
+    def keep_frames(self, token, frames, budget, timestamps_ms=()):
         uploads.append(frames)
-        return original(self, token, frames, budget)
+        return original(self, token, frames, budget, timestamps_ms)
 
     monkeypatch.setattr(SessionService, "verify_capture", keep_frames)
     private_tmp = tmp_path / "process-tmp"  # this process's temporary files land here, and only its own

@@ -68,6 +68,8 @@
     return {
       token: params.get("token") || "",
       actions,
+      // Issue 14: a light challenge's colour sequence (light.js), flashed while capturing.
+      light: window.idvLight ? window.idvLight.parse(params.get("light") || "") : [],
       frames: Math.max(1, Math.min(parseInt(params.get("frames") || "24", 10) || 24, 64)),
       expires: parseInt(params.get("expires") || "0", 10) || 0,
     };
@@ -181,16 +183,28 @@
     const total = session.frames;
     const perAction = total / Math.max(1, session.actions.length);
     const frames = [], stamps = [];
-    const began = performance.now();
-    for (let i = 0; i < total; i++) {
-      const due = began + i * FRAME_INTERVAL_MS;  // a steady schedule: no drift from slow encodes
-      const wait = due - performance.now();
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      const step = Math.min(session.actions.length - 1, Math.floor(i / perAction));
-      if (body.dataset.step !== String(step)) showAction(step);
-      stamps.push(Math.round(performance.now() * 1000) / 1000);
-      frames.push(await grab(canvas, context));
-      $("progress").value = Math.round(((i + 1) / total) * 100);
+    // With a light challenge the frames are spread over the flashes and timed from the first one.
+    const light = session.light.length ? window.idvLight : null;
+    const interval = light ? light.interval(session.light, total) : FRAME_INTERVAL_MS;
+    const flashes = light ? light.start(session.light) : null;
+    if (!session.actions.length) say($("prompt"), ["请保持不动，注视屏幕", "Hold still and look at the screen"]);
+    const origin = flashes ? flashes.origin : 0;
+    const began = flashes ? origin - light.BASELINE_MS : performance.now();
+    try {
+      for (let i = 0; i < total; i++) {
+        const due = began + i * interval;  // a steady schedule: no drift from slow encodes
+        const wait = due - performance.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        if (session.actions.length) {
+          const step = Math.min(session.actions.length - 1, Math.floor(i / perAction));
+          if (body.dataset.step !== String(step)) showAction(step);
+        }
+        stamps.push(Math.round((performance.now() - origin) * 1000) / 1000);
+        frames.push(await grab(canvas, context));
+        $("progress").value = Math.round(((i + 1) / total) * 100);
+      }
+    } finally {
+      if (flashes) flashes.stop();
     }
     context.clearRect(0, 0, canvas.width, canvas.height);
     canvas.width = canvas.height = 0;
@@ -273,7 +287,7 @@
   }
 
   function init() {
-    if (!session.token || session.actions.length === 0) {
+    if (!session.token || (session.actions.length === 0 && session.light.length === 0)) {
       finish("error", ERRORS.LINK);
       startButton.hidden = true;
       return;
