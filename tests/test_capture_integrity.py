@@ -72,5 +72,5 @@ def test_session_frames_older_than_the_session_fail(node_settings, model_set, te
         frames = tuple(p.read_bytes() for p in next(iter(nuaa_sequences(testdata, "live", "0001").values()))[:15:3])
         opened = assembled.sessions.create_session("anonymous", ID_SUBJECT_1, NAME, Purpose.CHECK_IN)
         stamps = tuple(float(t) for t in np.linspace(0, 300_000, len(frames)))  # five minutes of "capture"
-        _, outcome = assembled.sessions.verify_capture(opened.capture_token, frames, Budget(30), stamps)
+        _, outcome, _ = assembled.sessions.verify_capture(opened.capture_token, frames, Budget(30), stamps)
         assert (outcome.reason, outcome.true_reason) == (Reason.LIVENESS_FAILED, TrueReason.CAPTURE_TIMING)

@@ -46,6 +46,9 @@ def checkin_node(tmp_path_factory, model_dir, testdata):
         "model_manifest": os.environ.get("IDV_MODEL_MANIFEST"), "device_port": 0,
         "session_fixed_challenges": True, "request_budget_seconds": 60.0, "device_requests_per_minute": 1000,
         "credentials__ttl_seconds": CREDENTIAL_TTL,
+        # Weaker than the default, as in tests/conftest.py: the terminal's direct Verify here is a
+        # passive burst (CHECK_IN, and LICENCE_RENEWAL to show it issues no code), sent more than once.
+        "challenge_passive_only_for": "check_in,licence_renewal", "integrity__replay_check": False,
     })
     path = settings.store.callers_path
     keys = {
