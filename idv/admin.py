@@ -18,8 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from idv.audit import AuditLog
-from idv.errors import InvalidRequest
-from idv.identity import IdentityError, parse_id_number
+from idv.service import canonical_id_number
 from idv.references import ReferenceVault
 from idv.throttle import Throttle
 
@@ -77,10 +76,7 @@ class AdminService:
         self._clock = clock
 
     def _id_key(self, id_number: str) -> str:
-        try:
-            return self._vault.id_key(parse_id_number(id_number).value)
-        except IdentityError as exc:
-            raise InvalidRequest(exc.message, exc.reason) from None
+        return self._vault.id_key(canonical_id_number(id_number))
 
     def _audited(self, event: str, caller: str, id_key: str, **facts: object) -> str:
         request_id = str(uuid.uuid4())

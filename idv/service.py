@@ -151,7 +151,7 @@ class VerificationService:
 
     def id_key(self, id_number: str) -> str:
         """The keyed hash the stores, counters and audit know an ID number by."""
-        return self._vault.id_key(_canonical_id(id_number))
+        return self._vault.id_key(canonical_id_number(id_number))
 
     # ------------------------------------------------------------------ verify
     def verify(self, command: VerifyCommand, budget: Budget) -> VerifyOutcome:
@@ -188,7 +188,7 @@ class VerificationService:
             raise InvalidRequest("purpose is required (REGISTRATION, LICENCE_RENEWAL or CHECK_IN)",
                                  "MISSING_PURPOSE")
         burst = self._pipeline.check_burst(command.frames, with_challenge=bool(command.challenge_id))
-        parsed = _parse(command.id_number, command.name)
+        parsed = parse_identity(command.id_number, command.name)
         return Claim(parsed.canonical, parsed.name, self._vault.id_key(parsed.canonical), command.purpose, burst)
 
     def _decide(self, command: VerifyCommand, claim: Claim, budget: Budget) -> VerifyOutcome:
@@ -285,7 +285,7 @@ class VerificationService:
     def enroll(self, command: EnrollCommand, budget: Budget) -> EnrollOutcome:
         request_id = str(uuid.uuid4())
         images = self._pipeline.check_references(command.reference_images)
-        parsed = _parse(command.id_number, command.name)
+        parsed = parse_identity(command.id_number, command.name)
         id_key = self._vault.id_key(parsed.canonical)
         templates = self._pipeline.templates(images, budget)
         try:
@@ -347,29 +347,30 @@ class VerificationService:
         if self._challenges is None:
             raise NotServing("active challenges need the FaceMesh model, which this node has not loaded")
         self._throttle.admit_caller(caller)
-        return self._challenges.issue(caller, self._vault.id_key(_canonical_id(id_number)),
+        return self._challenges.issue(caller, self._vault.id_key(canonical_id_number(id_number)),
                                       kind=self._challenge_policy.kind_for(purpose))
 
 
 
 @dataclass(frozen=True)
-class _Parsed:
+class ParsedIdentity:
     canonical: str
     name: str
 
 
-def _canonical_id(id_number: str) -> str:
+def canonical_id_number(id_number: str) -> str:
+    """The canonical ID number, or INVALID_ARGUMENT naming what is wrong (never echoing it)."""
     try:
         return parse_id_number(id_number).value
     except IdentityError as exc:
         raise InvalidRequest(exc.message, exc.reason) from None
 
 
-def _parse(id_number: str, name: str) -> _Parsed:
+def parse_identity(id_number: str, name: str) -> ParsedIdentity:
     """The canonical ID number and normalised name, or INVALID_ARGUMENT naming what is wrong."""
-    canonical = _canonical_id(id_number)
+    canonical = canonical_id_number(id_number)
     try:
-        return _Parsed(canonical, normalise_name(name))
+        return ParsedIdentity(canonical, normalise_name(name))
     except IdentityError as exc:
         raise InvalidRequest(exc.message, exc.reason) from None
 

@@ -15,10 +15,9 @@ from idv.audit import AuditLog
 from idv.challenges import ChallengeIssuer
 from idv.errors import IdvError, InvalidRequest, NotFound, Unauthenticated
 from idv.history import History, HistoryDisabled, VerificationHistory
-from idv.identity import IdentityError, normalise_name, parse_id_number
 from idv.pipeline import Budget
 from idv.references import ReferenceVault
-from idv.service import VerificationService, VerifyCommand, VerifyOutcome
+from idv.service import VerificationService, VerifyCommand, VerifyOutcome, parse_identity
 from idv.sessions import OpenedSession, SessionKeeper, SessionView
 from idv.state.base import SessionResult
 from idv.throttle import Throttle
@@ -44,10 +43,8 @@ class SessionService:
         self._throttle.admit_caller(caller)
         if purpose is None:
             raise InvalidRequest("purpose is required (REGISTRATION, LICENCE_RENEWAL or CHECK_IN)", "MISSING_PURPOSE")
-        try:
-            canonical, normalised = parse_id_number(id_number).value, normalise_name(name)
-        except IdentityError as exc:
-            raise InvalidRequest(exc.message, exc.reason) from None
+        parsed = parse_identity(id_number, name)
+        canonical, normalised = parsed.canonical, parsed.name
         if fixed_actions and (not self._fixed_challenges_allowed
                               or not set(fixed_actions) <= {a.value for a in Action}):
             raise InvalidRequest("a fixed challenge is a test facility this node does not allow",
