@@ -53,6 +53,9 @@ from idv.store.settings import StoreSettings
 from idv.throttle import ThrottlePolicy
 
 ENV_PREFIX = "IDV_"
+# gRPC's keepalive ping interval plus its answer timeout (idv/node.py server_options): the longest a healthy
+# connection can stay silent.
+KEEPALIVE_SECONDS = 80.0
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
@@ -84,9 +87,16 @@ class ServingSettings:
     # it sees the SETTINGS, gets streams refused (UNAVAILABLE); max_streams_per_peer bounds what they hold.
     max_streams_per_connection: int = 32
     max_streams_per_peer: int = 16  # calls open at once from one IP address, all its connections
-    max_connections: int = 1024  # TCP connections the node keeps at once (each is a file descriptor)
-    connection_idle_seconds: float = 60.0  # a connection with no call is closed after this
-    handshake_timeout_seconds: float = 10.0  # TCP accept to finished TLS/HTTP/2 handshake
+    # Connections are capped at accept by the node's front (idv/front.py), on the gRPC and the device port
+    # each: per IPv4 address (per /64 for IPv6), and in all; excess ones are closed at once.
+    connections_per_address: int = 32
+    max_connections: int = 1024  # TCP connections a public port keeps at once (each costs three descriptors)
+    connection_idle_seconds: float = 60.0  # a connection with no call is closed after this (gRPC)
+    # TCP accept to the first byte (the front) and to a finished TLS/HTTP/2 handshake (gRPC).
+    handshake_timeout_seconds: float = 10.0
+    # A connection on which no byte moved either way for this long is closed by the front. Above gRPC's
+    # keepalive (a ping every 60 s, 20 s for its answer), so it never cuts a connection that answers.
+    quiet_connection_seconds: float = 120.0
     receive_bodies_per_peer: int = 2  # request bodies being received at once from one IP address
     receive_bodies_per_caller: int = 4  # ... with one API key (from any address)
     receive_bodies_total: int = 12  # ... from all peers (each may buffer up to max_message_bytes)
@@ -135,13 +145,18 @@ class ServingSettings:
         if self.mode not in ("development", "production"):
             problems.append(f"serving.mode must be 'development' or 'production', not {self.mode!r}")
         for name in ("worker_threads", "frame_threads", "max_concurrent_rpcs", "max_streams_per_connection",
-                     "max_streams_per_peer", "max_connections", "receive_bodies_per_peer", "receive_bodies_per_caller",
-                     "receive_bodies_total"):
+                     "max_streams_per_peer", "max_connections", "connections_per_address",
+                     "receive_bodies_per_peer", "receive_bodies_per_caller", "receive_bodies_total"):
             if getattr(self, name) < 1:
                 problems.append(f"serving.{name} must be at least 1")
         for name in ("body_timeout_seconds", "connection_idle_seconds", "handshake_timeout_seconds"):
             if getattr(self, name) <= 0:
                 problems.append(f"serving.{name} must be positive")
+        if self.connections_per_address > self.max_connections:
+            problems.append("serving.connections_per_address must not exceed serving.max_connections")
+        if self.quiet_connection_seconds <= KEEPALIVE_SECONDS:
+            problems.append(f"serving.quiet_connection_seconds must exceed {KEEPALIVE_SECONDS:g} s (gRPC's keepalive "
+                            "ping interval plus its timeout): a shorter one would cut healthy connections")
         if self.request_budget_seconds <= 0:
             problems.append("serving.request_budget_seconds must be positive")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

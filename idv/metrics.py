@@ -31,6 +31,13 @@ class Metrics:
             "idv_refused_before_handler", "Calls refused before a handler ran, by cause (issue 16): TOO_MANY_STREAMS, "
             "RECEIVE_BUSY, BODY_TIMEOUT, NO_WHOLE_MESSAGE (larger than max_message_bytes, refused by gRPC, or none "
             "sent), EXTRA_MESSAGE, UNDECODABLE_PROTOBUF", ["cause"], registry=self.registry)
+        self.connections_refused = Counter(
+            "idv_connections_refused", "Connections the node's front closed (idv/front.py), by listener (grpc, "
+            "device) and cause: CONNECTIONS_PER_ADDRESS and MAX_CONNECTIONS (refused at accept), SILENT_CONNECTION "
+            "(no byte within handshake_timeout_seconds), QUIET_CONNECTION (no byte either way within "
+            "quiet_connection_seconds), SERVER_UNREACHABLE", ["listener", "cause"], registry=self.registry)
+        self.open_connections = Gauge("idv_open_connections", "Client connections open through the front, by listener",
+                                      ["listener"], registry=self.registry)
         self.open_calls = Gauge("idv_open_calls", "Service calls open, from HEADERS to the answer",
                                 registry=self.registry)
         self.receiving = Gauge("idv_receiving_bodies", "Request bodies being received (not yet admitted)",
@@ -54,6 +61,12 @@ class Metrics:
 
     def observe_refused_before_handler(self, cause: str) -> None:
         self.refused_before_handler.labels(cause).inc()
+
+    def observe_connection_refused(self, listener: str, cause: str) -> None:
+        self.connections_refused.labels(listener, cause).inc()
+
+    def track_connections(self, listener: str, read: Callable[[], float]) -> None:
+        self.open_connections.labels(listener).set_function(read)
 
     def track_intake(self, open_calls: Callable[[], float], receiving: Callable[[], float]) -> None:
         self.open_calls.set_function(open_calls)

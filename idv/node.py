@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from idv.assemble import AssembledService, build_service
 from idv.config import ServingSettings, Settings
+from idv.front import BACKEND_HOST, ConnectionFront, FrontLimits, bind_listener
 from idv.http.app import DeviceEndpointConfig, build_app
 from idv.http.capture_body import CaptureLimits
 from idv.http.server import DeviceServer, DeviceServerConfig
@@ -33,7 +34,7 @@ from idv.readiness import ReadinessProbe
 from idv.reload import ReloadConfig, Reloader, TlsFiles
 from idv.rpc.admission import Admission
 from idv.rpc.guarded_health import GuardedHealth
-from idv.rpc.intake import IntakeLimits, PeerIntake
+from idv.rpc.intake import IntakeLimits, PeerAddresses, PeerIntake
 from idv.rpc.servicer import IdentityVerificationServicer
 from idv.rpc.transport import AioServer, LoopThread, SyncHealth
 from idv.security.callers import CallerRegistry
@@ -69,7 +70,8 @@ def server_options(settings: ServingSettings) -> list[tuple[str, int]]:
         # --- issue 16: what a peer can hold without sending a request ---
         # Streams one connection may open at once (HTTP/2 SETTINGS; excess streams are refused by gRPC core).
         ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
-        # Connections the node keeps at once: beyond it gRPC core closes new ones at accept (fd bound).
+        # Connections the server keeps at once. The front (idv/front.py) already caps the public port at
+        # max_connections and per address; this bounds what local processes reaching the private port may hold.
         ("grpc.max_allowed_incoming_connections", settings.max_connections),
         # A connection that never finishes its TLS/HTTP/2 handshake is dropped after this.
         ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_seconds * 1000)),
@@ -90,9 +92,12 @@ def server_options(settings: ServingSettings) -> list[tuple[str, int]]:
 class Node:
     settings: Settings
     server: AioServer
-    port: int
+    port: int  # the public port: the connection front (idv/front.py)
     state: NodeState
     started_at: float
+    front: ConnectionFront
+    front_loop: LoopThread  # the fronts' event loop (gRPC's and the device endpoint's)
+    server_port: int = -1  # the gRPC server's private loopback port behind the front
     metrics_port: int = -1
     reloader: Reloader | None = None  # callers and TLS certificates, reloaded on SIGHUP and on change
     admission: Admission | None = None
@@ -161,10 +166,16 @@ class Node:
             stop()
         self._stoppers.clear()
         self.state.not_serving()
+        fronting = not self.front_loop.loop.is_closed()
+        if fronting:  # no new connections; those open keep flowing while the server drains, then are cut
+            self.front_loop.call(self.front.stop_accepting(), timeout=10)
         self.server.stop(self.settings.serving.grace_seconds if grace is None else grace)
+        if fronting:
+            self.front_loop.call(self.front.close(), timeout=10)
         for close in reversed(self._closers):
             close()
         self._closers.clear()
+        self.front_loop.close()
 
 
 def build_node(settings: Settings) -> Node:
@@ -175,11 +186,20 @@ def build_node(settings: Settings) -> Node:
     """
     serving = settings.serving
     started = time.monotonic()
+    # The public port is the front's: connections per address and in all are capped at accept.
+    try:
+        listener = bind_listener(serving.host, serving.port)
+    except OSError as exc:
+        raise OSError(f"cannot listen on {serving.host}:{serving.port}: {exc} "
+                      "(is another idv already running there?)") from None
+    metrics = Metrics()
+    front = ConnectionFront("grpc", front_limits(serving), listener, metrics.observe_connection_refused)
+    metrics.track_connections("grpc", lambda: front.open_connections)
+    front_loop = LoopThread("idv-front")
     loop = LoopThread("idv-grpc")
     # The compute pool: the only threads that run requests; `worker_threads` of them at a time.
     compute_pool = futures.ThreadPoolExecutor(max_workers=serving.worker_threads, thread_name_prefix="idv-compute")
     health_servicer = health.aio.HealthServicer()
-    metrics = Metrics()
     state = NodeState(SyncHealth(health_servicer, loop), CallerRegistry.load(settings.store.callers_path), metrics)
     reloader = Reloader(ReloadConfig(settings.store.callers_path, tls_files(serving), serving.reload_watch_seconds),
                         apply_callers=lambda callers: setattr(state, "callers", callers))
@@ -192,50 +212,73 @@ def build_node(settings: Settings) -> Node:
         receive_bodies_total=serving.receive_bodies_total,
         body_timeout_seconds=serving.body_timeout_seconds,
         max_message_bytes=serving.max_message_bytes,
-    ))
+    ), PeerAddresses(front.original_peer))
     metrics.track_intake(lambda: intake.open_streams, lambda: intake.receiving_total)
     servicer = IdentityVerificationServicer(state, admission, serving.request_budget_seconds, intake)
     address = f"{serving.host}:{serving.port}"
+    private_address = f"{BACKEND_HOST}:0"  # the server's own port, reached only through the front
 
     async def start() -> tuple[grpc.aio.Server, int]:
         server = grpc.aio.server(options=server_options(serving))
         server.add_generic_rpc_handlers([servicer.generic_handler()])
-        server.add_generic_rpc_handlers([GuardedHealth(health_servicer, metrics).generic_handler()])
+        server.add_generic_rpc_handlers([GuardedHealth(health_servicer, metrics, addresses=intake.addresses)
+                                         .generic_handler()])
         if serving.reflection:
             names = (verification_pb2.DESCRIPTOR.services_by_name["IdentityVerification"].full_name,
                      health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
             reflection.enable_server_reflection(names, server)
         try:
+            # TLS end to end: the front splices the client's bytes unchanged to this port.
             if serving.tls:
-                port = server.add_secure_port(address, reloader.server_credentials())
+                port = server.add_secure_port(private_address, reloader.server_credentials())
             else:
-                port = server.add_insecure_port(address)
+                port = server.add_insecure_port(private_address)
         except RuntimeError as exc:
-            raise OSError(f"cannot listen on {address}: {exc} (is another idv already running there?)") from None
+            raise OSError(f"cannot listen on {private_address} behind {address}: {exc}") from None
         if port == 0:
-            raise OSError(f"cannot listen on {address} (is another idv already running there?)")
+            raise OSError(f"cannot listen on {private_address} behind {address}")
         await server.start()
         return server, port
 
     try:
-        server, port = loop.call(start())
+        server, server_port = loop.call(start())
+        front_loop.call(front.start(server_port), timeout=10)
     except BaseException:
         compute_pool.shutdown(wait=False)
         loop.close()
+        front_loop.close()
+        listener.close()
         raise
-    node = Node(settings, AioServer(loop, server, compute_pool), port, state, started, reloader=reloader,
-                admission=admission)
+    node = Node(settings, AioServer(loop, server, compute_pool), front.port, state, started, front, front_loop,
+                server_port, reloader=reloader, admission=admission)
     reloader.start()
     node._stoppers.append(reloader.stop)
     # Bound now, like the gRPC port, so capture URLs can name it; it serves once the models are warm.
     if settings.device.enabled:
+        try:
+            device_listener = bind_listener(settings.device.host, settings.device.port)
+        except OSError as exc:
+            node.stop(0)
+            raise OSError(f"cannot listen on {settings.device.host}:{settings.device.port} for devices: "
+                          f"{exc}") from None
+        device_front = ConnectionFront("device", front_limits(serving), device_listener,
+                                       metrics.observe_connection_refused)
+        metrics.track_connections("device", lambda: device_front.open_connections)
         node.device = DeviceServer(DeviceServerConfig(settings.device.host, settings.device.port,
-                                                      serving.tls_cert_file, serving.tls_key_file))
+                                                      serving.tls_cert_file, serving.tls_key_file),
+                                   device_front, front_loop)
         node._closers.append(node.device.close)
     if serving.metrics_port >= 0:
         http_server, node.metrics_port = metrics.serve(serving.metrics_host, serving.metrics_port)
         node._closers.append(http_server.shutdown)
     return node
+
+
+def front_limits(settings: ServingSettings) -> FrontLimits:
+    return FrontLimits(connections_per_address=settings.connections_per_address,
+                       max_connections=settings.max_connections,
+                       first_byte_seconds=settings.handshake_timeout_seconds,
+                       quiet_seconds=settings.quiet_connection_seconds)
 
 
 def tls_files(settings: ServingSettings) -> TlsFiles | None:

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2
 
 from idv.errors import IdvError, InvalidRequest, Overloaded
 from idv.metrics import Metrics
-from idv.rpc.intake import IntakeLimits, PeerIntake, peer_address, read_single_message
+from idv.rpc.intake import IntakeLimits, PeerAddresses, PeerIntake, read_single_message
 from idv.rpc.status import to_status
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
@@ -26,10 +26,11 @@ HEALTH_LIMITS = IntakeLimits(max_streams_per_peer=16, receive_bodies_per_peer=1,
 
 
 class GuardedHealth:
-    def __init__(self, servicer: object, metrics: Metrics, limits: IntakeLimits = HEALTH_LIMITS):
+    def __init__(self, servicer: object, metrics: Metrics, limits: IntakeLimits = HEALTH_LIMITS,
+                 addresses: PeerAddresses | None = None):
         self._servicer = servicer
         self._metrics = metrics
-        self._intake = PeerIntake(limits)
+        self._intake = PeerIntake(limits, addresses)
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
         serialize = health_pb2.HealthCheckResponse.SerializeToString
@@ -39,7 +40,7 @@ class GuardedHealth:
         })
 
     async def _check(self, _requests: object, context: grpc.aio.ServicerContext):
-        address = peer_address(context.peer())
+        address = self._intake.addresses.of(context.peer())
         if not self._intake.open_stream(address):
             await self._refuse(context, Overloaded("too many calls open from this address", "TOO_MANY_STREAMS"))
         try:
@@ -49,7 +50,7 @@ class GuardedHealth:
             self._intake.close_stream(address)
 
     async def _watch(self, _requests: object, context: grpc.aio.ServicerContext) -> None:
-        address = peer_address(context.peer())
+        address = self._intake.addresses.of(context.peer())
         if not self._intake.open_stream(address):
             await self._refuse(context, Overloaded("too many calls open from this address", "TOO_MANY_STREAMS"))
         try:

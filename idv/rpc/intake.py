@@ -12,13 +12,15 @@ The per-key cap is what keeps a leaked key used from many addresses from taking 
 slot (measured: 20 addresses, one key, 12 body-less streams each: without it nearly every
 genuine call got RECEIVE_BUSY); without configured callers (development) it does not
 apply. Calls open at once are also capped per IP address, whatever number of connections
-they come over. All of this runs on the event loop thread only: no locks.
+they come over; the address is the client's own, resolved through the connection front
+(`PeerAddresses`), and connections per address are capped there (idv/front.py). All of this runs on the event loop thread only: no locks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -51,11 +53,44 @@ def peer_address(peer: str) -> str:
     return rest or peer
 
 
+def _peer_port(peer: str) -> int | None:
+    kind, _, rest = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return None
+    port = rest.rpartition(":")[2]
+    return int(port) if port.isdigit() else None
+
+
+class PeerAddresses:
+    """The real address behind a grpc peer string.
+
+    Behind the connection front (idv/front.py) every call comes from 127.0.0.1 on the port of the
+    front's server connection; `original_peer` (the front's map, injected by the node) turns that
+    port back into the client's address, so the per-address limits below count real clients. A
+    peer the front does not know (no front, or a local process that connected to the private
+    port directly) is counted under its own address."""
+
+    def __init__(self, original_peer: Callable[[int], tuple[str, int] | None] | None = None,
+                 front_host: str = "127.0.0.1"):
+        self._original_peer = original_peer
+        self._front_host = front_host
+
+    def of(self, peer: str) -> str:
+        address = peer_address(peer)
+        if self._original_peer is not None and address == self._front_host:
+            port = _peer_port(peer)
+            original = self._original_peer(port) if port is not None else None
+            if original is not None:
+                return original[0]
+        return address
+
+
 class PeerIntake:
     """Counts of open calls and bodies being received, per peer address and in total."""
 
-    def __init__(self, limits: IntakeLimits):
+    def __init__(self, limits: IntakeLimits, addresses: PeerAddresses | None = None):
         self.limits = limits
+        self.addresses = addresses or PeerAddresses()
         self._streams: dict[str, int] = {}
         self._receiving: dict[str, int] = {}
         self._receiving_by_caller: dict[str, int] = {}

@@ -37,7 +37,7 @@ from idv.node_state import NodeState
 from idv.admin import AdminService
 from idv.pipeline import Budget
 from idv.rpc.admission import Admission
-from idv.rpc.intake import PeerIntake, peer_address, read_single_message
+from idv.rpc.intake import PeerIntake, read_single_message
 from idv.rpc.status import internal_status, to_status
 from idv.security.callers import ANONYMOUS, METADATA_KEY, Caller
 from idv.service import EnrollCommand, VerificationService, VerifyCommand
@@ -113,7 +113,7 @@ class IdentityVerificationServicer:
                        request_iterator: object, context: grpc.aio.ServicerContext) -> T:
         started = time.perf_counter()
         intake = self._intake
-        address = peer_address(context.peer())
+        address = intake.addresses.of(context.peer())
         if not intake.open_stream(address):
             await self._refuse(rpc, context, Overloaded("too many calls open from this address; retry with backoff",
                                                         "TOO_MANY_STREAMS"), started)
