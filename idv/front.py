@@ -28,9 +28,11 @@ Per-address means per IPv4 address, and per /64 for IPv6 (one host usually holds
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,6 +40,7 @@ log = logging.getLogger("idv.front")
 
 BACKEND_HOST = "127.0.0.1"  # where the front reaches its server (the server's private port)
 _HIGH_WATER = 128 * 1024  # write buffer per direction before the other side's reading pauses
+_ACCEPTS_PER_WAKEUP = 128  # then the loop serves the connections it has before accepting more
 
 
 @dataclass(frozen=True)
@@ -90,15 +93,17 @@ def bind_listener(host: str, port: int, backlog: int = 512) -> socket.socket:
 class _Connection(asyncio.Protocol):
     """The client side of one spliced connection; `_Server` is its server side."""
 
-    def __init__(self, front: ConnectionFront):
+    def __init__(self, front: ConnectionFront, peer: tuple[str, int], key: str):
         self.front = front
         self.client: asyncio.Transport | None = None
         self.server: asyncio.Transport | None = None
-        self.peer: tuple[str, int] = ("", 0)
-        self.key = ""
+        self.peer = peer
+        self.key = key
         self.pending: list[bytes] = []  # client bytes received before the server connection is up
         self.connecting = False
         self.closed = False
+        self.client_ended = False  # EOF seen from the client / from the server (half-closes)
+        self.server_ended = False
         self.opened_at = 0.0
         self.last_activity = 0.0
         self.server_port = 0
@@ -107,16 +112,9 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.client = transport
-        peername = transport.get_extra_info("peername") or ("", 0)
-        self.peer = (_real_host(str(peername[0])), int(peername[1]))
-        self.key = address_key(self.peer[0])
-        cause = self.front.admit(self)
-        if cause is not None:
-            self.closed = True
-            transport.abort()  # a reset: the fd is freed now, not after a FIN handshake
-            self.front.refused(cause)
+        if self.closed:  # the front closed while the transport was being made
+            transport.abort()
             return
-        self.opened_at = self.last_activity = self.front.loop.time()
         transport.set_write_buffer_limits(high=_HIGH_WATER)
 
     def data_received(self, data: bytes) -> None:
@@ -132,10 +130,12 @@ class _Connection(asyncio.Protocol):
             self.front.loop.create_task(self._connect())
 
     def eof_received(self) -> bool:
-        if self.server is not None and self.server.can_write_eof():
+        self.client_ended = True
+        if self.server is not None and self.server.can_write_eof() and not self.server_ended:
             self.server.write_eof()  # half-close: the answer may still come
             return True
-        return False  # not connected yet: nothing to wait for
+        self.close()  # not connected yet, or both sides have ended
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close()
@@ -193,10 +193,12 @@ class _Server(asyncio.Protocol):
             connection.client.write(data)
 
     def eof_received(self) -> bool:
-        client = self.connection.client
-        if client is not None and client.can_write_eof():
-            client.write_eof()
+        connection = self.connection
+        connection.server_ended = True
+        if connection.client is not None and connection.client.can_write_eof() and not connection.client_ended:
+            connection.client.write_eof()
             return True
+        connection.close()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -228,7 +230,7 @@ class ConnectionFront:
         self._on_refused = on_refused
         self._connections: set[_Connection] = set()
         self._per_key: dict[str, int] = {}
-        self._server: asyncio.AbstractServer | None = None
+        self._accepting = False
         self._sweeper: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start(), on its loop
 
@@ -246,17 +248,58 @@ class ConnectionFront:
         """Serve the public socket, splicing to 127.0.0.1:`backend_port`."""
         self.backend_port = backend_port
         self.loop = asyncio.get_running_loop()
-        self._server = await self.loop.create_server(lambda: _Connection(self), sock=self._listener, backlog=512)
+        self._accepting = True
+        self.loop.add_reader(self._listener.fileno(), self._accept)
         self._sweeper = self.loop.create_task(self._sweep())
 
-    def admit(self, connection: _Connection) -> str | None:
+    def _accept(self) -> None:
+        """Accept what is pending; a refused connection is closed (reset) before anything else is made for it,
+        so a flood holds no more than one descriptor at a time beyond the caps."""
+        for _ in range(_ACCEPTS_PER_WAKEUP):
+            try:
+                sock, peername = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: stop accepting for a moment instead of spinning on the listener.
+                    log.warning("accept failed; pausing accepts", extra={"port": self.port, "error": exc.strerror})
+                    self.loop.remove_reader(self._listener.fileno())
+                    self.loop.call_later(0.5, self._resume_accepting)
+                return
+            peer = (_real_host(str(peername[0])), int(peername[1]))
+            key = address_key(peer[0])
+            cause = self._admit(key)
+            if cause is not None:
+                # A reset, not a FIN: the descriptor is freed now, not after a closing handshake.
+                self.refused(cause)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+                continue
+            sock.setblocking(False)
+            connection = _Connection(self, peer, key)
+            connection.opened_at = connection.last_activity = self.loop.time()
+            self._connections.add(connection)
+            self.loop.create_task(self._serve(connection, sock))
+
+    def _resume_accepting(self) -> None:
+        if self._accepting:
+            self.loop.add_reader(self._listener.fileno(), self._accept)
+
+    async def _serve(self, connection: _Connection, sock: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: connection, sock)
+        except OSError:
+            sock.close()
+            connection.close()
+
+    def _admit(self, key: str) -> str | None:
         if len(self._connections) >= self.limits.max_connections:
             return "MAX_CONNECTIONS"
-        count = self._per_key.get(connection.key, 0)
+        count = self._per_key.get(key, 0)
         if count >= self.limits.connections_per_address:
             return "CONNECTIONS_PER_ADDRESS"
-        self._per_key[connection.key] = count + 1
-        self._connections.add(connection)
+        self._per_key[key] = count + 1
         return None
 
     def forget(self, connection: _Connection) -> None:
@@ -281,19 +324,18 @@ class ConnectionFront:
             now = self.loop.time()
             for connection in list(self._connections):
                 if not connection.connecting and now - connection.opened_at >= limits.first_byte_seconds:
-                    connection.close(abort=True)
                     self.refused("SILENT_CONNECTION")
-                elif now - connection.last_activity >= limits.quiet_seconds:
                     connection.close(abort=True)
+                elif now - connection.last_activity >= limits.quiet_seconds:
                     self.refused("QUIET_CONNECTION")
+                    connection.close(abort=True)
 
     async def stop_accepting(self) -> None:
         """No new connections; the open ones keep flowing (a draining server finishes its calls)."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        else:
-            self._listener.close()
+        if self._accepting:
+            self._accepting = False
+            self.loop.remove_reader(self._listener.fileno())
+        self._listener.close()
 
     async def close(self) -> None:
         """Stop accepting and cut every connection still open."""

@@ -59,8 +59,9 @@ class Fronted:
 
 @pytest.fixture()
 def fronted(request) -> Iterator[Fronted]:
+    # A long quiet_seconds unless a test asks otherwise: a loaded machine must not cut held connections.
     limits = getattr(request, "param", FrontLimits(connections_per_address=4, max_connections=10,
-                                                   first_byte_seconds=1.0, quiet_seconds=1.5))
+                                                   first_byte_seconds=1.0, quiet_seconds=30.0))
     made = Fronted(limits)
     yield made
     made.close()
@@ -124,10 +125,12 @@ def test_one_address_gets_its_cap_and_the_excess_is_refused_while_others_connect
     try:
         for sock in held:
             _served(sock)
-        excess = [fronted.connect("127.0.0.6") for _ in range(6)]  # the kernel accepts; the front closes them
-        assert all(_closed_by_peer(sock) for sock in excess)
-        for sock in excess:
-            sock.close()
+        for _ in range(6):  # the kernel accepts; the front resets them (on loopback maybe within connect)
+            try:
+                with fronted.connect("127.0.0.6") as sock:
+                    assert _closed_by_peer(sock)
+            except ConnectionResetError:
+                pass
         assert fronted.refusals["CONNECTIONS_PER_ADDRESS"] == 6
         with fronted.connect("127.0.0.7") as other:  # another address is served meanwhile
             _served(other)
@@ -146,9 +149,12 @@ def test_total_cap_refuses_beyond_max_connections(fronted: Fronted) -> None:
     try:
         for sock in held:
             _served(sock)
-        with fronted.connect("127.0.2.1") as late:
-            assert _closed_by_peer(late)
-        assert fronted.refusals["MAX_CONNECTIONS"] == 1
+        try:
+            with fronted.connect("127.0.2.1") as late:
+                assert _closed_by_peer(late)
+        except ConnectionResetError:  # on loopback the reset may already fail the connect
+            pass
+        assert fronted.refusals["MAX_CONNECTIONS"] == 1, fronted.refusals
     finally:
         for sock in held:
             sock.close()
@@ -168,6 +174,7 @@ def test_silent_connections_are_closed_without_reaching_the_server(fronted: Fron
             sock.close()
 
 
+@pytest.mark.parametrize("fronted", [FrontLimits(4, 10, first_byte_seconds=1.0, quiet_seconds=1.5)], indirect=True)
 def test_quiet_connections_are_closed_after_quiet_seconds(fronted: Fronted) -> None:
     with fronted.connect("127.0.0.9") as sock:
         _served(sock)
@@ -181,11 +188,13 @@ def test_a_flood_keeps_descriptors_bounded(fronted: Fronted) -> None:
     baseline = _fds()
     flood: list[socket.socket] = []
     peak = baseline
+    failed = 0
     try:
         for i in range(200):
             try:
                 sock = fronted.connect(f"127.0.3.{i % 5 + 1}")
-            except OSError:
+            except OSError:  # reset by the front within connect
+                failed += 1
                 continue
             try:
                 sock.sendall(b"x")
@@ -196,7 +205,9 @@ def test_a_flood_keeps_descriptors_bounded(fronted: Fronted) -> None:
         # This process holds both ends: the 200 client sockets, plus what the front and the server keep
         # (at most max_connections x 3: accepted, spliced, and the server's accepted end).
         assert peak - baseline <= 200 + 10 * 3 + 8, (baseline, peak)
-        assert fronted.refusals["CONNECTIONS_PER_ADDRESS"] + fronted.refusals["MAX_CONNECTIONS"] >= 190
+        refused = fronted.refusals["CONNECTIONS_PER_ADDRESS"] + fronted.refusals["MAX_CONNECTIONS"]
+        assert wait_for(lambda: fronted.refusals["CONNECTIONS_PER_ADDRESS"] + fronted.refusals["MAX_CONNECTIONS"]
+                        == 190, 3), (refused, failed)
     finally:
         for sock in flood:
             sock.close()

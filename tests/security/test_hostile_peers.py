@@ -49,6 +49,7 @@ LIMITS = {
     "IDV_RECEIVE_BODIES_PER_PEER": "2",
     "IDV_RECEIVE_BODIES_TOTAL": "6",
     "IDV_MAX_CONNECTIONS": "64",
+    "IDV_CONNECTIONS_PER_ADDRESS": "24",
     "IDV_HANDSHAKE_TIMEOUT_SECONDS": "2",
     "IDV_CONNECTION_IDLE_SECONDS": "4",
     "IDV_CALLER_REQUESTS_PER_MINUTE": "100000",
@@ -250,8 +251,11 @@ def test_progressive_jpeg_scan_bomb_is_refused_from_the_header(hostile: HostileN
     assert slowest < 2.0, slowest
 
 
-def test_idle_connections_are_capped_and_reaped(hostile: HostileNode) -> None:
+def test_idle_connections_are_capped_per_address_and_reaped(hostile: HostileNode) -> None:
     """Issue 16 #4: connections that send nothing (or only the HTTP/2 preface) and stay."""
+    cap = int(LIMITS["IDV_CONNECTIONS_PER_ADDRESS"])
+    before_refused = hostile.metric("idv_connections_refused_total", listener="grpc", cause="CONNECTIONS_PER_ADDRESS")
+    before_silent = hostile.metric("idv_connections_refused_total", listener="grpc", cause="SILENT_CONNECTION")
     baseline = process_fds(hostile.pid)
     with GenuineClient(hostile) as genuine:
         assert wait_until(lambda: len(genuine.health) >= 1, 5)  # its connection is open before the flood
@@ -262,8 +266,9 @@ def test_idle_connections_are_capped_and_reaped(hostile: HostileNode) -> None:
             for _ in range(20):
                 peak = max(peak, process_fds(hostile.pid))
                 time.sleep(0.1)
-            # The flood reached the cap, and never more than max_connections (64) were held.
-            assert 32 <= peak - baseline <= int(LIMITS["IDV_MAX_CONNECTIONS"]) + 8, (baseline, peak)
+            # Each address got its cap and no more: a connection that sent bytes costs three descriptors (the
+            # front's two ends and the server's), a silent one only the front's.
+            assert cap <= peak - baseline <= 3 * cap + cap + 8, (baseline, peak)
             # Silent connections are dropped after the handshake timeout (2 s), idle ones after 4 s.
             assert wait_until(lambda: process_fds(hostile.pid) - baseline <= 8, 12), process_fds(hostile.pid)
         finally:
@@ -272,6 +277,37 @@ def test_idle_connections_are_capped_and_reaped(hostile: HostileNode) -> None:
     genuine.assert_served()
     with IdvClient(f"127.0.0.1:{hostile.port}", timeout=HEALTH_DEADLINE, retries=0) as fresh:
         assert fresh.health() == "SERVING"  # a new connection is accepted again
+    refused = hostile.metric("idv_connections_refused_total", listener="grpc", cause="CONNECTIONS_PER_ADDRESS")
+    assert refused - before_refused >= 2 * (150 - cap) - 10  # a few may have been reaped and replaced
+    assert hostile.metric("idv_connections_refused_total", listener="grpc", cause="SILENT_CONNECTION") \
+        - before_silent >= cap
+
+
+def test_one_address_cannot_take_the_connections_of_others(hostile: HostileNode) -> None:
+    """The gap of issue 16 #4: one address opens more connections than the whole node keeps (64); all but
+    its cap (24) are refused at accept, so a client connecting afterwards is still served."""
+    cap = int(LIMITS["IDV_CONNECTIONS_PER_ADDRESS"])
+    before = hostile.metric("idv_connections_refused_total", listener="grpc", cause="CONNECTIONS_PER_ADDRESS")
+    baseline = process_fds(hostile.pid)
+    flood = idle_connections("127.0.0.1", hostile.port, 100, source="127.0.0.9", preface=True)
+    peak = baseline
+    try:
+        with GenuineClient(hostile) as genuine:  # its connections are opened after the flood
+            for _ in range(25):
+                peak = max(peak, process_fds(hostile.pid))
+                time.sleep(0.1)
+            assert hostile.metric("idv_open_connections", listener="grpc") <= cap + 4
+        genuine.assert_served()
+        with IdvClient(f"127.0.0.1:{hostile.port}", timeout=HEALTH_DEADLINE, retries=0) as fresh:
+            started = time.monotonic()
+            assert fresh.health() == "SERVING"
+            assert time.monotonic() - started < HEALTH_DEADLINE
+    finally:
+        for sock in flood:
+            sock.close()
+    assert hostile.metric("idv_connections_refused_total", listener="grpc",
+                          cause="CONNECTIONS_PER_ADDRESS") - before >= 100 - cap
+    assert peak - baseline <= 3 * cap + 16, (baseline, peak)
 
 
 def test_partial_health_requests_are_bounded_like_the_service(hostile: HostileNode) -> None:
