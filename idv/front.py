@@ -193,12 +193,10 @@ class _Server(asyncio.Protocol):
             connection.client.write(data)
 
     def eof_received(self) -> bool:
-        connection = self.connection
-        connection.server_ended = True
-        if connection.client is not None and connection.client.can_write_eof() and not connection.client_ended:
-            connection.client.write_eof()
-            return True
-        connection.close()
+        # The servers behind the front (gRPC, uvicorn) end a connection as a whole, never half: what is
+        # buffered goes to the client, then both ends close (a client that never closes holds nothing).
+        self.connection.server_ended = True
+        self.connection.close()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
