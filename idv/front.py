@@ -162,6 +162,7 @@ class _Connection(asyncio.Protocol):
             transport.abort()
             return
         self.server = transport
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server_port = int(transport.get_extra_info("sockname")[1])
         self.front.peers[self.server_port] = self.peer  # before the first byte reaches the server
         transport.set_write_buffer_limits(high=_HIGH_WATER)
@@ -275,6 +276,7 @@ class ConnectionFront:
                 sock.close()
                 continue
             sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a spliced write goes out at once
             connection = _Connection(self, peer, key)
             connection.opened_at = connection.last_activity = self.loop.time()
             self._connections.add(connection)
