@@ -149,7 +149,8 @@ def build_app(node_state, admission: Admission, counters: CounterStore, config: 
             budget = Budget(config.request_budget_seconds, cancelled=cancelled.is_set)
             frames, stamps = capture.frames, capture.timestamps_ms
             command, outcome, history_token = await admission.run(
-                budget.remaining(), lambda: sessions.verify_capture(token, frames, budget, stamps), cancelled)
+                budget.remaining(), lambda: sessions.verify_capture(token, frames, budget, stamps,
+                                                                  capture.attestation), cancelled)
             node_state.record_decision(command, outcome)
             node_state.metrics.observe_rpc("DeviceUpload", "OK", time.perf_counter() - started)
             answer: dict[str, object] = {"verdict": outcome.verdict.value, "reason": outcome.reason.value}
