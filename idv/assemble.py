@@ -299,7 +299,8 @@ def build_service(settings: Settings, models: ModelSet | None = None,
         if capture_base_url is not None and issuer is not None:
             keeper = SessionKeeper(shared.sessions, vault.keys,
                                    SessionPolicy(settings.sessions.result_ttl_seconds, settings.sessions.frame_count,
-                                                 capture_base_url.rstrip("/")))
+                                                 capture_base_url.rstrip("/"),
+                                                 record_mode=settings.device.record_dir is not None))
             sessions = SessionService(service, keeper, issuer, vault, throttle, audit,
                                       settings.sessions.fixed_challenges, history=history)
         admin = AdminService(vault, throttle, audit,

@@ -702,6 +702,38 @@ def eval_demographics(args: tuple[str, ...]) -> None:
     sys.exit(run(list(args), echo=click.echo))
 
 
+@eval.command("light")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--model-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where the pulled models are (IDV_MODEL_DIR).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def eval_light(directory: Path, config_file: Path | None, model_dir: Path | None, as_json: bool) -> None:
+    """The light check on record-mode captures (issue 14): BPCER on the genuine ones, APCER per attack
+    species, with counts and 95% Clopper-Pearson intervals."""
+    from idv.evaluation.light_recordings import (
+        LightRecordingError,
+        build_pipeline,
+        evaluate,
+        load_recordings,
+        report_json,
+        report_lines,
+    )
+    from idv.models.runtime import ModelLoadError
+
+    settings = _settings(config_file, model_dir=model_dir)
+    try:
+        recordings = load_recordings(directory)  # every recording checked before the models load
+        report = evaluate(recordings, build_pipeline(settings))
+    except (LightRecordingError, ModelLoadError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report_json(report), indent=2))
+    else:
+        for line in report_lines(report):
+            click.echo(line)
+
+
 @eval.command("calibrate")
 @click.argument("sample", type=click.Path(path_type=Path, exists=True))
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False))

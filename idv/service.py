@@ -96,6 +96,9 @@ class VerifyOutcome:
     timings_ms: dict[str, float] = field(default_factory=dict)
     credential: IssuedCredential | None = None  # a check-in code, on PASS for an issuing purpose
     evidence: dict[str, float] = field(default_factory=dict)  # audit only (light challenge)
+    # The light sequence the redeemed challenge issued ((colour, duration_ms) steps; empty: none). Never
+    # sent to a caller; record mode (idv.http.recorder) saves it beside the capture it was flashed for.
+    light_sequence: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,14 @@ class VerificationService:
                 light = LightRequest(tuple(LightStep(c, d) for c, d in challenge.light), command.timestamps_ms)
         elif claim.purpose in self._challenge_required:
             return _outcome(request_id, TrueReason.CHALLENGE_REQUIRED, claim.id_key, {})
+        outcome = self._judge(command, claim, budget, request_id, actions, light)
+        if light is None:
+            return outcome
+        return dataclasses.replace(outcome, light_sequence=tuple((s.colour, s.duration_ms) for s in light.sequence))
+
+    def _judge(self, command: VerifyCommand, claim: Claim, budget: Budget, request_id: str,
+               actions: tuple[str, ...] | None, light: LightRequest | None) -> VerifyOutcome:
+        """After the challenge: attestation, timing, replay, reference, core."""
         if self._attestation is not None:
             # Before the replay memory and any decode: hashing the frames' bytes is all it costs.
             budget.check("attestation")

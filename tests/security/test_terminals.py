@@ -204,3 +204,44 @@ def test_unknown_purposes_in_attestation_policy_are_a_config_problem() -> None:
 
     with pytest.raises(ConfigError, match="attestation_required_for"):
         load_settings(environ={}, overrides={"integrity__attestation_required_for": "check_in,lunch"})
+
+
+def test_session_uploads_are_signed_over_the_capture_token(node_settings, keypair, testdata) -> None:
+    """A terminal using sessions signs its capture token (the one value it holds) with the frames."""
+    import base64
+
+    import httpx
+
+    settings = node_settings.updated(integrity__attestation_required_for=("CHECK_IN",), device_port=0,
+                                     device_requests_per_minute=1000, lockout_after_failures=50)
+    add_terminal(settings.store.terminals_path, "anonymous", "till-3", read_public_key(keypair[1]))
+    key = load_private_key(keypair[0])
+    node = start_node(settings)
+    try:
+        frames = _frames(testdata)
+        stamps = [1000.0 + 300.0 * i for i in range(len(frames))]
+        with IdvClient(f"127.0.0.1:{node.port}", timeout=30, retries=0) as client:
+            client.enroll(ID_SUBJECT_1, NAME, [nuaa_frames(testdata, "print", "0001")[0].read_bytes()])
+
+            def upload(signature: bytes | None) -> str:
+                session = client.create_session(ID_SUBJECT_1, NAME, "check_in")
+                header: dict[str, object] = {"timestamps_ms": stamps, "sizes": [len(f) for f in frames]}
+                if signature is not None:
+                    signed = sign_capture(key, session.capture_token, "CHECK_IN", frames, stamps) \
+                        if signature == b"good" else signature
+                    header.update(terminal_id="till-3", signature=base64.b64encode(signed).decode())
+                answer = httpx.post(f"http://127.0.0.1:{node.device.port}/v1/capture", timeout=60,
+                                    content=json.dumps(header).encode() + b"\n" + b"".join(frames),
+                                    headers={"Authorization": f"Bearer {session.capture_token}",
+                                             "Content-Type": "application/vnd.idv.capture"})
+                assert answer.status_code == 200, answer.text
+                return answer.json()["reason"]
+
+            assert upload(None) == "LIVENESS_FAILED"
+            assert upload(sign_capture(key, "another-token", "CHECK_IN", frames, stamps)) == "LIVENESS_FAILED"
+            upload(b"good")  # judged on (the clip performs no challenge: the verdict itself is no matter here)
+    finally:
+        node.stop(0)
+    reasons = _audit_reasons(settings)
+    assert reasons[:2] == ["ATTESTATION_MISSING", "ATTESTATION_INVALID"]
+    assert reasons[2] not in ("ATTESTATION_MISSING", "ATTESTATION_INVALID")
