@@ -482,7 +482,7 @@ def signals(config: Path | None, every: int, video: Path) -> None:
 # ------------------------------------------------------------------ keys, tls
 @main.group()
 def keys() -> None:
-    """Caller credentials and data-at-rest keys."""
+    """Caller credentials, attested terminals and data-at-rest keys."""
 
 
 @keys.command("add-caller")

@@ -147,3 +147,66 @@ def test_thresholds_reported_are_the_nodes(tmp_path) -> None:
     shown = report_json(LightReport((), LightConfig()))["thresholds"]
     assert (shown["min_correlation"], shown["min_amplitude"]) == (LightConfig().min_correlation,
                                                                   LightConfig().min_amplitude)
+
+
+def test_the_capture_page_in_record_mode_asks_for_a_label_and_the_capture_is_saved(record_node, tmp_path,
+                                                                                    testdata) -> None:
+    """Real Chromium, whose fake camera plays a recording (an injected camera: it cannot follow the
+    flashes): the operator labels it `video` on the page; the saved capture is what eval light measures."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from liveness.video_signals import iter_video_frames
+    from tests.chromium import chromium_driver, write_y4m
+    from tests.test_sessions import _sway
+
+    node, settings = record_node
+    frames = [f for i, f in iter_video_frames(testdata / "video" / CLIP) if i % 3 == 0 and i < 240]
+    camera = tmp_path / "recorded.y4m"
+    write_y4m(camera, [_sway(f, k) for k, f in enumerate(frames)], 10)
+    driver = chromium_driver(camera)
+    try:
+        with IdvClient(f"127.0.0.1:{node.port}", retries=0, timeout=60) as client:
+            opened = client.create_session(ID_SUBJECT_1, NAME, "check_in")
+            driver.get(opened.capture_url)
+            body = lambda d: d.find_element(By.TAG_NAME, "body")  # noqa: E731
+            WebDriverWait(driver, 10).until(lambda d: body(d).get_attribute("data-state") == "ready")
+            assert driver.find_element(By.ID, "record").is_displayed()
+            Select(driver.find_element(By.ID, "record-label")).select_by_value("video")
+            driver.find_element(By.ID, "start").click()
+            WebDriverWait(driver, 120, poll_frequency=0.2).until(
+                lambda d: body(d).get_attribute("data-state") in ("done", "error"))
+            assert body(driver).get_attribute("data-state") == "done", body(driver).get_attribute("data-reason")
+            verdict = body(driver).get_attribute("data-verdict")
+    finally:
+        driver.quit()
+    saved = list(settings.device.record_dir.iterdir())
+    assert len(saved) == 1
+    manifest = json.loads((saved[0] / "capture.json").read_text())
+    assert manifest["label"] == "video" and manifest["verdict"] == verdict == "FAIL"
+    assert [(s["colour"], s["duration_ms"]) for s in manifest["light"]] == list(opened.light)
+    report = CliRunner().invoke(cli, ["eval", "light", str(settings.device.record_dir), "--json",
+                                      "--model-dir", str(settings.models.dir)])
+    assert report.exit_code == 0, report.output
+    measured = json.loads(report.output)
+    assert measured["bpcer"] is None and measured["apcer"]["video"]["trials"] == 1
+    assert measured["apcer"]["video"]["errors"] == 0  # the injected recording did not pass the light check
+
+
+def test_a_page_without_record_mode_shows_no_label_picker(node_settings, testdata, tmp_path) -> None:
+    """And a label sent to a node that is not recording is refused, token unspent."""
+    settings = node_settings.updated(challenge_passive_only_for=(), check_in_kind="light", device_port=0)
+    node = start_node(settings)
+    try:
+        with IdvClient(f"127.0.0.1:{node.port}", retries=0, timeout=60) as client:
+            opened = client.create_session(ID_SUBJECT_1, NAME, "check_in")
+            assert "record=" not in opened.capture_url
+            page = httpx.get(f"http://127.0.0.1:{node.device.port}/capture/", timeout=10).text
+            assert '<section id="record" class="record" hidden>' in page
+            labelled = _upload(node, opened.capture_token, _body([b"\xff\xd8\xff"] * 3, [0.0, 100.0, 200.0], "genuine"))
+            assert labelled.status_code == 400 and labelled.json()["error"]["reason"] == "RECORD_LABEL"
+            assert client.session_result(opened.session_id).state == "PENDING"
+    finally:
+        node.stop(0)
+    assert not any(settings.store.data_dir.rglob("frame-*.jpg"))
