@@ -230,7 +230,8 @@ class VerificationService:
         """After the challenge: attestation, timing, replay, reference, core."""
         if self._attestation is not None:
             # Before the replay memory and any decode: hashing the frames' bytes is all it costs.
-            budget.check("attestation")
+            if command.attestation is not None:
+                budget.check("attestation")
             problem = self._attestation.problem(command.caller, claim.purpose.value, command.attestation_nonce,
                                                 command.frames, command.timestamps_ms, command.attestation)
             if problem is not None:
