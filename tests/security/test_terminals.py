@@ -175,6 +175,19 @@ def test_terminals_are_picked_up_and_dropped_while_serving(attested, keypair, te
         assert client.verify(ID_SUBJECT_1, NAME, frames, terminal_id="till-3", terminal_key=key).verdict == "PASS"
 
 
+def test_registered_terminals_survive_a_restart(attested, keypair, testdata) -> None:
+    node, settings = attested
+    node.stop(0)
+    restarted = start_node(settings)
+    try:
+        with IdvClient(f"127.0.0.1:{restarted.port}", timeout=30, retries=0) as client:
+            client.enroll(ID_SUBJECT_1, NAME, [nuaa_frames(testdata, "print", "0001")[0].read_bytes()])
+            assert client.verify(ID_SUBJECT_1, NAME, _frames(testdata), terminal_id="till-3",
+                                 terminal_key=load_private_key(keypair[0])).verdict == "PASS"
+    finally:
+        restarted.stop(0)
+
+
 def test_cli_verify_signs_with_the_terminal_key(attested, keypair, testdata, tmp_path) -> None:
     node, _ = attested
     frames = []
