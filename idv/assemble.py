@@ -38,6 +38,7 @@ from idv.references import ReferenceVault
 from idv.service import VerificationService
 from idv.session_service import SessionService
 from idv.security.callers import CallerRegistry, CallersFileError
+from idv.security.terminals import AttestationCheck, TerminalRegistry
 from idv.sessions import SessionKeeper, SessionPolicy
 from idv.site_thresholds import resolve_threshold, start_record
 from idv.state.base import ChallengeStore, CounterStore, CredentialStore, SeenFrameStore, SessionStore
@@ -289,12 +290,17 @@ def build_service(settings: Settings, models: ModelSet | None = None,
                                       replay_guard=ReplayGuard(
                                           shared.seen_frames, frame_digest_key(vault.keys.pseudonym_key),
                                           settings.challenges.ttl_seconds + settings.integrity.replay_margin_seconds)
-                                      if settings.integrity.replay_check else None)
+                                      if settings.integrity.replay_check else None,
+                                      # Terminal signatures (issue 14), checked before any decode; the
+                                      # registry rereads terminals.toml when it changes.
+                                      attestation=AttestationCheck(TerminalRegistry(settings.store.terminals_path),
+                                                                   settings.integrity.attestation_purposes))
         sessions = None
         if capture_base_url is not None and issuer is not None:
             keeper = SessionKeeper(shared.sessions, vault.keys,
                                    SessionPolicy(settings.sessions.result_ttl_seconds, settings.sessions.frame_count,
-                                                 capture_base_url.rstrip("/")))
+                                                 capture_base_url.rstrip("/"),
+                                                 record_mode=settings.device.record_dir is not None))
             sessions = SessionService(service, keeper, issuer, vault, throttle, audit,
                                       settings.sessions.fixed_challenges, history=history)
         admin = AdminService(vault, throttle, audit,

@@ -9,7 +9,11 @@
 - Near-duplicates within one burst (a still repeated or re-encoded): liveness.duplicates, run by
   the pipeline on thumbnails it zeroes afterwards.
 
-Both answer LIVENESS_FAILED, the reason a person with bad luck sees; the audit has the true reason.
+- Attested terminals: a capture signed by a registered terminal's Ed25519 key
+  (idv.security.terminals), checked before any frame is decoded; required per purpose by
+  `attestation_required_for`.
+
+All answer LIVENESS_FAILED, the reason a person with bad luck sees; the audit has the true reason.
 """
 
 from __future__ import annotations
@@ -37,6 +41,14 @@ class IntegritySettings:
     # Frames of one burst closer than this (mean absolute grey level of face thumbnails) are one
     # picture repeated: liveness.duplicates.DuplicateConfig, where the measured default lives.
     near_duplicate_max_difference: float = DuplicateConfig.max_difference
+    # Purposes (TOML list or comma-separated) whose captures must be signed by a terminal registered
+    # with `idv keys add-terminal` (idv.security.terminals); empty: a signature is checked when sent
+    # and never required. A missing or invalid signature answers LIVENESS_FAILED.
+    attestation_required_for: tuple[str, ...] = ()
+
+    @property
+    def attestation_purposes(self) -> frozenset[str]:
+        return frozenset(p.strip().upper() for p in self.attestation_required_for)
 
     def duplicates(self) -> DuplicateConfig:
         return DuplicateConfig(max_difference=self.near_duplicate_max_difference)
@@ -46,6 +58,9 @@ class IntegritySettings:
         if self.replay_margin_seconds < 0:
             problems.append("integrity.replay_margin_seconds must not be negative")
         problems.extend(self.duplicates().problems())
+        unknown = sorted(self.attestation_purposes - {"REGISTRATION", "LICENCE_RENEWAL", "CHECK_IN"})
+        if unknown:
+            problems.append(f"integrity.attestation_required_for names unknown purposes {unknown}")
         return problems
 
 

@@ -192,15 +192,27 @@ def enroll(id_number: str, name: str, replace: bool, images: tuple[Path, ...], *
               default="check_in", show_default=True)
 @click.option("--challenge", "challenge_id", default="", help="Challenge id from `idv challenge`.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--terminal-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="An attested terminal's private key (`idv keys new-terminal`): sign the capture with it.")
+@click.option("--terminal-id", default="", help="The id the terminal was registered under (with --terminal-key).")
 @click.argument("frames", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def verify(id_number: str, name: str, purpose: str, challenge_id: str, as_json: bool, frames: tuple[Path, ...],
-           **conn) -> None:
+           terminal_key: Path | None, terminal_id: str, **conn) -> None:
     """Verify live frames against an enrolled identity. Exit 0 on PASS, 1 on FAIL."""
     import grpc
 
+    from idv.security.terminals import TerminalsFileError, load_private_key
+
+    if bool(terminal_key) != bool(terminal_id):
+        raise click.ClickException("--terminal-key and --terminal-id go together")
+    try:
+        private = load_private_key(terminal_key) if terminal_key else None
+    except TerminalsFileError as exc:
+        raise click.ClickException(str(exc)) from None
     with _client(**conn) as client:
         try:
-            result = client.verify(id_number, name, [p.read_bytes() for p in frames], purpose, challenge_id)
+            result = client.verify(id_number, name, [p.read_bytes() for p in frames], purpose, challenge_id,
+                                   terminal_id=terminal_id, terminal_key=private)
         except grpc.RpcError as error:
             raise _rpc_failure(error) from None
     if as_json:
@@ -470,7 +482,7 @@ def signals(config: Path | None, every: int, video: Path) -> None:
 # ------------------------------------------------------------------ keys, tls
 @main.group()
 def keys() -> None:
-    """Caller credentials and data-at-rest keys."""
+    """Caller credentials, attested terminals and data-at-rest keys."""
 
 
 @keys.command("add-caller")
@@ -491,6 +503,80 @@ def keys_add_caller(config: Path | None, data_dir: Path | None, scopes: tuple[st
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(key)
+
+
+@keys.command("new-terminal")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder for <name>.key (private, 0600) and <name>.pub (public, PEM).")
+@click.argument("name")
+def keys_new_terminal(out: Path, name: str) -> None:
+    """Make an Ed25519 key pair for an attested terminal (issue 14). The private key stays on the
+    terminal; register the public one on the node with `idv keys add-terminal`."""
+    from idv.security.terminals import TerminalsFileError, new_terminal_keypair
+
+    try:
+        new_terminal_keypair(out / f"{name}.key", out / f"{name}.pub")
+    except TerminalsFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"private key {out / f'{name}.key'}")
+    click.echo(f"public key  {out / f'{name}.pub'}")
+
+
+@keys.command("add-terminal")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--caller", required=True, help="The caller whose Verify calls (or sessions) the terminal signs.")
+@click.option("--terminal-id", required=True, help="The id the terminal sends with its signature.")
+@click.argument("pubkey_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def keys_add_terminal(config: Path | None, data_dir: Path | None, caller: str, terminal_id: str,
+                      pubkey_file: Path) -> None:
+    """Register an attested terminal's Ed25519 public key (PEM or base64). A running node picks it up
+    when the terminals file changes; no restart."""
+    from idv.security.terminals import TerminalsFileError, add_terminal, read_public_key
+
+    settings = _settings(config, data_dir=data_dir)
+    try:
+        added = add_terminal(settings.store.terminals_path, caller, terminal_id, read_public_key(pubkey_file))
+    except TerminalsFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"terminal {added.terminal_id} of caller {added.caller} registered (key {added.fingerprint})")
+
+
+@keys.command("list-terminals")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+def keys_list_terminals(config: Path | None, data_dir: Path | None) -> None:
+    """The registered terminals: caller, terminal id and key fingerprint."""
+    from idv.security.terminals import TerminalsFileError, parse_terminals
+
+    settings = _settings(config, data_dir=data_dir)
+    try:
+        terminals = parse_terminals(settings.store.terminals_path)
+    except TerminalsFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    for t in terminals:
+        click.echo(f"{t.caller}\t{t.terminal_id}\t{t.fingerprint}")
+    if not terminals:
+        click.echo("no terminals registered")
+
+
+@keys.command("remove-terminal")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--caller", required=True)
+@click.option("--terminal-id", required=True)
+def keys_remove_terminal(config: Path | None, data_dir: Path | None, caller: str, terminal_id: str) -> None:
+    """Unregister a terminal; a running node refuses its signatures once the file changes."""
+    from idv.security.terminals import TerminalsFileError, remove_terminal
+
+    settings = _settings(config, data_dir=data_dir)
+    try:
+        removed = remove_terminal(settings.store.terminals_path, caller, terminal_id)
+    except TerminalsFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not removed:
+        raise click.ClickException(f"no terminal {terminal_id!r} of caller {caller!r}")
+    click.echo(f"terminal {terminal_id} of caller {caller} removed")
 
 
 @keys.command("rotate")
@@ -614,6 +700,38 @@ def eval_demographics(args: tuple[str, ...]) -> None:
     from idv.evaluation.demographics_run import main as run
 
     sys.exit(run(list(args), echo=click.echo))
+
+
+@eval.command("light")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--model-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where the pulled models are (IDV_MODEL_DIR).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def eval_light(directory: Path, config_file: Path | None, model_dir: Path | None, as_json: bool) -> None:
+    """The light check on record-mode captures (issue 14): BPCER on the genuine ones, APCER per attack
+    species, with counts and 95% Clopper-Pearson intervals."""
+    from idv.evaluation.light_recordings import (
+        LightRecordingError,
+        build_pipeline,
+        evaluate,
+        load_recordings,
+        report_json,
+        report_lines,
+    )
+    from idv.models.runtime import ModelLoadError
+
+    settings = _settings(config_file, model_dir=model_dir)
+    try:
+        recordings = load_recordings(directory)  # every recording checked before the models load
+        report = evaluate(recordings, build_pipeline(settings))
+    except (LightRecordingError, ModelLoadError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report_json(report), indent=2))
+    else:
+        for line in report_lines(report):
+            click.echo(line)
 
 
 @eval.command("calibrate")

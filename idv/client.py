@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from idv.rpc.status import error_info
+from idv.security.terminals import sign_capture
 from idv.v1 import verification_pb2 as pb
 from idv.v1 import verification_pb2_grpc as pb_grpc
 
@@ -197,10 +199,17 @@ class IdvClient:
                 time.sleep(min(0.2 * 2**attempt, max(deadline - time.monotonic(), 0)))
 
     def verify(self, id_number: str, name: str, frames: Sequence[bytes], purpose: str = "check_in",
-               challenge_id: str = "", timestamps_ms: Sequence[float] = ()) -> VerifyResult:
+               challenge_id: str = "", timestamps_ms: Sequence[float] = (), terminal_id: str = "",
+               terminal_key: Ed25519PrivateKey | None = None, terminal_signature: bytes = b"") -> VerifyResult:
+        """With `terminal_key` (an attested terminal's private key, issue 14) the capture is signed
+        under `terminal_id`; `terminal_signature` sends a signature made elsewhere instead."""
+        if terminal_key is not None and not terminal_signature:
+            terminal_signature = sign_capture(terminal_key, challenge_id, pb.Purpose.Name(PURPOSES[purpose]),
+                                              frames, timestamps_ms)
         request = pb.VerifyRequest(id_number=id_number, name=name, purpose=PURPOSES[purpose],
                                    frames=list(frames), challenge_id=challenge_id,
-                                   frame_timestamps_ms=list(timestamps_ms))
+                                   frame_timestamps_ms=list(timestamps_ms), terminal_id=terminal_id,
+                                   terminal_signature=terminal_signature)
         response = self._invoke(self._stub.Verify, request)
         return VerifyResult(pb.Verdict.Name(response.verdict), pb.Reason.Name(response.reason), response.request_id,
                             _credential(response.credential))

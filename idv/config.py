@@ -242,6 +242,9 @@ class Settings:
                 problems.append("production mode refuses session_fixed_challenges = true")
             if not self.integrity.replay_check:
                 problems.append("production mode refuses integrity.replay_check = false")
+            if self.device.record_dir is not None:
+                problems.append("production mode refuses device.record_dir (record mode saves every capture's "
+                                "frames, biometric data, to disk: for calibration sessions in development mode only)")
             if self.serving.reflection:
                 problems.append("production mode refuses reflection = true")
             if self.serving.log_level.upper() == "DEBUG":

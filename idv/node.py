@@ -25,6 +25,7 @@ from idv.assemble import AssembledService, build_service
 from idv.config import ServingSettings, Settings
 from idv.front import BACKEND_HOST, ConnectionFront, FrontLimits, bind_listener
 from idv.http.app import DeviceEndpointConfig, build_app
+from idv.http.recorder import CaptureRecorder
 from idv.http.capture_body import CaptureLimits
 from idv.http.server import DeviceServer, DeviceServerConfig
 from idv.metrics import Metrics
@@ -155,7 +156,14 @@ class Node:
             request_budget_seconds=settings.serving.request_budget_seconds,
             capture=CaptureLimits(max_frames=settings.limits.max_frames_with_challenge,
                                   max_frame_bytes=settings.image.max_bytes),
+            recorder=CaptureRecorder(settings.device.record_dir) if settings.device.record_dir is not None else None,
         )
+        if config.recorder is not None:
+            # Loud on purpose: from now on frames (biometric data) are written to disk.
+            log.warning(f"RECORD MODE IS ON: every capture uploaded to the device endpoint is SAVED (frames, "
+                        f"biometric data) to {config.recorder.directory}, labelled by the operator. Collect only "
+                        "with the consent of the people recorded; delete the recordings after calibration "
+                        "(idv eval light); never in production.")
         self.device.start(build_app(self.state, self.admission, assembled.counters, config))
         self._stoppers.append(self.device.stop)
         log.info("devices served", extra={"port": self.device.port, "tls": self.device.tls})

@@ -39,7 +39,7 @@ from idv.face.types import FaceDetection
 from idv.imaging import ImageHeader, ImageLimits, check_header, decode_frame
 from idv.verdicts import TrueReason
 from liveness.duplicates import DuplicateConfig, burst_thumbnails, has_near_duplicates
-from liveness.light import LightConfig, LightStep, analyse, frame_chroma, sequence_duration_ms
+from liveness.light import LightConfig, LightEvidence, LightStep, analyse, frame_chroma, sequence_duration_ms
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,19 @@ class Decision:
     timings_ms: dict[str, float] = field(default_factory=dict)
     # Audit only, never to a caller: e.g. the light challenge's correlation and strength.
     evidence: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LightJudgement:
+    """`judge_light`'s answer: VERIFIED when the light check passes, else why not (CAPTURE_TIMING,
+    NO_FACE, MULTIPLE_FACES, LOW_QUALITY before the analysis; CHALLENGE_FAILED by it)."""
+
+    true_reason: TrueReason
+    evidence: LightEvidence | None  # None when the analysis did not run
+
+    @property
+    def passed(self) -> bool:
+        return self.true_reason is TrueReason.VERIFIED
 
 
 @dataclass(frozen=True)
@@ -443,13 +456,7 @@ class VerificationPipeline:
             if light is not None:
                 budget.check("light")
                 with timer.stage("light"):
-                    try:
-                        chroma = np.array([frame_chroma(o.frame_bgr, o.face.box_xywh, o.face.landmarks)
-                                           for o in observations])
-                    except ValueError:  # a face too small to measure its skin: no evidence of the flashes
-                        chroma = np.zeros((0, 2))
-                    owned.append(chroma)
-                    found = analyse(chroma, light.timestamps_ms, light.sequence, self._light)
+                    found = self._light_evidence(observations, light, owned)
                 evidence = {"light_correlation": found.correlation, "light_amplitude": found.amplitude,
                             "light_latency_ms": found.latency_ms}
                 if not found.passed:
@@ -482,6 +489,32 @@ class VerificationPipeline:
                     return Decision(TrueReason.IMPERSONATION_SUSPECTED, dict(timer.timings), evidence)
             return Decision(TrueReason.VERIFIED if matched else TrueReason.FACE_MISMATCH, dict(timer.timings),
                             evidence)
+        finally:
+            _zero(owned)
+
+    def _light_evidence(self, observations: Sequence[FaceObservation], light: LightRequest,
+                        owned: list[np.ndarray]) -> LightEvidence:
+        try:
+            chroma = np.array([frame_chroma(o.frame_bgr, o.face.box_xywh, o.face.landmarks) for o in observations])
+        except ValueError:  # a face too small to measure its skin: no evidence of the flashes
+            chroma = np.zeros((0, 2))
+        owned.append(chroma)
+        return analyse(chroma, light.timestamps_ms, light.sequence, self._light)
+
+    def judge_light(self, frames: Sequence[bytes], light: LightRequest, budget: Budget) -> LightJudgement:
+        """The light check alone, as `evaluate` runs it (timing, frame headers, decode, detect, quality
+        gate, then the light analysis): for `idv eval light` on operator recordings. No comparison."""
+        owned: list[np.ndarray] = []
+        if not light_timing_plausible(light, len(frames)):
+            return LightJudgement(TrueReason.CAPTURE_TIMING, None)
+        try:
+            burst = self.check_burst(frames, with_challenge=True)
+            try:
+                observations = self._observe(burst.frames, _StageTimer(), budget, owned, burst.headers)
+            except _FrameFailure as failure:
+                return LightJudgement(failure.reason, None)
+            found = self._light_evidence(observations, light, owned)
+            return LightJudgement(TrueReason.VERIFIED if found.passed else TrueReason.CHALLENGE_FAILED, found)
         finally:
             _zero(owned)
 

@@ -34,6 +34,7 @@ from idv.errors import AlreadyEnrolled, DuplicateFace, InvalidRequest, NotServin
 from idv.identity import IdentityError, normalise_name, parse_id_number
 from idv.pipeline import Budget, CheckedBurst, ClaimedReference, Decision, LightRequest, Screening, VerificationPipeline
 from idv.references import ReferenceVault
+from idv.security.terminals import AttestationCheck, TerminalAttestation
 from idv.state.base import StoredChallenge
 from idv.throttle import Throttle
 from idv.verdicts import CALLER_REASON, Purpose, Reason, TrueReason, Verdict
@@ -48,6 +49,9 @@ _FAILED_ATTEMPT = frozenset({
     TrueReason.CHALLENGE_FAILED, TrueReason.CHALLENGE_INVALID, TrueReason.IMPERSONATION_SUSPECTED,
     TrueReason.REFERENCE_INVALID,  # counted like the non-match it is answered as
     TrueReason.FRAME_REPLAYED, TrueReason.NEAR_DUPLICATE_FRAMES, TrueReason.CAPTURE_TIMING,  # issue 14
+    # A signature that does not verify is an attack on this identity; a missing one (required by the
+    # purpose) is the caller's unattested terminal, nothing the person did, so it is not counted.
+    TrueReason.ATTESTATION_INVALID,
 })
 # Decisions reached by comparing with the (possibly decoy) reference: an identity problem
 # found before the comparison is the answer then, and only then.
@@ -67,6 +71,10 @@ class VerifyCommand:
     # Sessions: seconds from the session's opening to its upload; the frames' times must fit in it
     # (0: no session, not checked).
     session_window_seconds: float = 0.0
+    # Issue 14, attested terminals: the terminal's id and signature (None: not sent), and the nonce it
+    # signed: the challenge id for a Verify, the capture token for a session upload (set by the transport).
+    attestation: TerminalAttestation | None = None
+    attestation_nonce: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,9 @@ class VerifyOutcome:
     timings_ms: dict[str, float] = field(default_factory=dict)
     credential: IssuedCredential | None = None  # a check-in code, on PASS for an issuing purpose
     evidence: dict[str, float] = field(default_factory=dict)  # audit only (light challenge)
+    # The light sequence the redeemed challenge issued ((colour, duration_ms) steps; empty: none). Never
+    # sent to a caller; record mode (idv.http.recorder) saves it beside the capture it was flashed for.
+    light_sequence: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,7 @@ class VerificationService:
         credentials: CheckInCredentials | None = None,  # check-in codes on PASS
         security_level: str = "",  # the level a redeemed credential reports
         replay_guard: ReplayGuard | None = None,
+        attestation: AttestationCheck | None = None,
     ):
         self._pipeline = pipeline
         self._vault = vault
@@ -143,6 +155,7 @@ class VerificationService:
         self._credentials = credentials
         self._security_level = security_level
         self._replay_guard = replay_guard  # frames presented before fail
+        self._attestation = attestation  # terminal signatures, checked before any decode
 
     @property
     def fingerprints(self) -> dict[str, str]:
@@ -207,6 +220,22 @@ class VerificationService:
                 light = LightRequest(tuple(LightStep(c, d) for c, d in challenge.light), command.timestamps_ms)
         elif claim.purpose in self._challenge_required:
             return _outcome(request_id, TrueReason.CHALLENGE_REQUIRED, claim.id_key, {})
+        outcome = self._judge(command, claim, budget, request_id, actions, light)
+        if light is None:
+            return outcome
+        return dataclasses.replace(outcome, light_sequence=tuple((s.colour, s.duration_ms) for s in light.sequence))
+
+    def _judge(self, command: VerifyCommand, claim: Claim, budget: Budget, request_id: str,
+               actions: tuple[str, ...] | None, light: LightRequest | None) -> VerifyOutcome:
+        """After the challenge: attestation, timing, replay, reference, core."""
+        if self._attestation is not None:
+            # Before the replay memory and any decode: hashing the frames' bytes is all it costs.
+            if command.attestation is not None:
+                budget.check("attestation")
+            problem = self._attestation.problem(command.caller, claim.purpose.value, command.attestation_nonce,
+                                                command.frames, command.timestamps_ms, command.attestation)
+            if problem is not None:
+                return _outcome(request_id, TrueReason(problem), claim.id_key, {})
         stamps = command.timestamps_ms
         if command.session_window_seconds > 0 and stamps and (
                 any(b <= a for a, b in zip(stamps, stamps[1:]))

@@ -17,6 +17,7 @@ from idv.errors import IdvError, InvalidRequest, NotFound, Unauthenticated
 from idv.history import History, HistoryDisabled, VerificationHistory
 from idv.pipeline import Budget
 from idv.references import ReferenceVault
+from idv.security.terminals import TerminalAttestation
 from idv.service import VerificationService, VerifyCommand, VerifyOutcome, parse_identity
 from idv.sessions import OpenedSession, SessionKeeper, SessionView
 from idv.state.base import SessionResult
@@ -63,7 +64,8 @@ class SessionService:
         return opened
 
     def verify_capture(self, capture_token: str, frames: tuple[bytes, ...], budget: Budget,
-                       timestamps_ms: tuple[float, ...] = ()) -> tuple[VerifyCommand, VerifyOutcome, str]:
+                       timestamps_ms: tuple[float, ...] = (), attestation: TerminalAttestation | None = None,
+                       ) -> tuple[VerifyCommand, VerifyOutcome, str]:
         """A device's upload: use the token once, then Verify's own decision for the session's caller,
         identity, purpose and challenge. The verdict (or the refusal) is kept for the creator.
 
@@ -79,7 +81,9 @@ class SessionService:
         opened_at = session.capture_expires_at - self._challenges.policy.ttl_seconds
         command = VerifyCommand(claimed.canonical_id, claimed.name, Purpose(session.purpose), frames,
                                 session.challenge_id, session.caller, timestamps_ms,
-                                session_window_seconds=max(time.time() - opened_at, 0.001) + 1.0)
+                                session_window_seconds=max(time.time() - opened_at, 0.001) + 1.0,
+                                # An attested terminal signs the capture token: the one value it holds.
+                                attestation=attestation, attestation_nonce=capture_token)
         try:
             outcome = self._verification.verify(command, budget)
         except IdvError as refused:

@@ -66,6 +66,8 @@ class SessionPolicy:
     frame_count: int = 24
     # Base of capture_url: the device endpoint as the device reaches it (scheme://host:port).
     capture_base_url: str = "http://127.0.0.1:8080"
+    # Record mode (issue 14, development only): the page asks the operator to label each capture.
+    record_mode: bool = False
 
 
 class SessionState(Enum):
@@ -140,6 +142,8 @@ class SessionKeeper:
                   "expires": int(capture_expires_at)}
         if light:  # issue 14: the page flashes these, in order, while it captures
             fields["light"] = ",".join(f"{colour}:{duration}" for colour, duration in light)
+        if self._policy.record_mode:  # issue 14: the page shows the label picker (the node saves the capture)
+            fields["record"] = 1
         fragment = urlencode(fields)
         url = f"{self._policy.capture_base_url.rstrip('/')}/capture/#{fragment}"
         return OpenedSession(session_id, token, url, actions, capture_expires_at, self._policy.frame_count, light)

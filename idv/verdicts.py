@@ -54,6 +54,8 @@ class TrueReason(Enum):
     FRAME_REPLAYED = "FRAME_REPLAYED"  # a frame already presented (keyed digest seen before)
     NEAR_DUPLICATE_FRAMES = "NEAR_DUPLICATE_FRAMES"  # one still repeated or re-encoded within the burst
     CAPTURE_TIMING = "CAPTURE_TIMING"  # frame times implausible or outside the session window
+    ATTESTATION_MISSING = "ATTESTATION_MISSING"  # the purpose requires a terminal's signature; none was sent
+    ATTESTATION_INVALID = "ATTESTATION_INVALID"  # unregistered terminal, or a signature over other frames/challenge
 
 
 CALLER_REASON: dict[TrueReason, Reason] = {
@@ -74,4 +76,6 @@ CALLER_REASON: dict[TrueReason, Reason] = {
     TrueReason.FRAME_REPLAYED: Reason.LIVENESS_FAILED,
     TrueReason.NEAR_DUPLICATE_FRAMES: Reason.LIVENESS_FAILED,
     TrueReason.CAPTURE_TIMING: Reason.LIVENESS_FAILED,
+    TrueReason.ATTESTATION_MISSING: Reason.LIVENESS_FAILED,
+    TrueReason.ATTESTATION_INVALID: Reason.LIVENESS_FAILED,
 }

@@ -4,6 +4,8 @@
     POST /v1/capture      one capture (Authorization: Bearer <capture token>), answered with
                           the verdict and coarse reason, never a score; with PASS (issue 18) also
                           the check-in QR code (PNG data URI) and a history token
+                          In record mode (device.record_dir, development only) the capture is
+                          also saved with its label (idv.http.recorder)
     GET  /v1/history      the person's own verification history (Authorization: Bearer <history
                           token>), issue 18
 
@@ -38,6 +40,7 @@ from starlette.staticfiles import StaticFiles
 from idv.credential_qr import qr_png_data_uri
 from idv.errors import Code, IdvError, InvalidRequest, NotServing, Throttled, Unauthenticated
 from idv.http.capture_body import MEDIA_TYPE, CaptureLimits, parse_capture
+from idv.http.recorder import LABELS, CaptureRecorder
 from idv.pipeline import Budget
 from idv.state.base import CounterStore
 
@@ -71,6 +74,8 @@ class DeviceEndpointConfig:
     requests_per_minute_per_address: int = 30
     request_budget_seconds: float = 10.0
     capture: CaptureLimits = CaptureLimits()
+    # Record mode (issue 14, development only): every capture is also saved, labelled (idv.http.recorder).
+    recorder: CaptureRecorder | None = None
 
 
 class Admission(Protocol):
@@ -142,6 +147,11 @@ def build_app(node_state, admission: Admission, counters: CounterStore, config: 
                 raise InvalidRequest(f"the upload must be {MEDIA_TYPE}", "CAPTURE_FORMAT")
             body = await _read_bounded(request, config.max_body_bytes)
             capture = parse_capture(body, config.capture)
+            if config.recorder is not None and capture.record_label not in LABELS:
+                raise InvalidRequest(f"record mode: label the capture as one of {', '.join(LABELS)}",
+                                     "RECORD_LABEL")
+            if config.recorder is None and capture.record_label:
+                raise InvalidRequest("record_label was sent but this node is not in record mode", "RECORD_LABEL")
             sessions = node_state.sessions
             if sessions is None:
                 raise NotServing("the node is starting or stopping; retry shortly")
@@ -149,8 +159,11 @@ def build_app(node_state, admission: Admission, counters: CounterStore, config: 
             budget = Budget(config.request_budget_seconds, cancelled=cancelled.is_set)
             frames, stamps = capture.frames, capture.timestamps_ms
             command, outcome, history_token = await admission.run(
-                budget.remaining(), lambda: sessions.verify_capture(token, frames, budget, stamps), cancelled)
+                budget.remaining(), lambda: sessions.verify_capture(token, frames, budget, stamps,
+                                                                  capture.attestation), cancelled)
             node_state.record_decision(command, outcome)
+            if config.recorder is not None:
+                await run_in_threadpool(_record, config.recorder, capture, command, outcome)
             node_state.metrics.observe_rpc("DeviceUpload", "OK", time.perf_counter() - started)
             answer: dict[str, object] = {"verdict": outcome.verdict.value, "reason": outcome.reason.value}
             answer.update(await _after_pass(outcome.credential, history_token))  # issue 18
@@ -207,6 +220,16 @@ def build_app(node_state, admission: Admission, counters: CounterStore, config: 
     middleware = [Middleware(CORSMiddleware, allow_origins=list(config.allowed_origins), allow_methods=["POST", "GET"],
                              allow_headers=["Authorization", "Content-Type"], max_age=600)]
     return Starlette(routes=routes, middleware=middleware)
+
+
+def _record(recorder: CaptureRecorder, capture, command, outcome) -> None:
+    """Record mode: save the capture with the light sequence its challenge issued (none: nothing to
+    calibrate the light check with, so nothing is saved)."""
+    if not outcome.light_sequence:
+        log.warning("record mode: capture not saved (its challenge had no light sequence)")
+        return
+    recorder.save(capture.frames, capture.timestamps_ms, outcome.light_sequence, capture.record_label,
+                  outcome.verdict.value, outcome.reason.value, command.purpose.value if command.purpose else "")
 
 
 async def _after_pass(credential, history_token: str) -> dict[str, object]:

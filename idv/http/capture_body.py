@@ -5,18 +5,24 @@ Wire format (what the reference page sends; `Content-Type: application/vnd.idv.c
     {"timestamps_ms": [t0, t1, ...], "sizes": [n0, n1, ...]}\\n<JPEG 0><JPEG 1>...
 
 One JSON header line (capture times in milliseconds on the device's monotonic clock, and
-the byte length of each JPEG), then the JPEG bytes back to back. Not multipart: multipart
+the byte length of each JPEG), then the JPEG bytes back to back. An attested terminal (issue 14)
+adds `"terminal_id": "...", "signature": "<base64 Ed25519 signature>"` to the header: the
+signature covers the capture token, the session's purpose, every frame's SHA-256 and the
+timestamps (idv.security.terminals). Record mode (operators only) adds `"record_label"`. Not multipart: multipart
 parsers spill large parts to temporary files, and a probe frame must never reach a disk.
 Each frame is handed on as its own bytearray so it can be overwritten after the decision.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 from dataclasses import dataclass
 
 from idv.errors import InvalidRequest
+from idv.security.terminals import TerminalAttestation
 
 MEDIA_TYPE = "application/vnd.idv.capture"
 _MAX_HEADER_BYTES = 16 * 1024
@@ -35,6 +41,8 @@ class CaptureLimits:
 class Capture:
     frames: tuple[bytearray, ...]
     timestamps_ms: tuple[float, ...]
+    attestation: TerminalAttestation | None = None  # an attested terminal's id and signature
+    record_label: str = ""  # record mode only (idv.http.recorder): what the operator says this capture is
 
     def zero(self) -> None:
         for frame in self.frames:
@@ -55,6 +63,10 @@ def parse_capture(body: bytearray, limits: CaptureLimits) -> Capture:
         stamps = [float(t) for t in header["timestamps_ms"]]
     except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
         raise InvalidRequest("the header must hold integer sizes and numeric timestamps_ms", "CAPTURE_FORMAT") from None
+    attestation = _attestation(header)
+    label = header.get("record_label", "")
+    if not isinstance(label, str) or len(label) > 32:
+        raise InvalidRequest("record_label must be a short string", "CAPTURE_FORMAT")
     if not all(math.isfinite(t) for t in stamps):
         raise InvalidRequest("timestamps_ms must be finite numbers", "CAPTURE_FORMAT")
     if not 1 <= len(sizes) <= limits.max_frames or len(stamps) != len(sizes):
@@ -71,4 +83,17 @@ def parse_capture(body: bytearray, limits: CaptureLimits) -> Capture:
     for size in sizes:
         frames.append(body[offset:offset + size])  # a bytearray copy, zeroed by Capture.zero
         offset += size
-    return Capture(tuple(frames), tuple(stamps))
+    return Capture(tuple(frames), tuple(stamps), attestation, label)
+
+
+def _attestation(header: dict) -> TerminalAttestation | None:
+    terminal_id, signature = header.get("terminal_id", ""), header.get("signature", "")
+    if not terminal_id and not signature:
+        return None
+    if not isinstance(terminal_id, str) or not isinstance(signature, str) or len(signature) > 256:
+        raise InvalidRequest("terminal_id and signature must be strings (signature in base64)", "CAPTURE_FORMAT")
+    try:
+        raw = base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("signature must be base64", "CAPTURE_FORMAT") from None
+    return TerminalAttestation(terminal_id, raw)

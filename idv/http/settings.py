@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,11 @@ class DeviceSettings:
     allowed_origins: tuple[str, ...] = ()
     max_body_bytes: int = 8 * 1024 * 1024
     requests_per_minute: int = 30  # per client address
+    # RECORD MODE (issue 14; operators calibrating the light check on their own devices): a directory
+    # where the device endpoint SAVES EVERY CAPTURE (frames: biometric data, collected only with the
+    # people's consent), labelled on the capture page; `idv eval light DIR` measures them. Unset: off,
+    # the default. Refused in production mode; a warning at start says it is on.
+    record_dir: Path | None = None
 
     @property
     def enabled(self) -> bool:
@@ -31,6 +37,8 @@ class DeviceSettings:
     def problems(self) -> list[str]:
         problems: list[str] = []
         if not self.enabled:
+            if self.record_dir is not None:
+                problems.append("device.record_dir (record mode) needs the device endpoint (device.port)")
             return problems
         if not (0 <= self.port <= 65535):
             problems.append(f"device.port {self.port} is not a TCP port")

@@ -40,6 +40,7 @@ from idv.rpc.admission import Admission
 from idv.rpc.intake import PeerIntake, read_single_message
 from idv.rpc.status import internal_status, to_status
 from idv.security.callers import ANONYMOUS, METADATA_KEY, Caller
+from idv.security.terminals import TerminalAttestation
 from idv.service import EnrollCommand, VerificationService, VerifyCommand
 from idv.session_service import SessionService
 from idv.v1 import verification_pb2 as pb
@@ -180,8 +181,12 @@ class IdentityVerificationServicer:
             return f"verify:{purpose.value.lower()}"
 
         def work(service: VerificationService, caller: Caller, budget: Budget):
+            attestation = None
+            if request.terminal_id or request.terminal_signature:
+                attestation = TerminalAttestation(request.terminal_id, bytes(request.terminal_signature))
             command = VerifyCommand(request.id_number, request.name, purpose, tuple(request.frames),
-                                    request.challenge_id, caller.name, tuple(request.frame_timestamps_ms))
+                                    request.challenge_id, caller.name, tuple(request.frame_timestamps_ms),
+                                    attestation=attestation, attestation_nonce=request.challenge_id)
             outcome = service.verify(command, budget)
             self._node.record_decision(command, outcome)
             return outcome

@@ -71,6 +71,11 @@ class StoreSettings:
     def callers_path(self) -> Path:
         return self.data_dir / "callers.toml"
 
+    @property
+    def terminals_path(self) -> Path:
+        """Attested terminals' public keys (issue 14; `idv keys add-terminal`)."""
+        return self.data_dir / "terminals.toml"
+
     def postgres(self) -> PostgresConfig:
         return PostgresConfig(
             dsn=self.url, schema=self.postgres_schema, pool_min=self.postgres_pool_min,

@@ -83,20 +83,24 @@ EXPIRED: SessionState
 REFUSED: SessionState
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("id_number", "name", "purpose", "frames", "challenge_id", "frame_timestamps_ms")
+    __slots__ = ("id_number", "name", "purpose", "frames", "challenge_id", "frame_timestamps_ms", "terminal_id", "terminal_signature")
     ID_NUMBER_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     CHALLENGE_ID_FIELD_NUMBER: _ClassVar[int]
     FRAME_TIMESTAMPS_MS_FIELD_NUMBER: _ClassVar[int]
+    TERMINAL_ID_FIELD_NUMBER: _ClassVar[int]
+    TERMINAL_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     id_number: str
     name: str
     purpose: Purpose
     frames: _containers.RepeatedScalarFieldContainer[bytes]
     challenge_id: str
     frame_timestamps_ms: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, id_number: _Optional[str] = ..., name: _Optional[str] = ..., purpose: _Optional[_Union[Purpose, str]] = ..., frames: _Optional[_Iterable[bytes]] = ..., challenge_id: _Optional[str] = ..., frame_timestamps_ms: _Optional[_Iterable[float]] = ...) -> None: ...
+    terminal_id: str
+    terminal_signature: bytes
+    def __init__(self, id_number: _Optional[str] = ..., name: _Optional[str] = ..., purpose: _Optional[_Union[Purpose, str]] = ..., frames: _Optional[_Iterable[bytes]] = ..., challenge_id: _Optional[str] = ..., frame_timestamps_ms: _Optional[_Iterable[float]] = ..., terminal_id: _Optional[str] = ..., terminal_signature: _Optional[bytes] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
     __slots__ = ("verdict", "reason", "request_id", "credential")

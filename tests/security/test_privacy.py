@@ -297,9 +297,9 @@ def test_canaries_through_the_device_endpoint_reach_nothing_and_frames_are_zeroe
     uploads: list[tuple[bytearray, ...]] = []
     original = SessionService.verify_capture
 
-    def keep_frames(self, token, frames, budget, timestamps_ms=()):
+    def keep_frames(self, token, frames, budget, *more, **named):  # timestamps, attestation: passed on as sent
         uploads.append(frames)
-        return original(self, token, frames, budget, timestamps_ms)
+        return original(self, token, frames, budget, *more, **named)
 
     monkeypatch.setattr(SessionService, "verify_capture", keep_frames)
     private_tmp = tmp_path / "process-tmp"  # this process's temporary files land here, and only its own

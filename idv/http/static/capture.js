@@ -72,6 +72,8 @@
       light: window.idvLight ? window.idvLight.parse(params.get("light") || "") : [],
       frames: Math.max(1, Math.min(parseInt(params.get("frames") || "24", 10) || 24, 64)),
       expires: parseInt(params.get("expires") || "0", 10) || 0,
+      // Issue 14, record mode (operators calibrating the light check; the node saves the capture).
+      record: params.get("record") === "1",
     };
   }
 
@@ -224,7 +226,9 @@
   }
 
   async function upload(frames, stamps) {
-    const header = JSON.stringify({ timestamps_ms: stamps, sizes: frames.map((f) => f.size) }) + "\n";
+    const fields = { timestamps_ms: stamps, sizes: frames.map((f) => f.size) };
+    if (session.record) fields.record_label = $("record-label").value;
+    const header = JSON.stringify(fields) + "\n";
     const payload = new Blob([header, ...frames], { type: "application/vnd.idv.capture" });
     const response = await fetch("/v1/capture", {
       method: "POST",
@@ -301,6 +305,11 @@
       finish("error", ERRORS.CAMERA);  // e.g. a plain-http page on another host: cameras need a secure context
       startButton.hidden = true;
       return;
+    }
+    if (session.record) {
+      // The operator says what is in front of the camera before starting; the node saves the capture.
+      $("record").hidden = false;
+      body.dataset.record = "1";
     }
     setState("ready");
     startButton.addEventListener("click", run, { once: true });
