@@ -268,3 +268,24 @@ def test_the_real_flow_with_two_actions_an_operator_may_choose(node_settings, te
         _real_flow(node, "", testdata, ID_SUBJECT_2)
     finally:
         node.stop(0)
+
+
+def test_passive_only_purposes_are_logged_at_start_a_warning_in_production(node_settings, model_set, caplog) -> None:
+    """Issue 14: a purpose allowed without a challenge is weaker; every start says so, loudest in production."""
+    import logging
+
+    from idv.assemble import build_service
+
+    with build_service(node_settings, model_set):  # development: creates the node's keys
+        pass
+    production = node_settings.updated(mode="production", integrity__replay_check=True)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="idv"), build_service(production, model_set):
+        pass
+    said = [r for r in caplog.records if "passive-only" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING and "CHECK_IN" in said[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="idv"), build_service(node_settings.updated(
+            challenge_passive_only_for=()), model_set):
+        pass
+    assert not [r for r in caplog.records if "passive-only" in r.getMessage()]
