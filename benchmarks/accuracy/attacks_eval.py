@@ -87,6 +87,9 @@ CHALLENGE_FRAMES = 24  # sessions.frame_count default
 PASSIVE_FRAMES = 8
 SKIP_SYNTHETIC = {"short_case_AOC": "real recording", "short_case_tys": "different people"}
 SEGMENTS = Path(__file__).with_name("action_segments.toml")
+# Labelled segments that do not start from a neutral pose, so cannot stand for "the person, asked for this
+# action, does it" (tests/test_challenges.py leaves it out for the same reason).
+NOT_NEUTRAL_START = {"d3_turn_right_grimace"}
 SPECIES = ("print", "screen_replay", "recorded_video_replay", "synthetic_talking_head", "fake_camera")
 
 
@@ -298,7 +301,7 @@ def performable_segments() -> dict[str, dict[str, list[tuple[int, int]]]]:
         segments = tomllib.load(fh)["segments"]
     out: dict[str, dict[str, list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
     for seg in segments:
-        if len(seg["actions"]) == 1 and not seg.get("still"):
+        if len(seg["actions"]) == 1 and not seg.get("still") and seg["id"] not in NOT_NEUTRAL_START:
             out[seg["clip"]][seg["actions"][0]].append((seg["start"], seg["end"]))
     return out
 
@@ -340,8 +343,9 @@ def main() -> None:
     parser.add_argument("--split", choices=("report", "dev"), default="report")
     parser.add_argument("--attempts", type=int, default=8, help="challenged attempts per video source")
     parser.add_argument("--fake-camera-attempts", type=int, default=2)
-    parser.add_argument("--genuine-per-clip", type=int, default=5, help="start jitters per performable challenge")
+    parser.add_argument("--genuine-per-clip", type=int, default=10, help="start jitters per performable challenge")
     parser.add_argument("--min-actions", type=int, default=None, help="challenges.min_actions (default: shipped)")
+    parser.add_argument("--max-actions", type=int, default=None, help="challenges.max_actions (default: shipped)")
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "attacks.json")
     args = parser.parse_args()
@@ -356,6 +360,8 @@ def main() -> None:
         "challenge_passive_only_for": "check_in"}  # passive-only, named explicitly (the shipped default: none)
     if args.min_actions is not None:
         overrides["challenges__min_actions"] = args.min_actions
+    if args.max_actions is not None:
+        overrides["challenges__max_actions"] = args.max_actions
     with tempfile.TemporaryDirectory() as data_dir:
         overrides["data_dir"] = Path(data_dir)
         settings = load_settings(environ={}, overrides=overrides)
