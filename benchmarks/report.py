@@ -242,7 +242,9 @@ def _rate_cell(cell: dict[str, Any] | None, key: str) -> str:
         return "–"
     count = cell.get("accepted", cell.get("rejected"))
     low, high = cell["ci95"]
-    return f"{100 * cell[key]:.1f}% ({count}/{cell['attempts']}; {100 * low:.1f}-{100 * high:.1f}%)"
+    sources = cell.get("sources", 0)
+    return (f"{100 * cell[key]:.1f}% ({count}/{cell['attempts']} from {sources} source{'s' * (sources != 1)}; "
+            f"{100 * low:.1f}-{100 * high:.1f}%)")
 
 
 def attacks_section(data: dict[str, Any]) -> list[str]:
@@ -252,15 +254,18 @@ def attacks_section(data: dict[str, Any]) -> list[str]:
            f"{data['what']} Split: **{data['split']}** ({data['split_rule']}). Default policy: "
            f"{data['policies']['default']}. Passive-only: {data['policies']['passive_only']}. Cells: rate "
            "(count/attempts; Clopper-Pearson 95%). Attempts of one source are not independent: "
-           "`per_source` in the file. " + data.get("screen_replay_note", "") + ".", ""]
+           "`per_source` in the file. " + data.get("screen_replay_note", "") + ". Bona fide, default policy: "
+           "a person performing a drawn challenge from labelled clip segments, each in its prompt's frames "
+           "(few: in the report clips one person is filmed doing three actions cleanly). Fake camera: the "
+           "recorded and synthetic videos started as Chromium's file camera starts them; with a light "
+           "challenge an injected recording also fails the light sequence (`light_sim.json`).", ""]
     rows = []
     for key, label in ATTACK_ROWS.items():
         metric = "bpcer" if key == "bpcer" else "apcer"
         default, passive = table.get("default", {}).get(key), table.get("passive_only", {}).get(key)
-        sources = max((c or {}).get("sources", 0) for c in (default, passive))
-        rows.append([label if key == "bpcer" else f"APCER: {label}", sources,
+        rows.append([label if key == "bpcer" else f"APCER: {label}",
                      _rate_cell(default, metric), _rate_cell(passive, metric)])
-    return out + _table(["species", "sources", "default policy", "passive-only"], rows)
+    return out + _table(["species", "default policy", "passive-only"], rows)
 
 
 DEMOGRAPHIC_HEADLINES = {

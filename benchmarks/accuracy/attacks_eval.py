@@ -341,7 +341,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("IDV_SHARED_DIR", REPO.parent / "shared")))
     parser.add_argument("--split", choices=("report", "dev"), default="report")
-    parser.add_argument("--attempts", type=int, default=8, help="challenged attempts per video source")
+    parser.add_argument("--attempts", type=int, default=10, help="challenged attempts per video source")
     parser.add_argument("--fake-camera-attempts", type=int, default=2)
     parser.add_argument("--genuine-per-clip", type=int, default=10, help="start jitters per performable challenge")
     parser.add_argument("--min-actions", type=int, default=None, help="challenges.min_actions (default: shipped)")
