@@ -217,11 +217,55 @@ def render() -> str:
         if path.name == "demographics.json":
             parts += demographics_section(json.loads(path.read_text()))
             continue
+        if path.name == "attacks.json":
+            parts += attacks_section(json.loads(path.read_text()))
+            continue
         try:
             parts += generic_section(f"`{path.name}`", json.loads(path.read_text()))
         except json.JSONDecodeError:
             parts += [f"### `{path.name}`", "", "(not valid JSON)", ""]
     return "\n".join(parts).rstrip() + "\n"
+
+
+ATTACK_ROWS = {
+    "print": "print (NUAA printed photo, moved)",
+    "screen_replay": "screen replay (phone screen)",
+    "recorded_video_replay": "recorded-video replay (live clip as a file)",
+    "synthetic_talking_head": "synthetic talking head (from one photo)",
+    "fake_camera": "fake camera (injected recording)",
+    "bpcer": "BPCER: bona fide live captures",
+}
+
+
+def _rate_cell(cell: dict[str, Any] | None, key: str) -> str:
+    if not cell:
+        return "–"
+    count = cell.get("accepted", cell.get("rejected"))
+    low, high = cell["ci95"]
+    sources = cell.get("sources", 0)
+    return (f"{100 * cell[key]:.1f}% ({count}/{cell['attempts']} from {sources} source{'s' * (sources != 1)}; "
+            f"{100 * low:.1f}-{100 * high:.1f}%)")
+
+
+def attacks_section(data: dict[str, Any]) -> list[str]:
+    """Issue 14's attack table: APCER per species and BPCER, default policy vs passive-only."""
+    table = data["table"]
+    out = ["### Presentation attacks, ISO/IEC 30107-3 (`attacks.json`)", "",
+           f"{data['what']} Split: **{data['split']}** ({data['split_rule']}). Default policy: "
+           f"{data['policies']['default']}. Passive-only: {data['policies']['passive_only']}. Cells: rate "
+           "(count/attempts; Clopper-Pearson 95%). Attempts of one source are not independent: "
+           "`per_source` in the file. " + data.get("screen_replay_note", "") + ". Bona fide, default policy: "
+           "a person performing a drawn challenge from labelled clip segments, each in its prompt's frames "
+           "(few: in the report clips one person is filmed doing three actions cleanly). Fake camera: the "
+           "recorded and synthetic videos started as Chromium's file camera starts them; with a light "
+           "challenge an injected recording also fails the light sequence (`light_sim.json`).", ""]
+    rows = []
+    for key, label in ATTACK_ROWS.items():
+        metric = "bpcer" if key == "bpcer" else "apcer"
+        default, passive = table.get("default", {}).get(key), table.get("passive_only", {}).get(key)
+        rows.append([label if key == "bpcer" else f"APCER: {label}",
+                     _rate_cell(default, metric), _rate_cell(passive, metric)])
+    return out + _table(["species", "default policy", "passive-only"], rows)
 
 
 DEMOGRAPHIC_HEADLINES = {

@@ -42,7 +42,9 @@ class ChallengePolicy:
     # synthetic and injected video defeats). Wins over required_for.
     passive_only_for: tuple[str, ...] = ()
     ttl_seconds: float = 120.0
-    min_actions: int = 2
+    # Always 3 by default: with 2, talking-head video played to the page passed 7 of 144 attempts on the
+    # development split, with 3, 0 of 72 (benchmarks/accuracy/attacks_eval.py --split dev; ACTIONS.md, "Timing").
+    min_actions: int = 3
     max_actions: int = 3
     # Issue 14: what each purpose's challenge holds: "actions" (head/mouth prompts), "light" (the screen
     # flashes a secret colour sequence; the face must reflect it, see liveness/light.py: thresholds

@@ -134,6 +134,17 @@ class ActionConfig:
     # blinks found, 1 of 6 blink-free segments accepted, a look-down). BLINK is
     # still detected when a challenge requests it.
     blink_in_challenges: bool = False
+    # Issue 14, timing: evidence that the burst was made after the challenge existed. The capture
+    # page shows prompt k of K from burst frame ceil(k*N/K) on (frames split evenly, in order); each
+    # requested action must start inside its own prompt's frames, at least `prompt_lag_frames` after
+    # the prompt appeared (nobody reacts within one frame interval, ~300 ms on the page), after the
+    # previous action has ended (a return to neutral), and the same action must not already have
+    # happened, for `early_min_frames` frames or more, before its prompt (a one-frame blip is jitter:
+    # a person who talks opens the mouth for a frame). A video made beforehand does not know the
+    # schedule: measured in benchmarks/results/attacks.json (liveness/ACTIONS.md, "Timing").
+    timed: bool = True
+    prompt_lag_frames: int = 1
+    early_min_frames: int = 2
 
     def drawable_actions(self) -> tuple[Action, ...]:
         """The actions a challenge may be drawn from under this configuration."""
@@ -156,7 +167,8 @@ class ActionResult:
 
     matched holds, per requested action, the event that satisfied it (None from
     the first unmatched one on). reason is "" on a pass, otherwise a short
-    machine-readable cause: "no_face", "missing:<ACTION>".
+    machine-readable cause: "no_face", "missing:<ACTION>" (not in its prompt's frames, or not
+    after the previous action ended), "early:<ACTION>" (it happened before its prompt).
     """
 
     passed: bool
@@ -224,28 +236,46 @@ def find_events(signals: Sequence[FrameSignals], config: ActionConfig) -> list[A
     return sorted(events, key=lambda e: (e.start, e.end))
 
 
+def prompt_starts(frame_count: int, action_count: int) -> tuple[int, ...]:
+    """The burst position where each prompt begins, plus the burst's end: the capture page's schedule
+    (capture.js shows prompt floor(i*K/N) at frame i, so prompt k from frame ceil(k*N/K))."""
+    return tuple(-(-k * frame_count // action_count) for k in range(action_count)) + (frame_count,)
+
+
 def detect_actions(
     signals: Sequence[FrameSignals], requested: Sequence[Action], config: ActionConfig = ActionConfig()
 ) -> ActionResult:
-    """Whether every requested action occurs in the burst, in the requested order.
+    """Whether every requested action occurs in the burst, in the requested order (and, when
+    config.timed, in its prompt's frames: see ActionConfig).
 
     Matching is greedy: each requested action takes the earliest event of that
-    action that starts after the event matched to the previous one. Greedy is
-    optimal for in-order (subsequence) matching, so this never fails a burst
-    that some other assignment would pass.
+    action that starts after the event matched to the previous one (timed: inside its prompt's
+    frames and after the previous one ended). Greedy is optimal for in-order (subsequence)
+    matching, so this never fails a burst that some other assignment would pass.
     """
     wanted = tuple(Action(a) for a in requested)
     usable = sum(1 for s in signals if s.face_found and s.presence >= config.min_presence)
     if not signals or usable < config.min_face_fraction * len(signals):
         return ActionResult(False, wanted, (None,) * len(wanted), (), "no_face")
     events = find_events(signals, config)
+    starts = prompt_starts(len(signals), max(1, len(wanted)))
     matched: list[ActionEvent | None] = []
     after = -1
-    for action in wanted:
-        hit = next((e for e in events if e.action is action and e.start > after), None)
+    for k, action in enumerate(wanted):
+        if config.timed:
+            low, high = starts[k] + config.prompt_lag_frames, starts[k + 1]
+            hit = next((e for e in events if e.action is action and low <= e.start < high and e.start > after), None)
+        else:
+            hit = next((e for e in events if e.action is action and e.start > after), None)
         if hit is None:
             matched.extend([None] * (len(wanted) - len(matched)))
             return ActionResult(False, wanted, tuple(matched), tuple(events), f"missing:{action.value}")
         matched.append(hit)
-        after = hit.start
+        after = hit.end if config.timed else hit.start
+    if config.timed:
+        for hit in (m for m in matched if m is not None):  # every one is matched by now
+            early = [e for e in events if e.action is hit.action and e.start < hit.start and e not in matched
+                     and e.end - e.start + 1 >= config.early_min_frames]
+            if early:
+                return ActionResult(False, wanted, tuple(matched), tuple(events), f"early:{hit.action.value}")
     return ActionResult(True, wanted, tuple(matched), tuple(events), "")

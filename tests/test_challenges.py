@@ -67,7 +67,7 @@ def test_create_challenge_returns_a_random_one_time_sequence(challenge_node) -> 
         issued = [client.create_challenge(ID_SUBJECT_1) for _ in range(20)]
     assert len({c.challenge_id for c in issued}) == 20
     for challenge in issued:
-        assert 2 <= len(challenge.actions) <= 3
+        assert len(challenge.actions) == 3  # always 3 by default (liveness/ACTIONS.md, "Timing")
         assert "BLINK" not in challenge.actions  # measured unreliable: kept out of draws (liveness/ACTIONS.md)
         assert all(a != b for a, b in zip(challenge.actions, challenge.actions[1:]))
         assert 100 < challenge.expires_at_unix - time.time() <= 120
@@ -208,7 +208,9 @@ def test_screen_replay_of_a_live_session_fails(node_settings, testdata) -> None:
 # What each enrolled person can be seen doing, from the labelled segments
 # (benchmarks/accuracy/action_segments.toml): one segment per action, each starting neutral.
 _PERFORMABLE = {
-    ID_SUBJECT_1: ("live_d12.mp4", {"TURN_LEFT": (20, 58), "TURN_RIGHT": (66, 105), "OPEN_MOUTH": (100, 130)}),
+    # Forward through the clip: TURN_RIGHT, OPEN_MOUTH, TURN_LEFT (d12_turn_left_open_mouth) is the
+    # one 3-action challenge the clip shows (left then right is never drawn: it reads as one movement).
+    ID_SUBJECT_1: ("live_d12.mp4", {"TURN_RIGHT": (66, 105), "OPEN_MOUTH": (100, 130), "TURN_LEFT": (150, 182)}),
     # d3's right turn (d3_turn_right_grimace) starts mid-grimace: spliced after another segment it does not
     # read as a turn from a neutral pose (measured), so she is asked only for what she does cleanly.
     ID_SUBJECT_2: ("live_d3.mp4", {"NOD": (225, 295), "OPEN_MOUTH": (288, 353)}),
@@ -216,7 +218,8 @@ _PERFORMABLE = {
 
 
 def _perform(testdata, clip: str, segments: dict[str, tuple[int, int]], actions: tuple[str, ...]) -> list[bytes]:
-    """The person doing the challenge's actions in its order: each action's own segment, one after the other."""
+    """The person doing the challenge's actions in its order: each action's own segment, one after the other,
+    each in its own prompt's share of the 24 frames (the capture page's schedule)."""
     per_action = 24 // len(actions)
     frames: list[bytes] = []
     for action in actions:
@@ -225,16 +228,12 @@ def _perform(testdata, clip: str, segments: dict[str, tuple[int, int]], actions:
     return frames
 
 
-@pytest.mark.parametrize("id_number", [ID_SUBJECT_1, ID_SUBJECT_2])
-def test_the_real_flow_create_challenge_perform_it_and_pass(challenge_node, testdata, id_number) -> None:
-    """No planted challenge: CreateChallenge draws the actions; the terminal asks again (as it would when
-    its user cannot perform one) until the person on the clip has been filmed doing every one of them."""
-    node, keys = challenge_node
+def _real_flow(node, key: str, testdata, id_number: str) -> None:
     clip, segments = _PERFORMABLE[id_number]
-    with IdvClient(f"127.0.0.1:{node.port}", api_key=keys["a"], retries=0) as client:
+    with IdvClient(f"127.0.0.1:{node.port}", api_key=key, retries=0) as client:
         # The clip's segments are played in the challenge's order; liveness checks that the face's
         # track is continuous, so only an order that runs forward through the clip makes one capture.
-        for _ in range(600):  # d3 fits 1 draw in 24: 600 tries fail once in ~10^11 runs
+        for _ in range(600):  # a forward order is about 1 draw in 24: 600 tries fail once in ~10^11 runs
             challenge = client.create_challenge(id_number)
             starts = [segments[a][0] for a in challenge.actions if a in segments]
             if set(challenge.actions) <= set(segments) and starts == sorted(starts):
@@ -246,3 +245,47 @@ def test_the_real_flow_create_challenge_perform_it_and_pass(challenge_node, test
         assert (result.verdict, result.reason) == ("PASS", "VERIFIED"), challenge.actions
         replay = client.verify(id_number, NAME, frames, "registration", challenge.challenge_id)
         assert replay.reason == "CHALLENGE_INVALID"  # used once
+
+
+def test_the_real_flow_create_challenge_perform_it_and_pass(challenge_node, testdata) -> None:
+    """No planted challenge: CreateChallenge draws the actions (3, the default); the terminal asks again (as
+    it would when its user cannot perform one) until the person on the clip has been filmed doing every one
+    of them."""
+    node, keys = challenge_node
+    _real_flow(node, keys["a"], testdata, ID_SUBJECT_1)
+
+
+def test_the_real_flow_with_two_actions_an_operator_may_choose(node_settings, testdata) -> None:
+    """d3 is filmed doing two actions cleanly, not three: the real flow under challenges.min_actions = 2
+    (an operator's weaker choice: liveness/ACTIONS.md, "Timing")."""
+    node = start_node(node_settings.updated(challenges__min_actions=2, lockout_after_failures=100,
+                                            failure_cap=100, caller_requests_per_minute=10_000))
+    try:
+        with IdvClient(f"127.0.0.1:{node.port}", retries=0) as client:
+            client.enroll(ID_SUBJECT_2, NAME, clip_frames(testdata, "live_d3.mp4", 0, 0, 1))
+            issued = [client.create_challenge(ID_SUBJECT_2).actions for _ in range(20)]
+        assert {len(a) for a in issued} == {2, 3}
+        _real_flow(node, "", testdata, ID_SUBJECT_2)
+    finally:
+        node.stop(0)
+
+
+def test_passive_only_purposes_are_logged_at_start_a_warning_in_production(node_settings, model_set, caplog) -> None:
+    """Issue 14: a purpose allowed without a challenge is weaker; every start says so, loudest in production."""
+    import logging
+
+    from idv.assemble import build_service
+
+    with build_service(node_settings, model_set):  # development: creates the node's keys
+        pass
+    production = node_settings.updated(mode="production", integrity__replay_check=True)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="idv"), build_service(production, model_set):
+        pass
+    said = [r for r in caplog.records if "passive-only" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING and "CHECK_IN" in said[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="idv"), build_service(node_settings.updated(
+            challenge_passive_only_for=()), model_set):
+        pass
+    assert not [r for r in caplog.records if "passive-only" in r.getMessage()]

@@ -456,3 +456,52 @@ def test_rate_per_address_and_cors_locked_to_configured_origins(session_node, tm
     finally:
         server.stop()
         counters.close()
+
+
+SYNTHETIC_CASE = "vasa-1_l8"  # a talking head that turns, nods and talks (testdata README: synthetic/)
+
+
+@pytest.fixture(scope="module")
+def synthetic_browser(tmp_path_factory, testdata):
+    """Chromium whose fake camera plays a talking-head video generated from one photo (an injected
+    recording: the 'photo activation' attack), at 10 fps."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(testdata / "synthetic" / SYNTHETIC_CASE / "video.mp4"))
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    sequence = [frames[round(k * fps / Y4M_FPS)] for k in range(int(len(frames) / fps * Y4M_FPS))]
+    path = tmp_path_factory.mktemp("synthetic-camera") / "talking_head.y4m"
+    write_y4m(path, sequence, Y4M_FPS)
+    driver = chromium_driver(path)
+    yield driver
+    driver.quit()
+
+
+def test_a_talking_head_as_fake_camera_fails_the_default_policy_for_every_purpose(session_node, synthetic_browser,
+                                                                                  testdata) -> None:
+    """Issue 14, 'how it is checked': a synthetic video injected as the camera in real Chromium fails under the
+    default policy (a fresh random challenge of 3 actions) for every purpose, with the answer a person with bad
+    luck would see. Passive-only, the same video passes (benchmarks/README.md, 'Presentation attacks')."""
+    from datetime import date
+
+    from idv.identity import make_id_number
+
+    node, keys = session_node
+    target = make_id_number("110105", date(1985, 5, 5), 7)
+    with _client(node, keys["a"]) as a:
+        a.enroll(target, NAME, [(testdata / "synthetic" / SYNTHETIC_CASE / "ref.jpg").read_bytes()])
+        for purpose in ("registration", "licence_renewal", "check_in"):
+            opened = a.create_session(target, NAME, purpose)
+            assert len(opened.actions) == 3
+            page = _run_page(synthetic_browser, opened.capture_url)
+            result = a.session_result(opened.session_id)
+            assert (page["state"], page["verdict"]) == ("done", "FAIL"), (purpose, opened.actions, page)
+            assert page["reason"] in ("CHALLENGE_FAILED", "LIVENESS_FAILED"), (purpose, page)
+            assert (result.state, result.verdict) == ("COMPLETED", "FAIL")

@@ -163,3 +163,62 @@ def test_altered_tflite_is_refused(models, tmp_path):
         load_facemesh(entry, tmp_path)
     with pytest.raises(ModelLoadError, match="missing"):
         load_facemesh(entry, tmp_path / "nowhere")
+
+
+# ---------------------------------------------------------------- timing (issue 14)
+# The rule's logic on constructed signals (the thresholds come from the real clips above): a burst
+# of 24 frames, 3 prompts of 8 frames each (the capture page's schedule), neutral except where set.
+def _timed(**events: list[int]) -> list[FrameSignals]:
+    """events: yaw_left / nod / mouth -> the burst frames where that signal is well past its threshold."""
+    frames = []
+    for i in range(24):
+        yaw = 0.3 if i in events.get("yaw_left", []) else 0.0
+        pitch = 0.3 if i in events.get("nod", []) else 0.0
+        mouth = 0.4 if i in events.get("mouth", []) else 0.05
+        frames.append(FrameSignals(i, yaw, pitch, 0.3, mouth, 1.0))
+    return frames
+
+
+NOD_MOUTH_LEFT = [Action.NOD, Action.OPEN_MOUTH, Action.TURN_LEFT]
+
+
+def test_each_action_in_its_own_prompt_passes():
+    result = detect_actions(_timed(nod=[3, 4, 5], mouth=[10, 11, 12], yaw_left=[18, 19, 20]), NOD_MOUTH_LEFT)
+    assert result.passed, result.reason
+
+
+def test_an_action_outside_its_prompt_fails():
+    # The mouth opens in the third prompt's frames, not the second's.
+    result = detect_actions(_timed(nod=[3, 4], mouth=[17, 18], yaw_left=[20, 21]), NOD_MOUTH_LEFT)
+    assert (result.passed, result.reason) == (False, "missing:OPEN_MOUTH")
+    # Untimed (before issue 14) the same burst passed: order alone says nothing about when.
+    assert detect_actions(_timed(nod=[3, 4], mouth=[17, 18], yaw_left=[20, 21]), NOD_MOUTH_LEFT,
+                          ActionConfig(timed=False)).passed
+
+
+def test_an_action_already_done_before_its_prompt_fails_a_one_frame_blip_does_not():
+    done_early = _timed(nod=[3, 4], mouth=[5, 6, 10, 11], yaw_left=[18, 19])  # a talking head's mouth
+    assert detect_actions(done_early, NOD_MOUTH_LEFT).reason == "early:OPEN_MOUTH"
+    blip = _timed(nod=[3, 4], mouth=[6, 10, 11], yaw_left=[18, 19])
+    assert detect_actions(blip, NOD_MOUTH_LEFT).passed
+
+
+def test_an_action_at_the_instant_its_prompt_appears_fails():
+    # Frame 16 is captured as the third prompt appears: nobody has turned by then.
+    assert detect_actions(_timed(nod=[3, 4], mouth=[10, 11], yaw_left=[16, 17]), NOD_MOUTH_LEFT).reason \
+        == "missing:TURN_LEFT"
+    assert detect_actions(_timed(nod=[3, 4], mouth=[10, 11], yaw_left=[17, 18]), NOD_MOUTH_LEFT).passed
+
+
+def test_the_next_action_must_follow_a_return_to_neutral():
+    # Still nodding (frames 3-11) when the mouth opens at 10: one movement, not two answers.
+    result = detect_actions(_timed(nod=list(range(3, 12)), mouth=[10, 11, 12], yaw_left=[18, 19]), NOD_MOUTH_LEFT)
+    assert result.reason == "missing:OPEN_MOUTH"
+
+
+def test_prompt_starts_follow_the_capture_page():
+    from liveness.actions import prompt_starts
+
+    assert prompt_starts(24, 3) == (0, 8, 16, 24)
+    assert prompt_starts(24, 2) == (0, 12, 24)
+    assert prompt_starts(20, 3) == (0, 7, 14, 20)  # capture.js: prompt floor(i * 3 / 20) at frame i

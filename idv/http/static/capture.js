@@ -183,6 +183,8 @@
     canvas.height = Math.round(video.videoHeight * scale);
     const context = canvas.getContext("2d");
     const total = session.frames;
+    // The server checks each action against this schedule (liveness/actions.py prompt_starts): prompt k
+    // of K is shown from frame ceil(k * total / K), so the frames are split evenly, in order. Keep them in step.
     const perAction = total / Math.max(1, session.actions.length);
     const frames = [], stamps = [];
     // With a light challenge the frames are spread over the flashes and timed from the first one.
