@@ -280,7 +280,9 @@ def main() -> None:
         provenance = {k: result[k] for k in ("date", "git_commit", "git_dirty", "cpu_model")}
         # The other settings keep their own provenance (previous["parts"]); this one records its run.
         result = {**previous, "settings": dict(previous.get("settings", {}))}
-        result.setdefault("parts", {})[args.only] = {**provenance, "liveness": not (args.skip_liveness or False)}
+        # The thresholds of the manifest this run read (the file's top-level ones are its first run's).
+        result.setdefault("parts", {})[args.only] = {**provenance, "liveness": not args.skip_liveness,
+                                                     "service_thresholds": thresholds}
     bursts = None
     for setting in SETTINGS:
         if args.only and setting.name != args.only:
