@@ -156,6 +156,11 @@ def _rates(rows: list[dict], policy: str) -> dict:
                 entry["apcer"][species] = float(np.mean(attacks))
                 entry["attacks_passed"][species] = f"{sum(attacks)}/{len(attacks)}"
             out[f"{split}/{group}"] = entry
+    # By name, as liveness_eval.py lists them (benchmarks/results/liveness.json): comparable burst by burst.
+    out["failed_bona_fide"] = sorted(r["name"] for r in rows if r["group"] == "main" and r["species"] == BONA_FIDE
+                                     and not _passed(r[policy]))
+    out["passed_attacks"] = sorted(r["name"] for r in rows if r["group"] == "main" and r["species"] != BONA_FIDE
+                                   and _passed(r[policy]))
     return out
 
 
