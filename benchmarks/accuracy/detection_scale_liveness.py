@@ -256,8 +256,18 @@ def main() -> None:
             rows.append(row)
             if len(rows) % 100 == 0:
                 log.info("%d bursts", len(rows))
+    rates = {p: _rates(rows, p) for p in POLICIES}
+    changes = {p: _changes(rows, p) for p in POLICIES[1:]}
+    per_burst = {p: _summary(v) for p, v in burst_ms.items() if v}
+    # Scalars the README table (benchmarks/report.py) shows: decisions moved and detector cost per policy.
+    headline = {
+        **{f"{p}_pass_fail_changed_vs_full": changes[p]["pass_fail_changed"] for p in POLICIES[1:]},
+        **{f"{p}_calibration_bona_fide_failed": rates[p]["calibration/main"]["bona_fide_failed"] for p in POLICIES},
+        **{f"{p}_detector_ms_per_5_frame_burst_p50": round(per_burst[p]["median_ms"], 1) for p in per_burst},
+    }
     result = {
         "what": __doc__.split("\n\n")[0],
+        "headline": headline,
         "command": "benchmarks/accuracy/detection_scale_liveness.py" + (f" --target-face-px {args.target_face_px:g}"),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
@@ -272,10 +282,10 @@ def main() -> None:
         "stills": "left out (each repeats the first frame of a bona fide burst)",
         "cost_note": "one thread, measured interleaved in this process on a shared 2-core machine: relative",
         "cost_per_frame_640x480_and_other": {k: _summary(v) for k, v in harness.ms.items() if v},
-        "detector_cost_per_nuaa_burst": {p: _summary(v) for p, v in burst_ms.items() if v},
+        "detector_cost_per_nuaa_burst": per_burst,
         "deviation_from_full_by_source": _deviations(rows),
-        "rates": {p: _rates(rows, p) for p in POLICIES},
-        "changes_vs_full": {p: _changes(rows, p) for p in POLICIES[1:]},
+        "rates": rates,
+        "changes_vs_full": changes,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
