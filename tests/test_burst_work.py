@@ -56,6 +56,23 @@ def test_the_dynamic_detector_at_full_scale_finds_what_the_fixed_one_finds(model
         assert abs(a[0].width - b[0].width) < 0.05
 
 
+@pytest.mark.parametrize("factor", [0.5, 0.8, 1.6])
+def test_full_size_detection_sees_any_image_size_as_the_fixed_graph_does(model_dir: Path, testdata: Path,
+                                                                          factor: float) -> None:
+    """The thresholds were calibrated on the fixed graph, which fits every image to 640x640 (a
+    smaller one upscaled, a larger one shrunk): full-size detection keeps that scale, only the
+    canvas is trimmed. At an image's own size a 320x240 face's landmarks move by a few pixels."""
+    full, _ = _detectors(model_dir)
+    same_scale = YuNetDetector(open_session(load_manifest().entry("yunet_dynamic"), model_dir, RuntimeOptions()),
+                               scale=DetectionScale(target_face_px=60.0))
+    for path in nuaa_frames(testdata, "live", "0002")[:3]:
+        image = cv2.resize(cv2.imread(str(path)), None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        a, b = full.detect(image), same_scale.detect(image)
+        assert len(a) == len(b) >= 1
+        assert np.allclose(a[0].landmarks, b[0].landmarks, atol=0.05 / factor)
+        assert same_scale.refine(image, b[0]) is b[0]  # already the full-size view: nothing to refine
+
+
 def test_the_smallest_face_the_gate_accepts_is_found_on_the_downscaled_copy(model_dir: Path, testdata: Path) -> None:
     full, small = _detectors(model_dir)
     limits = QualityLimits()

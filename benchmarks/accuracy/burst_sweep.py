@@ -76,6 +76,8 @@ SETTINGS = (
     Setting("dyn_face16_refine", "yunet_dynamic", DetectionScale(target_face_px=16), True),
     Setting("dyn_face24_coarse", "yunet_dynamic", DetectionScale(target_face_px=24), False),
     Setting("previous_640_full", "yunet", DetectionScale(), False),  # the fixed graph: scale is ignored
+    # The shipped default (detection_face_px 60): the fixed graph's scale on a trimmed canvas, refine a no-op.
+    Setting("dyn_face60", "yunet_dynamic", DetectionScale(target_face_px=60), True),
 )
 KS = (1, 2, 3, 5)
 WINDOWS = (5, 8)
@@ -248,6 +250,8 @@ def main() -> None:
     parser.add_argument("--species", default=None,
                         help="comma-separated burst species for liveness (default: all, stills included)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "burst_sweep.json")
+    parser.add_argument("--merge", action="store_true",
+                        help="with --only: replace that setting's entry in the existing --out file, keep the rest")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     manifest = load_manifest()
@@ -269,6 +273,16 @@ def main() -> None:
         "cost_note": "ms measured on a shared 2-core machine with other jobs running: relative only",
         "settings": {},
     }
+    if args.merge:
+        if not args.only or not args.out.is_file():
+            parser.error("--merge needs --only and an existing --out file")
+        previous = json.loads(args.out.read_text())
+        provenance = {k: result[k] for k in ("date", "git_commit", "git_dirty", "cpu_model")}
+        # The other settings keep their own provenance (previous["parts"]); this one records its run.
+        result = {**previous, "settings": dict(previous.get("settings", {}))}
+        # The thresholds of the manifest this run read (the file's top-level ones are its first run's).
+        result.setdefault("parts", {})[args.only] = {**provenance, "liveness": not args.skip_liveness,
+                                                     "service_thresholds": thresholds}
     bursts = None
     for setting in SETTINGS:
         if args.only and setting.name != args.only:

@@ -9,10 +9,13 @@ Two input shapes (issue 12):
 
 * the exported graph's fixed 640x640: the image is scaled to fit it;
 * the pull-time `dynamic_image_size` build: the image is scaled by `DetectionScale`
-  (so the smallest face the quality gate accepts is still `target_face_px` wide, enough
-  for YuNet to find it) onto a canvas rounded up to a multiple of 32. A 640x480 frame
-  then costs a 256x192 run instead of 640x640. `refine` re-detects one face on a
-  region around it at the fixed graph's scale: the landmarks a full-size run gives.
+  onto a canvas rounded up to a multiple of 32. At full size (factor 1, the default) the
+  scale is the fixed graph's own (the image fitted to 640x640, upscaled when smaller), only
+  the canvas is trimmed to the image: the boxes and landmarks every threshold was calibrated
+  on, for a 640x480 frame at 640x480 instead of 640x640. Below 1 the image is shrunk further
+  (so the smallest face the quality gate accepts is still `target_face_px` wide, enough for
+  YuNet to find it): a 640x480 frame then costs a 256x192 run. `refine` re-detects one face
+  on a region around it at the fixed graph's scale: the landmarks a full-size run gives.
 """
 
 from __future__ import annotations
@@ -54,11 +57,13 @@ class DetectionScale:
     """
 
     min_face_px: float = 60.0
-    # 60 (factor 1: the frame at its own size, a 640x480 canvas instead of 640x640) keeps every
-    # face box what the full-size detector gives, so the liveness cues judge the boxes they were
-    # calibrated on. 24 (a 256x192 canvas, several times cheaper) kept verification identical but
-    # failed 3 more bona fide liveness bursts of 247 (calibration split; held-out identical):
-    # burst_sweep.json. Lower it once the liveness thresholds are calibrated on downscaled boxes.
+    # 60 (factor 1: the fixed graph's scale, a 640x480 canvas instead of 640x640 for a 640x480
+    # frame) keeps every face box what the full-size detector gives, so the liveness cues judge
+    # the boxes they were calibrated on. 24 (a 256x192 canvas) kept verification identical but
+    # moves liveness: motion and planarity read the union of every frame's box, planarity the
+    # first frame's, so refining only the embedded (or also the passive) frames leaves coarse
+    # boxes 10-15 px off in the cues, and refining every frame costs more than detecting at full
+    # size (detection_scale_liveness.json). Lower it once the cues are calibrated on coarse boxes.
     target_face_px: float = 60.0
     refine_margin: float = 2.0
 
@@ -99,13 +104,24 @@ class YuNetDetector:
             grid = self._grids[key] = np.stack([cols.ravel(), rows.ravel()], axis=1)  # (N, 2) as (col, row)
         return grid
 
+    def _detection_scale(self, height: int, width: int) -> float:
+        """The scale `detect` runs at: the fixed graph's (the reference every threshold was calibrated
+        on), shrunk further by the detection scale's factor when that is below 1. Not min(1, ...):
+        an image smaller than 640 is upscaled as the fixed graph upscales it. Measured with
+        burst_sweep.py on LFW's 250x250 images: at their own size the score at FMR 1e-3 moved from
+        0.367 to 0.359 (a calibrated threshold no longer means its FMR); at this scale the scores
+        are the fixed graph's (burst_sweep.json `dyn_face60`)."""
+        reference = min(_INPUT_SIZE / width, _INPUT_SIZE / height)
+        factor = self._scale.factor
+        return reference if factor >= 1.0 else min(reference, factor)
+
     def _letterbox(self, image_bgr: np.ndarray, scale: float | None = None) -> tuple[np.ndarray, float]:
         height, width = image_bgr.shape[:2]
         if not self._dynamic:
             scale = min(_INPUT_SIZE / width, _INPUT_SIZE / height)
             canvas_h = canvas_w = _INPUT_SIZE
         else:
-            scale = self._scale.factor if scale is None else scale
+            scale = self._detection_scale(height, width) if scale is None else scale
             canvas_h, canvas_w = _ceil_to(height * scale, _ALIGN), _ceil_to(width * scale, _ALIGN)
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
         # INTER_AREA when shrinking: a bilinear 2.5x shrink aliases fine texture into the face.
@@ -122,10 +138,13 @@ class YuNetDetector:
         scale: a capture the previous full-size detection accepted is not refused as NO_FACE
         (measured: 12 of 744 liveness bursts had such a frame, burst_sweep.json)."""
         faces = self._detect(image_bgr, None)
-        if faces or not self._dynamic or self._scale.factor >= 1.0:
+        if faces or not self._dynamic:
             return faces
         height, width = image_bgr.shape[:2]
-        return self._detect(image_bgr, min(_INPUT_SIZE / width, _INPUT_SIZE / height))
+        reference = min(_INPUT_SIZE / width, _INPUT_SIZE / height)
+        if self._detection_scale(height, width) == reference:
+            return faces  # already the full-size graph's view
+        return self._detect(image_bgr, reference)
 
     def refine(self, image_bgr: np.ndarray, face: FaceDetection) -> FaceDetection:
         """Re-detect `face` as the fixed 640x640 graph would have seen it, at a fraction of its cost.
@@ -139,8 +158,8 @@ class YuNetDetector:
         The coarse face is kept if the region shows no face overlapping it."""
         height, width = image_bgr.shape[:2]
         scale = min(_INPUT_SIZE / width, _INPUT_SIZE / height)
-        if not self._dynamic or self._scale.factor >= min(scale, 1.0):
-            return face  # already detected at (at least) the full-size graph's scale
+        if not self._dynamic or self._detection_scale(height, width) == scale:
+            return face  # already detected at the full-size graph's scale
         scaled = image_bgr if scale == 1.0 else cv2.resize(
             image_bgr, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_LINEAR)
         side = self._scale.refine_margin * max(face.width, face.height) * scale

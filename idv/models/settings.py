@@ -25,9 +25,10 @@ class ModelSettings:
     detector_sha256: str = ""
     detector_score_threshold: float = 0.6
     # Detection runs on a copy scaled so a face of quality.min_face_size pixels is this many
-    # pixels (dynamic-input YuNet). At or above min_face_size: no downscaling (the default); 24
-    # is several times cheaper and kept verification identical (landmarks refined at full size)
-    # but moved liveness, see idv/face/detector.py DetectionScale and burst_sweep.json.
+    # pixels (dynamic-input YuNet). At or above min_face_size: full size, the fixed graph's scale
+    # (the default); 24 is cheaper per frame and keeps verification identical (landmarks refined
+    # at full size) but moves the liveness cues, which read every frame's box: see
+    # idv/face/detector.py DetectionScale, burst_sweep.json and detection_scale_liveness.json.
     detection_face_px: float = 60.0
     # An insightface ArcFace-format recognizer instead of the pack's (licensed by the operator).
     recognizer_file: Path | None = None
