@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.latency.data import Probe
-from benchmarks.latency.e2e import BENCH_NODE_ENV, Threads, _prepare, verify_request
+from benchmarks.latency.data import Probe, with_serial
+from benchmarks.latency.e2e import BENCH_NODE_ENV, Threads, _prepare, require_verified, verify_request
 from benchmarks.latency.loadgen import _Caller
 from benchmarks.latency.machine import CpuMonitor
 from benchmarks.latency.node_process import NodeConfig, NodeProcess
@@ -128,9 +128,11 @@ def _warm(node: NodeProcess, p: Probe, frames: int) -> dict[int, str]:
     from idv.client import IdvClient
 
     with IdvClient(node.target, timeout=60.0, retries=0) as client:
-        for _ in range(2):
-            result = client.verify(ID_NUMBER, NAME, p.frames(frames))
-    return {frames: f"{result.verdict}/{result.reason}"}
+        for attempt in range(2):
+            result = client.verify(ID_NUMBER, NAME, with_serial(p.frames(frames), f"warm-{frames}-{attempt}"))
+    verdicts = {frames: f"{result.verdict}/{result.reason}"}
+    require_verified(verdicts)
+    return verdicts
 
 
 def _request_for(frames: int, probes: dict[str, Probe]):

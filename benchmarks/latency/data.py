@@ -60,6 +60,24 @@ class Probe:
         return [p.read_bytes() for p in self.frame_paths[:count]]
 
 
+def with_serial(frames: list[bytes] | tuple[bytes, ...], serial: str) -> list[bytes]:
+    """The same JPEG frames, made byte-unique by a comment segment (COM, 0xFFFE) after SOI.
+
+    Why: the node remembers a keyed digest of every accepted frame's bytes and fails a request
+    that repeats one (issue 14's replay check, on by default). A benchmark that resent one burst
+    would measure that refusal, not a verification. The pixels (and so every decision and every
+    stage's cost) are unchanged; the check itself stays on and is part of what is measured.
+    """
+    tag = b"idv-bench " + serial.encode("ascii")
+    segment = b"\xff\xfe" + (len(tag) + 2).to_bytes(2, "big") + tag
+    out = []
+    for frame in frames:
+        if frame[:2] != b"\xff\xd8":
+            raise ValueError("with_serial handles JPEG frames only")
+        out.append(frame[:2] + segment + frame[2:])
+    return out
+
+
 def probe(subject: str = SUBJECT, frames: int = 5, step: int = 3) -> Probe:
     """The first printed frame as reference; every `step`-th frame of the first live sequence as the burst
     (as the gRPC tests do: adjacent frames are near-duplicates, a terminal's burst spans ~0.5 s)."""

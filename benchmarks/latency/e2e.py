@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.latency.data import ID_NUMBER, NAME, Probe, probe
+from benchmarks.latency.data import ID_NUMBER, NAME, Probe, probe, with_serial
 from benchmarks.latency.loadgen import LoadSpec, run_load, summarise
 from benchmarks.latency.machine import CpuMonitor
 from benchmarks.latency.node_process import NodeConfig, NodeProcess
@@ -100,10 +100,18 @@ def _prepare(node: NodeProcess, p: Probe, frame_counts: Sequence[int]) -> dict[i
         client.enroll(ID_NUMBER, NAME, [p.reference])
         verdicts = {}
         for n in frame_counts:
-            for _ in range(3):
-                result = client.verify(ID_NUMBER, NAME, p.frames(n))
+            for attempt in range(3):
+                result = client.verify(ID_NUMBER, NAME, with_serial(p.frames(n), f"warm-{n}-{attempt}"))
             verdicts[n] = f"{result.verdict}/{result.reason}"
+    require_verified(verdicts)
     return verdicts
+
+
+def require_verified(verdicts: dict[int, str]) -> None:
+    """A benchmark of refusals is no benchmark: every probe must be verified before timing starts."""
+    refused = {n: v for n, v in verdicts.items() if v != "PASS/VERIFIED"}
+    if refused:
+        raise RuntimeError(f"the node did not verify the benchmark probe (frames: answer): {refused}")
 
 
 def _server_stage_times(node: NodeProcess, since: int) -> tuple[dict[str, Any], int]:

@@ -15,6 +15,8 @@ the node can do at N requests in flight.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ import grpc
 import numpy as np
 from google.rpc import error_details_pb2, status_pb2
 
+from benchmarks.latency.data import with_serial
 from benchmarks.latency.stats import summary_dict
 from idv.v1 import verification_pb2 as pb
 from idv.v1 import verification_pb2_grpc as pb_grpc
@@ -67,6 +70,16 @@ class _Caller:
         self._next = 0
         self._request = request
         self._timeout = timeout
+        self._nonce = secrets.token_hex(8)  # unique across callers and runs against one node
+        self._serials = itertools.count()
+
+    def _fresh_request(self) -> pb.VerifyRequest:
+        """This caller's request with byte-unique frames (the node refuses a frame it has seen)."""
+        request = pb.VerifyRequest()
+        request.CopyFrom(self._request)
+        del request.frames[:]
+        request.frames.extend(with_serial(list(self._request.frames), f"{self._nonce}-{next(self._serials)}"))
+        return request
 
     async def ready(self) -> None:
         await asyncio.gather(*(c.channel_ready() for c in self._channels))
@@ -76,7 +89,7 @@ class _Caller:
         self._next += 1
         sent = time.monotonic()
         try:
-            response = await stub.Verify(self._request, timeout=self._timeout)
+            response = await stub.Verify(self._fresh_request(), timeout=self._timeout)
             status, verdict = "OK", pb.Verdict.Name(response.verdict)
         except grpc.aio.AioRpcError as error:
             status, verdict = _status_of(error), ""
