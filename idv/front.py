@@ -275,8 +275,13 @@ class ConnectionFront:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 sock.close()
                 continue
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a spliced write goes out at once
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a spliced write goes out at once
+            except OSError:  # reset by the peer already (EINVAL on some systems): give the slot back
+                self._release(key)
+                sock.close()
+                continue
             connection = _Connection(self, peer, key)
             connection.opened_at = connection.last_activity = self.loop.time()
             self._connections.add(connection)
@@ -302,13 +307,16 @@ class ConnectionFront:
         self._per_key[key] = count + 1
         return None
 
+    def _release(self, key: str) -> None:
+        count = self._per_key.pop(key, 1) - 1
+        if count > 0:
+            self._per_key[key] = count
+
     def forget(self, connection: _Connection) -> None:
         if connection not in self._connections:
             return
         self._connections.discard(connection)
-        count = self._per_key.pop(connection.key, 1) - 1
-        if count > 0:
-            self._per_key[connection.key] = count
+        self._release(connection.key)
         if connection.server_port and self.peers.get(connection.server_port) == connection.peer:
             del self.peers[connection.server_port]
 

@@ -210,3 +210,15 @@ def test_a_page_without_record_mode_shows_no_label_picker(node_settings, testdat
     finally:
         node.stop(0)
     assert not any(settings.store.data_dir.rglob("frame-*.jpg"))
+
+
+def test_a_recording_that_fails_half_way_leaves_no_frames_behind(tmp_path) -> None:
+    """A save that fails after some frames were written (here: a frame that is not bytes) removes its
+    staging directory: nothing would ever delete a hidden partial recording."""
+    from idv.http.recorder import CaptureRecorder
+
+    recorder = CaptureRecorder(tmp_path / "rec")
+    with pytest.raises(TypeError):
+        recorder.save([b"\xff\xd8first", "not bytes"], [0.0, 300.0], [("RED", 300)], "genuine", "PASS", "VERIFIED",
+                      "check_in")
+    assert list((tmp_path / "rec").iterdir()) == []

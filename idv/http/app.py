@@ -163,7 +163,10 @@ def build_app(node_state, admission: Admission, counters: CounterStore, config: 
                                                                   capture.attestation), cancelled)
             node_state.record_decision(command, outcome)
             if config.recorder is not None:
-                await run_in_threadpool(_record, config.recorder, capture, command, outcome)
+                try:
+                    await run_in_threadpool(_record, config.recorder, capture, command, outcome)
+                except OSError as error:  # the decision is made and audited; only the recording is lost
+                    log.error("record mode: capture not saved", extra={"error": error.strerror or str(error)})
             node_state.metrics.observe_rpc("DeviceUpload", "OK", time.perf_counter() - started)
             answer: dict[str, object] = {"verdict": outcome.verdict.value, "reason": outcome.reason.value}
             answer.update(await _after_pass(outcome.credential, history_token))  # issue 18

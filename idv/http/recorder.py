@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,16 @@ class CaptureRecorder:
         name = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
         staging = self._directory / f".{name}.partial"
         staging.mkdir(mode=0o700)
+        try:
+            return self._fill(staging, name, frames, timestamps_ms, light, label, verdict, reason, purpose)
+        except BaseException:
+            # A failed save (disk full, permissions) must not leave frames behind in a hidden
+            # directory that `idv eval light` skips and nothing else would ever delete.
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def _fill(self, staging: Path, name: str, frames: Sequence[bytes | bytearray], timestamps_ms: Sequence[float],
+              light: Sequence[tuple[str, int]], label: str, verdict: str, reason: str, purpose: str) -> Path:
         names = []
         for index, frame in enumerate(frames):
             names.append(f"frame-{index:02d}.jpg")

@@ -162,7 +162,10 @@ def parse_terminals(path: Path) -> list[RegisteredTerminal]:
         raise TerminalsFileError(f"terminals file {path}: {exc}") from None
     found: list[RegisteredTerminal] = []
     seen: set[tuple[str, str]] = set()
-    for position, item in enumerate(raw.get("terminal", []), start=1):
+    entries = raw.get("terminal", [])
+    if not isinstance(entries, list):  # `terminal = 5` by hand: a refused file, not a crash per request
+        raise TerminalsFileError(f"terminals file {path}: `terminal` must be an array of tables ([[terminal]])")
+    for position, item in enumerate(entries, start=1):
         try:
             caller, terminal_id, key = str(item["caller"]), str(item["terminal_id"]), str(item["public_key"])
         except (KeyError, TypeError):
@@ -235,6 +238,8 @@ class TerminalRegistry:
             st = self._path.stat()
         except FileNotFoundError:
             return None
+        except OSError:  # unreadable: parse_terminals will refuse it and the previous terminals stay
+            return (-1, -1, -1)
         return st.st_ino, st.st_mtime_ns, st.st_size  # rewrites replace the file: a new inode
 
     def _refresh(self, strict: bool = False) -> None:

@@ -258,3 +258,18 @@ def test_session_uploads_are_signed_over_the_capture_token(node_settings, keypai
     reasons = _audit_reasons(settings)
     assert reasons[:2] == ["ATTESTATION_MISSING", "ATTESTATION_INVALID"]
     assert reasons[2] not in ("ATTESTATION_MISSING", "ATTESTATION_INVALID")
+
+
+def test_a_hand_broken_terminals_file_is_refused_and_the_registered_terminals_stay(tmp_path: Path, keypair) -> None:
+    """`terminal = 5` (not an array of tables) is a refused file, never an exception per request."""
+    from idv.security.terminals import TerminalRegistry, parse_terminals
+
+    _, public = keypair
+    path = tmp_path / "terminals.toml"
+    add_terminal(path, "cafe", "till-3", read_public_key(public))
+    registry = TerminalRegistry(path)
+    assert registry.key_for("cafe", "till-3") is not None
+    path.write_text("terminal = 5\n")
+    with pytest.raises(TerminalsFileError, match="array of tables"):
+        parse_terminals(path)
+    assert registry.key_for("cafe", "till-3") is not None  # refused on refresh: the previous terminals stay
