@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import logging
 import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from idv.address_keys import address_key, real_host
 
 log = logging.getLogger("idv.front")
 
@@ -49,29 +50,6 @@ class FrontLimits:
     max_connections: int = 1024
     first_byte_seconds: float = 10.0
     quiet_seconds: float = 120.0
-
-
-def address_key(host: str) -> str:
-    """What a per-address cap counts: the IPv4 address (also when IPv4-mapped), or the IPv6 /64."""
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
-
-
-def _real_host(host: str) -> str:
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
 
 
 def bind_listener(host: str, port: int, backlog: int = 512) -> socket.socket:
@@ -266,7 +244,7 @@ class ConnectionFront:
                     self.loop.remove_reader(self._listener.fileno())
                     self.loop.call_later(0.5, self._resume_accepting)
                 return
-            peer = (_real_host(str(peername[0])), int(peername[1]))
+            peer = (real_host(str(peername[0])), int(peername[1]))
             key = address_key(peer[0])
             cause = self._admit(key)
             if cause is not None:

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from idv.front import ConnectionFront, FrontLimits, address_key, bind_listener
+from idv.address_keys import address_key
+from idv.front import ConnectionFront, FrontLimits, bind_listener
 from idv.rpc.transport import LoopThread
 
 
@@ -241,3 +242,21 @@ def wait_for(predicate, seconds: float) -> bool:
             return True
         time.sleep(0.05)
     return predicate()
+
+
+def test_grpc_intake_counts_an_ipv6_client_per_64_as_the_front_does() -> None:
+    """Rotating addresses inside one /64 must not buy fresh stream slots at the gRPC intake."""
+    from idv.rpc.intake import IntakeLimits, PeerAddresses, PeerIntake
+
+    fronted = {40001: ("2001:db8:1:2::1", 5000), 40002: ("2001:db8:1:2:ffff::9", 5001),
+               40003: ("2001:db8:1:3::1", 5002)}
+    addresses = PeerAddresses(fronted.get)
+    assert addresses.of("ipv4:127.0.0.1:40001") == addresses.of("ipv4:127.0.0.1:40002") == "2001:db8:1:2::/64"
+    assert addresses.of("ipv4:127.0.0.1:40003") == "2001:db8:1:3::/64"
+    assert PeerAddresses().of("ipv6:[2001:db8:1:2::7]:1234") == "2001:db8:1:2::/64"
+    assert PeerAddresses().of("ipv6:[::ffff:203.0.113.7]:1234") == "203.0.113.7"
+    intake = PeerIntake(IntakeLimits(max_streams_per_peer=2), addresses)
+    assert intake.open_stream(addresses.of("ipv4:127.0.0.1:40001"))
+    assert intake.open_stream(addresses.of("ipv4:127.0.0.1:40002"))
+    assert not intake.open_stream(addresses.of("ipv6:[2001:db8:1:2::abcd]:9"))  # same /64: refused
+    assert intake.open_stream(addresses.of("ipv4:127.0.0.1:40003"))  # another /64: its own slots

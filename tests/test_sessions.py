@@ -458,6 +458,32 @@ def test_rate_per_address_and_cors_locked_to_configured_origins(session_node, tm
         counters.close()
 
 
+def test_upload_rate_counts_an_ipv6_client_per_64(session_node, tmp_path) -> None:
+    """Addresses rotated inside one /64 share one upload bucket; another /64 has its own."""
+    import asyncio
+
+    from idv.http.app import DeviceEndpointConfig, build_app
+    from idv.state.local import SqliteCounterStore
+
+    node, _ = session_node
+    counters = SqliteCounterStore(tmp_path / "counters.sqlite3")
+    app = build_app(node.state, node.admission, counters, DeviceEndpointConfig(requests_per_minute_per_address=2))
+
+    async def post_from(host: str) -> int:
+        transport = httpx.ASGITransport(app=app, client=(host, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+            response = await client.post("/v1/capture", content=_tiny_capture(), headers={
+                "Authorization": "Bearer nope", "Content-Type": "application/vnd.idv.capture"})
+            return response.status_code
+
+    try:
+        codes = [asyncio.run(post_from(f"2001:db8:1:2::{n:x}")) for n in range(1, 4)]
+        assert codes == [401, 401, 429]
+        assert asyncio.run(post_from("2001:db8:1:3::1")) == 401
+    finally:
+        counters.close()
+
+
 SYNTHETIC_CASE = "vasa-1_l8"  # a talking head that turns, nods and talks (testdata README: synthetic/)
 
 

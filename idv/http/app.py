@@ -37,6 +37,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from idv.address_keys import address_key
 from idv.credential_qr import qr_png_data_uri
 from idv.errors import Code, IdvError, InvalidRequest, NotServing, Throttled, Unauthenticated
 from idv.http.capture_body import MEDIA_TYPE, CaptureLimits, parse_capture
@@ -129,7 +130,8 @@ def build_app(node_state, admission: Admission, counters: CounterStore, config: 
     """`node_state` is the node's NodeState: its `sessions` is None until the models are warm."""
 
     def admit_address(address: str) -> None:
-        bucket = "device:" + hashlib.sha256(address.encode()).hexdigest()[:24]
+        # Counted per address_key: an IPv6 client is its /64, as the front and the gRPC intake count it.
+        bucket = "device:" + hashlib.sha256(address_key(address).encode()).hexdigest()[:24]
         if counters.hit(bucket, 60, time.time()) > config.requests_per_minute_per_address:
             raise Throttled("too many uploads from this address; wait a minute", "RATE_LIMITED", 60.0)
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import grpc
 
+from idv.address_keys import address_key
+
 from idv.errors import DeadlineExceeded, IdvError, InvalidRequest
 
 
@@ -76,13 +78,15 @@ class PeerAddresses:
         self._front_host = front_host
 
     def of(self, peer: str) -> str:
+        """The key the per-address limits count for this peer (idv/address_keys.py: an IPv6
+        client counts as its /64, as the front counts it)."""
         address = peer_address(peer)
         if self._original_peer is not None and address == self._front_host:
             port = _peer_port(peer)
             original = self._original_peer(port) if port is not None else None
             if original is not None:
-                return original[0]
-        return address
+                return address_key(original[0])
+        return address_key(address)
 
 
 class PeerIntake:
