@@ -118,6 +118,10 @@ class ChallengeIssuer:
             action = self._drawable[secrets.randbelow(len(self._drawable))].value
             if sequence and (action == sequence[-1] or _opposite(action, sequence[-1])):
                 continue  # "left, left" or "left, right" reads as one movement: draw again
+            if action in sequence and count <= len(self._drawable):
+                # [A, B, A] would fail a genuine user whose extra A before the third prompt reads as
+                # "done before its prompt" (the timing rule); with enough actions, none repeats.
+                continue
             sequence.append(action)
         challenge = StoredChallenge(
             challenge_id=secrets.token_urlsafe(24),

@@ -70,6 +70,8 @@ def test_create_challenge_returns_a_random_one_time_sequence(challenge_node) -> 
         assert len(challenge.actions) == 3  # always 3 by default (liveness/ACTIONS.md, "Timing")
         assert "BLINK" not in challenge.actions  # measured unreliable: kept out of draws (liveness/ACTIONS.md)
         assert all(a != b for a, b in zip(challenge.actions, challenge.actions[1:]))
+        # No action twice: [A, B, A] would fail a genuine user who does A early (the timing rule).
+        assert len(set(challenge.actions)) == len(challenge.actions)
         assert 100 < challenge.expires_at_unix - time.time() <= 120
     assert len({c.actions for c in issued}) > 3
 
@@ -289,3 +291,14 @@ def test_passive_only_purposes_are_logged_at_start_a_warning_in_production(node_
             challenge_passive_only_for=()), model_set):
         pass
     assert not [r for r in caplog.records if "passive-only" in r.getMessage()]
+
+
+def test_no_action_repeats_in_a_challenge_while_enough_actions_can_be_drawn() -> None:
+    from idv.challenges import ChallengeIssuer, ChallengePolicy
+    from idv.state.local import MemoryChallengeStore
+    from liveness.actions import ActionConfig
+
+    issuer = ChallengeIssuer(MemoryChallengeStore(), ChallengePolicy(), ActionConfig())
+    drawn = [issuer.issue("caller", "id").actions for _ in range(300)]
+    assert all(len(set(actions)) == len(actions) == 3 for actions in drawn)
+    assert len(set(drawn)) > 8  # still random over the orders the rules allow
