@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.latency.challenge import ChallengedCaller, ChallengeProbe, challenge_probe, enroll_challenge_reference
 from benchmarks.latency.data import Probe, with_serial
 from benchmarks.latency.e2e import BENCH_NODE_ENV, Threads, _prepare, require_verified, verify_request
 from benchmarks.latency.loadgen import _Caller
@@ -73,6 +74,15 @@ async def _interleaved(node: NodeProcess, peer: PeerSession, p: Probe, plan: Com
             if row.get(variant) and row.get("idv"):
                 row[f"ratio_p50_idv_over_{variant}"] = round(row["idv"]["p50"] / row[variant]["p50"], 3)
         out[f"{frames}f"] = row
+    row = {"idv": summary_dict(challenge_samples)} if challenge_samples else {}
+    row["answers"] = {"idv": challenge_answers}
+    row["what"] = ("this tree only: CreateChallenge (not timed; draws the clip cannot perform left to expire), "
+                   f"then Verify of the {CHALLENGE_FRAMES} frames performing it, action check included; "
+                   "PASS answers only are samples")
+    row["challenge_draws"] = challenged.draws
+    if challenge_samples and out.get("5f", {}).get("idv"):
+        row["ratio_p50_over_5f"] = round(row["idv"]["p50"] / out["5f"]["idv"]["p50"], 3)
+    out[f"{CHALLENGE_FRAMES}f_challenge"] = row
     return out
 
 
@@ -102,7 +112,9 @@ def run_comparison(plan: ComparePlan, p: Probe, threads: Threads, manifest: Path
 # --- issue 12: this tree against a baseline revision and the peer, in one run --------------------
 CHALLENGE_FRAMES = 24
 # A 24-frame burst is what a challenge sends; the benchmark node accepts it without a challenge id
-# (IDV_MAX_FRAMES=24), so the row measures the burst's pipeline cost, not the action check.
+# (IDV_MAX_FRAMES=24), so the "24f" row measures the burst's pipeline cost, not the action check.
+# The "24f_challenge" row (this tree only: benchmarks/latency/challenge.py) is a real challenge:
+# CreateChallenge, then the frames that perform it, with the action check.
 BASELINE_NODE_ENV = {**BENCH_NODE_ENV, "IDV_MAX_FRAMES": str(CHALLENGE_FRAMES)}
 
 
@@ -135,18 +147,45 @@ def _warm(node: NodeProcess, p: Probe, frames: int) -> dict[int, str]:
     return verdicts
 
 
+def _warm_challenge(node: NodeProcess, challenge: ChallengeProbe) -> str:
+    """Two challenged verifies; the benchmark refuses to time a challenge burst the node does not pass."""
+
+    async def warm() -> list[str]:
+        caller = ChallengedCaller(node.target, challenge, 60.0, f"warm-{time.time_ns()}")
+        try:
+            await caller.ready()
+            return [f"{o.status}/{o.verdict}" for o in [await caller.call() for _ in range(2)]]
+        finally:
+            await caller.close()
+
+    answers = asyncio.run(warm())
+    if answers[-1] != "OK/PASS":
+        raise RuntimeError(f"the node does not pass the performed challenge ({answers}): nothing to time")
+    return answers[-1]
+
+
 def _request_for(frames: int, probes: dict[str, Probe]):
     return verify_request(probes["challenge"] if frames > len(probes["burst"].frame_paths) else probes["burst"], frames)
 
 
+def _tally(answers: dict[str, int], outcome) -> None:
+    key = f"{outcome.status}/{outcome.verdict}" if outcome.verdict else outcome.status
+    answers[key] = answers.get(key, 0) + 1
+
+
 async def _three_way(nodes: dict[str, NodeProcess], peer: PeerSession, probes: dict[str, Probe],
-                     plan: BaselinePlan) -> dict[str, Any]:
+                     plan: BaselinePlan, challenge: ChallengeProbe) -> dict[str, Any]:
     systems = list(nodes)
     samples = {f: {s: [] for s in [*systems, "peer"]} for f in plan.frame_counts}
     answers = {f: {s: {} for s in systems} for f in plan.frame_counts}
     callers = {(s, f): _Caller(nodes[s].target, 1, _request_for(f, probes), timeout=60.0)
                for s in systems for f in plan.frame_counts}
+    challenged = ChallengedCaller(nodes["idv"].target, challenge, 60.0, f"bench-{time.time_ns()}")
+    challenge_samples: list[float] = []
+    challenge_answers: dict[str, int] = {}
     try:
+        await challenged.ready()
+        await challenged.call()  # the connection's first call is not a sample
         for caller in callers.values():
             await caller.ready()
             await caller.call(time.monotonic())  # the connection's first call is not a sample
@@ -156,13 +195,18 @@ async def _three_way(nodes: dict[str, NodeProcess], peer: PeerSession, probes: d
                 for system in order:
                     for _ in range(plan.per_round):
                         outcome = await callers[(system, frames)].call(time.monotonic())
-                        key = f"{outcome.status}/{outcome.verdict}" if outcome.verdict else outcome.status
-                        answers[frames][system][key] = answers[frames][system].get(key, 0) + 1
+                        _tally(answers[frames][system], outcome)
                         if outcome.status == "OK":
                             samples[frames][system].append(outcome.latency_ms)
                 if frames in plan.peer_frame_counts:
                     samples[frames]["peer"] += peer.verify(frames, None, plan.per_round)["samples_ms"]
+            for _ in range(plan.per_round):
+                outcome = await challenged.call()
+                _tally(challenge_answers, outcome)
+                if outcome.status == "OK" and outcome.verdict == "PASS":
+                    challenge_samples.append(outcome.latency_ms)
     finally:
+        await challenged.close()
         for caller in callers.values():
             await caller.close()
     out: dict[str, Any] = {}
@@ -175,6 +219,15 @@ async def _three_way(nodes: dict[str, NodeProcess], peer: PeerSession, probes: d
         if row.get("idv") and row.get("baseline"):
             row["ratio_p50_idv_over_baseline"] = round(row["idv"]["p50"] / row["baseline"]["p50"], 3)
         out[f"{frames}f"] = row
+    row = {"idv": summary_dict(challenge_samples)} if challenge_samples else {}
+    row["answers"] = {"idv": challenge_answers}
+    row["what"] = ("this tree only: CreateChallenge (not timed; draws the clip cannot perform left to expire), "
+                   f"then Verify of the {CHALLENGE_FRAMES} frames performing it, action check included; "
+                   "PASS answers only are samples")
+    row["challenge_draws"] = challenged.draws
+    if challenge_samples and out.get("5f", {}).get("idv"):
+        row["ratio_p50_over_5f"] = round(row["idv"]["p50"] / out["5f"]["idv"]["p50"], 3)
+    out[f"{CHALLENGE_FRAMES}f_challenge"] = row
     return out
 
 
@@ -207,8 +260,11 @@ def run_baseline_comparison(plan: BaselinePlan, probes: dict[str, Probe], thread
         nodes = {"idv": idv, "baseline": baseline}
         warm = {s: {**_prepare(n, probes["burst"], (1, 5)), **_warm(n, probes["challenge"], CHALLENGE_FRAMES)}
                 for s, n in nodes.items()}
+        challenge = challenge_probe()
+        enroll_challenge_reference(idv.target, challenge)
+        warm["idv"]["24_challenge"] = _warm_challenge(idv, challenge)
         with CpuMonitor([idv.pid, baseline.pid, peer.pid]) as cpu:
-            latency = asyncio.run(_three_way(nodes, peer, probes, plan))
+            latency = asyncio.run(_three_way(nodes, peer, probes, plan, challenge))
             capacity = _capacity(nodes, probes, plan)
     return {
         "method": f"{plan.rounds} rounds; per round and frame count {plan.per_round} requests to each node "
