@@ -277,3 +277,31 @@ def test_judge_fails_a_track_jump_even_when_the_embeddings_agree() -> None:
     evidence = LivenessEvidence(5, (), (), None, None, 0.9, None, track_jump=config.identity_max_jump * 2)
     assert judge(evidence, config).identity is False
     assert judge(replace(evidence, track_jump=0.01), config).identity is True
+
+
+def test_single_images_through_the_downscaled_path_match_full_size(node_settings, assemble, model_dir: Path,
+                                                                   testdata: Path) -> None:
+    """Enrolment (one reference image) and a 1-frame Verify through a node detecting on the shrunk
+    copy (models.detection_face_px 24): the template is the full-size node's within float noise of
+    a ~1 px landmark difference, and the decision is the same."""
+    from idv.assemble import build_service
+    from idv.models.model_set import load_models, manifest_for
+
+    settings = node_settings.updated(liveness=False)
+    small_settings = settings.updated(models__detection_face_px=24.0)
+    small_models = load_models(manifest_for(small_settings.models), small_settings.models, liveness=False)
+    small = build_service(small_settings, small_models)
+    full = assemble(settings)
+    try:
+        reference = nuaa_frames(testdata, "print", "0001")[0].read_bytes()
+        images = [full.pipeline.check_references([reference]), small.pipeline.check_references([reference])]
+        a = full.pipeline.templates(images[0], Budget(30))[0]
+        b = small.pipeline.templates(images[1], Budget(30))[0]
+        assert float(a @ b) > 0.995
+        probe = nuaa_frames(testdata, "live", "0001")[3].read_bytes()
+        for node in (full, small):
+            node.service.enroll(EnrollCommand(ID_SUBJECT_1, "张三", (reference,), replace=True), Budget(30))
+            outcome = node.service.verify(VerifyCommand(ID_SUBJECT_1, "张三", Purpose.CHECK_IN, (probe,)), Budget(30))
+            assert outcome.true_reason is TrueReason.VERIFIED
+    finally:
+        small.close()

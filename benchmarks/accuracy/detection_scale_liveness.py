@@ -15,7 +15,8 @@ of the committed LivenessConfig) under these detection policies, each the detect
   cannot settle (no face, a second face near bystander size, a window without the face)
   detected at full size (idv/face/detector.py).
 
-A second, cost-only part (`distant_subject`) repeats the detection on NUAA live frames shrunk
+A cost-only part (`onnxruntime_shape_changes`) times the session on one repeated window shape
+against four shapes in turn (what windows sized per face feed it). A second cost-only part (`distant_subject`) repeats the detection on NUAA live frames shrunk
 by `--distant-factor` (0.5) onto a grey 640x480 canvas: a subject further from the camera
 (faces ~90-160 px instead of 180-320), where a refinement window is a smaller part of the frame.
 
@@ -256,6 +257,37 @@ def _distant_subject(harness: Harness, root: Path, factor: float, every: int = 1
     }
 
 
+def _shape_changes(harness: Harness, reps: int = 60) -> dict:
+    """Does onnxruntime re-plan when the input shape changes? The same session run on one repeated
+    window shape, and cycling through four neighbouring shapes (as windows sized per face do),
+    interleaved; random pixels (the cost does not depend on them)."""
+    detector = harness.detectors["full"]
+    session, name = detector._session, detector._input_name
+    rng = np.random.default_rng(0)
+    shapes = ((448, 448), (448, 512), (480, 448), (480, 512))
+    blobs = [rng.uniform(0, 255, (1, 3, h, w)).astype(np.float32) for h, w in shapes]
+    full_blob = rng.uniform(0, 255, (1, 3, 480, 640)).astype(np.float32)
+    for blob in blobs + [full_blob]:
+        session.run(None, {name: blob})
+    fixed, cycling, full = [], [], []
+    for _ in range(reps):  # blocks, alternated: within `fixed` and `full` the shape never changes
+        for sink, block in ((fixed, [blobs[0]] * len(blobs)), (cycling, blobs), (full, [full_blob] * len(blobs))):
+            for blob in block:
+                start = time.perf_counter()
+                session.run(None, {name: blob})
+                sink.append((time.perf_counter() - start) * 1000.0)
+    # Cycling runs of the first shape only: the same work as `fixed`, the shape changed before each
+    # (the first run of a `fixed` block follows a change too: left out).
+    cycling_first = cycling[:: len(shapes)]
+    fixed = [ms for i, ms in enumerate(fixed) if i % len(shapes)]
+    return {"shapes": [f"{w}x{h}" for h, w in shapes], "fixed_448x448": _summary(fixed),
+            "cycling_448x448_runs": _summary(cycling_first), "full_640x480": _summary(full),
+            # Median and fastest run: the fastest is the least disturbed by other work on a shared machine.
+            "shape_change_overhead_median": round(float(np.median(cycling_first)) / float(np.median(fixed)) - 1.0, 3),
+            "shape_change_overhead_min": round(float(np.min(cycling_first)) / float(np.min(fixed)) - 1.0, 3),
+            "window_448x448_vs_full_640x480_min": round(float(np.min(fixed)) / float(np.min(full)), 3)}
+
+
 def _summary(ms: list[float]) -> dict:
     return {"median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)), "n": len(ms)}
 
@@ -301,6 +333,7 @@ def main() -> None:
             if len(rows) % 100 == 0:
                 log.info("%d bursts", len(rows))
     distant = _distant_subject(harness, root, args.distant_factor)
+    shape_changes = _shape_changes(harness)
     rates = {p: _rates(rows, p) for p in POLICIES}
     changes = {p: _changes(rows, p) for p in POLICIES[1:]}
     per_burst = {p: _summary(v) for p, v in burst_ms.items() if v}
@@ -339,6 +372,7 @@ def main() -> None:
         "detector_cost_per_nuaa_burst": per_burst,
         "deviation_from_full_by_source": _deviations(rows),
         "distant_subject": distant,
+        "onnxruntime_shape_changes": shape_changes,
         "rates": rates,
         "changes_vs_full": changes,
     }

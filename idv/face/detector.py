@@ -21,9 +21,8 @@ Two input shapes (issue 12):
   face, a second face near bystander size, a window without the face) is detected at full size.
 
 Why a refinement costs what it costs (measured on NUAA/video/replay/LFW frames, issue 12): not
-onnxruntime re-planning (an input shape that changes on every call costs ~20 % more per run than
-a repeated one; windows are sized in steps of `_WINDOW_STEP` so a burst repeats its shape), but
-the window's area. YuNet's output for a face depends on context well beyond the face: a window
+onnxruntime re-planning (a run after an input-shape change is as fast as a repeated one), but
+the window's area: a run costs in proportion to its input's pixels. YuNet's output for a face depends on context well beyond the face: a window
 reproduces the full-size box and landmarks exactly only when it covers the whole canvas; 2 face
 widths leaves the subject ~1 px off (median; p90 3.4 px, max 10 px on distant subjects), 1.5 and
 1.25 widths 1.3 and 3 px (p90 5-6 px), and moved liveness decisions on NUAA. A webcam face at the
@@ -57,7 +56,6 @@ class FaceDetector(Protocol):
 _INPUT_SIZE = 640
 _STRIDES = (8, 16, 32)
 _ALIGN = 32  # the coarsest stride: a dynamic input's sides are multiples of it
-_WINDOW_STEP = 64  # refinement windows' sides are multiples of it: few distinct input shapes
 
 
 @dataclass(frozen=True)
@@ -192,15 +190,15 @@ class YuNetDetector:
 
     def _refine(self, image_bgr: np.ndarray, face: FaceDetection, scale: float) -> FaceDetection | None:
         """Re-detect `face` on a window of the full-size canvas (the frame scaled as the fixed
-        graph scales it, placed top-left): `refine_margin` face sizes wide, rounded up to
-        `_WINDOW_STEP`, its corner on the coarsest stride's grid, so every anchor near the face sees
+        graph scales it, placed top-left): `refine_margin` face sizes wide, rounded up to the
+        coarsest stride, its corner on that stride's grid, so every anchor near the face sees
         the pixels it sees in a full-frame run at the same grid position. Only the window is
         scaled. None when the window shows no face overlapping `face`."""
         height, width = image_bgr.shape[:2]
         canvas_w = _ceil_to(width * scale, _ALIGN)
         canvas_h = _ceil_to(height * scale, _ALIGN)
         side = self._scale.refine_margin * max(face.width, face.height) * scale
-        win_w, win_h = min(canvas_w, _ceil_to(side, _WINDOW_STEP)), min(canvas_h, _ceil_to(side, _WINDOW_STEP))
+        win_w, win_h = min(canvas_w, _ceil_to(side, _ALIGN)), min(canvas_h, _ceil_to(side, _ALIGN))
         cx, cy = (face.x + face.width / 2) * scale, (face.y + face.height / 2) * scale
         x0 = int(np.clip(round((cx - win_w / 2) / _ALIGN) * _ALIGN, 0, canvas_w - win_w))
         y0 = int(np.clip(round((cy - win_h / 2) / _ALIGN) * _ALIGN, 0, canvas_h - win_h))
