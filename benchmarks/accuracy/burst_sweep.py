@@ -74,7 +74,8 @@ class Setting:
 SETTINGS = (
     Setting("dyn_face24_refine", "yunet_dynamic", DetectionScale(target_face_px=24), True),
     Setting("dyn_face16_refine", "yunet_dynamic", DetectionScale(target_face_px=16), True),
-    Setting("dyn_face24_coarse", "yunet_dynamic", DetectionScale(target_face_px=24), False),
+    # dyn_face24_coarse (coarse boxes, no refinement) in burst_sweep.json was measured before the
+    # detector refined every subject found below full size; it is no longer a service mode.
     Setting("previous_640_full", "yunet", DetectionScale(), False),  # the fixed graph: scale is ignored
     # The shipped default (detection_face_px 60): the fixed graph's scale on a trimmed canvas, refine a no-op.
     Setting("dyn_face60", "yunet_dynamic", DetectionScale(target_face_px=60), True),

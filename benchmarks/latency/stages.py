@@ -107,7 +107,7 @@ def run_stages(settings: Settings, manifest: Manifest, config: StageRunConfig) -
         if face is None:
             no_face += 1
             continue
-        face = _timed(lambda: models.detector.refine(image, face), sink["refine"])  # only k frames per burst pay this
+        face = _timed(lambda: models.detector.refine(image, face), sink["refine"])  # a no-op: detect refines
         aligned = _timed(lambda: align_face(image, face), sink["align"])
         _timed(lambda: assess(face, aligned, quality_limits), sink["quality"])
         embedding = _timed(lambda: models.embedder.embed([aligned]), sink["embed"])[0]

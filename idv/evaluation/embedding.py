@@ -34,7 +34,7 @@ PICK_LARGEST = "largest"  # the biggest box: the subject in front of a webcam, o
 PICK_CENTRE = "centre"  # the box whose centre is nearest the image centre: LFW centres its subject
 
 # Bump when the way a table is computed changes, so stale disk caches are not reused.
-_TABLE_VERSION = 3  # 3: full-size dynamic detection at the fixed graph's scale (issue 12)
+_TABLE_VERSION = 4  # 3: full-size dynamic detection at the fixed graph's scale; 4: below full size, every subject refined in detect (issue 12)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,20 @@ Two input shapes (issue 12):
   the canvas is trimmed to the image: the boxes and landmarks every threshold was calibrated
   on, for a 640x480 frame at 640x480 instead of 640x640. Below 1 the image is shrunk further
   (so the smallest face the quality gate accepts is still `target_face_px` wide, enough for
-  YuNet to find it): a 640x480 frame then costs a 256x192 run. `refine` re-detects one face
-  on a region around it at the fixed graph's scale: the landmarks a full-size run gives.
+  YuNet to find it): a 640x480 frame then costs a 256x192 run. The subject such a coarse run
+  finds is re-detected in `detect` on a window of the full-size canvas around it: within about
+  a pixel of the box and landmarks a full-size run gives, which every threshold and liveness cue
+  was calibrated on (the coarse ones are 4-15 px off). A frame the coarse run cannot settle (no
+  face, a second face near bystander size, a window without the face) is detected at full size.
+
+Why a refinement costs what it costs (measured on NUAA/video/replay/LFW frames, issue 12): not
+onnxruntime re-planning (a run after an input-shape change is as fast as a repeated one), but
+the window's area: a run costs in proportion to its input's pixels. YuNet's output for a face depends on context well beyond the face: a window
+reproduces the full-size box and landmarks exactly only when it covers the whole canvas; 2 face
+widths leaves the subject ~1 px off (median; p90 3.4 px, max 10 px on distant subjects), 1.5 and
+1.25 widths 1.3 and 3 px (p90 5-6 px), and moved liveness decisions on NUAA. A webcam face at the
+calibrated scale is 180-320 px of a 640x480 frame, so a 2-width window is 60-100 % of it and the
+coarse run plus the window cost more than the full-size run (detection_scale_liveness.json).
 """
 
 from __future__ import annotations
@@ -37,13 +49,17 @@ class FaceDetector(Protocol):
         ...
 
     def refine(self, image_bgr: np.ndarray, face: FaceDetection) -> FaceDetection:
-        """`face` with its box and landmarks measured again at full resolution (or as it was)."""
+        """`face` with its box and landmarks as a full-resolution run gives them (or as it was)."""
         ...
 
 
 _INPUT_SIZE = 640
 _STRIDES = (8, 16, 32)
 _ALIGN = 32  # the coarsest stride: a dynamic input's sides are multiples of it
+# Refinement windows' sides are rounded up to it: the extra context keeps the subject closer to the
+# full-size run (rounded to 32 instead, 2-face-width windows moved 2 of 744 liveness decisions:
+# detection_scale_liveness.json at 9918540; at 64, none).
+_WINDOW_STEP = 64
 
 
 @dataclass(frozen=True)
@@ -52,24 +68,32 @@ class DetectionScale:
 
     The smallest face the quality gate accepts (`min_face_px`, QualityLimits.min_face_size)
     is detected at `target_face_px` pixels: scale = target / min, never above 1.
-    `refine_margin`: the width of the region `refine` re-detects on, in face sizes.
-    Chosen in benchmarks/accuracy/burst_sweep.py (results/burst_sweep.json).
+    Below 1, the subject found on the shrunk copy is re-detected on a window of the full-size
+    canvas `refine_margin` face sizes wide (2: about 1 px from the full-size run, exact when the
+    window covers the frame; narrower windows are cheaper and further off).
+    `exact_ratio`: a second face at least this fraction of the subject's size on the shrunk
+    copy sends the frame to full-size detection, so the bystander check (PipelineLimits.
+    bystander_ratio, 0.5) is decided on full-size boxes; below it a face cannot be a bystander
+    whatever the coarse box error.
+    Chosen in benchmarks/accuracy/burst_sweep.py and detection_scale_liveness.py.
     """
 
     min_face_px: float = 60.0
     # 60 (factor 1: the fixed graph's scale, a 640x480 canvas instead of 640x640 for a 640x480
     # frame) keeps every face box what the full-size detector gives, so the liveness cues judge
-    # the boxes they were calibrated on. 24 (a 256x192 canvas) kept verification identical but
-    # moves liveness: motion and planarity read the union of every frame's box, planarity the
-    # first frame's, so refining only the embedded (or also the passive) frames leaves coarse
-    # boxes 10-15 px off in the cues, and refining every frame costs more than detecting at full
-    # size (detection_scale_liveness.json). Lower it once the cues are calibrated on coarse boxes.
+    # the boxes they were calibrated on. 24 (a 256x192 canvas, every subject refined on a window
+    # of the full-size canvas) gives the full-size boxes within a pixel or so, but for webcam-
+    # distance faces the window is most of the frame and costs more than the full-size run: see
+    # the module docstring and detection_scale_liveness.json.
     target_face_px: float = 60.0
     refine_margin: float = 2.0
+    exact_ratio: float = 0.35
 
     def __post_init__(self) -> None:
         if not (self.min_face_px > 0 and self.target_face_px > 0 and self.refine_margin >= 1.0):
             raise ValueError("detection scale sizes must be positive")
+        if not 0.0 < self.exact_ratio <= 1.0:
+            raise ValueError("detection exact_ratio must be in (0, 1]")
 
     @property
     def factor(self) -> float:
@@ -131,55 +155,88 @@ class YuNetDetector:
         blob[0, :, :new_h, :new_w] = resized.transpose(2, 0, 1)  # one copy: HWC uint8 -> NCHW float32
         return blob, scale
 
-    def detect(self, image_bgr: np.ndarray) -> list[FaceDetection]:
-        """All faces above the score threshold, best first.
+    def _reference_scale(self, height: int, width: int) -> float:
+        return min(_INPUT_SIZE / width, _INPUT_SIZE / height)
 
-        A frame where the downscaled copy shows no face is run again at the full-size graph's
-        scale: a capture the previous full-size detection accepted is not refused as NO_FACE
-        (measured: 12 of 744 liveness bursts had such a frame, burst_sweep.json)."""
-        faces = self._detect(image_bgr, None)
-        if faces or not self._dynamic:
-            return faces
+    def _coarse(self, height: int, width: int) -> bool:
+        """Whether `detect` runs on a shrunk copy (and refines what it finds)."""
+        return self._dynamic and self._detection_scale(height, width) != self._reference_scale(height, width)
+
+    def detect(self, image_bgr: np.ndarray) -> list[FaceDetection]:
+        """All faces above the score threshold, best first, the subject's box and landmarks as a
+        full-size run gives them.
+
+        On the shrunk copy: no face, or a second face big enough to be a bystander, or a subject
+        its full-size window does not show, and the frame is detected again at full size (a
+        capture the full-size detector accepts is not refused as NO_FACE: 12 of 744 liveness
+        bursts had a frame the shrunk copy missed, burst_sweep.json). Otherwise the largest face
+        is replaced by its refinement; the others (too small to be bystanders) keep coarse boxes."""
         height, width = image_bgr.shape[:2]
-        reference = min(_INPUT_SIZE / width, _INPUT_SIZE / height)
-        if self._detection_scale(height, width) == reference:
-            return faces  # already the full-size graph's view
-        return self._detect(image_bgr, reference)
+        if not self._coarse(height, width):
+            return self._detect(image_bgr, None)
+        reference = self._reference_scale(height, width)
+        faces = self._detect(image_bgr, None)
+        if not faces:
+            return self._detect(image_bgr, reference)
+        subject = max(faces, key=lambda f: min(f.width, f.height))
+        size = min(subject.width, subject.height)
+        if any(f is not subject and min(f.width, f.height) >= self._scale.exact_ratio * size for f in faces):
+            return self._detect(image_bgr, reference)
+        refined = self._refine(image_bgr, subject, reference)
+        if refined is None:
+            return self._detect(image_bgr, reference)
+        return sorted([refined if f is subject else f for f in faces], key=lambda f: -f.score)
 
     def refine(self, image_bgr: np.ndarray, face: FaceDetection) -> FaceDetection:
-        """Re-detect `face` as the fixed 640x640 graph would have seen it, at a fraction of its cost.
+        """`face` as `detect` returned it: its box and landmarks are already the full-size run's
+        (refined in `detect` when it ran on a shrunk copy)."""
+        return face
 
-        The frame is scaled as the fixed graph scales it (to fit 640x640), and only a region
-        around the face is run: `refine_margin` face sizes wide, its corner on the coarsest
-        stride's grid, so every anchor near the face sees the same pixels at the same grid
-        position as in a full-frame run. YuNet's landmarks move by 5-9 % of the inter-ocular
-        distance between input scales (burst_sweep.json), and the thresholds were calibrated
-        on full-size landmarks: this keeps the embedded faces' alignment what it was.
-        The coarse face is kept if the region shows no face overlapping it."""
+    def _refine(self, image_bgr: np.ndarray, face: FaceDetection, scale: float) -> FaceDetection | None:
+        """Re-detect `face` on a window of the full-size canvas (the frame scaled as the fixed
+        graph scales it, placed top-left): `refine_margin` face sizes wide, rounded up to
+        `_WINDOW_STEP`, its corner on the coarsest stride's grid, so every anchor near the face sees
+        the pixels it sees in a full-frame run at the same grid position. Only the window is
+        scaled. None when the window shows no face overlapping `face`."""
         height, width = image_bgr.shape[:2]
-        scale = min(_INPUT_SIZE / width, _INPUT_SIZE / height)
-        if not self._dynamic or self._detection_scale(height, width) == scale:
-            return face  # already detected at the full-size graph's scale
-        scaled = image_bgr if scale == 1.0 else cv2.resize(
-            image_bgr, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_LINEAR)
+        canvas_w = _ceil_to(width * scale, _ALIGN)
+        canvas_h = _ceil_to(height * scale, _ALIGN)
         side = self._scale.refine_margin * max(face.width, face.height) * scale
+        win_w, win_h = min(canvas_w, _ceil_to(side, _WINDOW_STEP)), min(canvas_h, _ceil_to(side, _WINDOW_STEP))
         cx, cy = (face.x + face.width / 2) * scale, (face.y + face.height / 2) * scale
-        x0 = max(0, int((cx - side / 2) // _ALIGN) * _ALIGN)
-        y0 = max(0, int((cy - side / 2) // _ALIGN) * _ALIGN)
-        x1 = min(scaled.shape[1], int(np.ceil((cx + side / 2) / _ALIGN)) * _ALIGN)
-        y1 = min(scaled.shape[0], int(np.ceil((cy + side / 2) / _ALIGN)) * _ALIGN)
-        if x1 - x0 < 16 or y1 - y0 < 16:
-            return face
-        found = self._detect(scaled[y0:y1, x0:x1], 1.0)  # a view of the scaled frame: no copy
+        x0 = int(np.clip(round((cx - win_w / 2) / _ALIGN) * _ALIGN, 0, canvas_w - win_w))
+        y0 = int(np.clip(round((cy - win_h / 2) / _ALIGN) * _ALIGN, 0, canvas_h - win_h))
+        # The scaled frame's pixels inside the window (zeros past its edge, as on the full canvas).
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        vis_w, vis_h = max(0, min(win_w, new_w - x0)), max(0, min(win_h, new_h - y0))
+        blob = np.zeros((1, 3, win_h, win_w), dtype=np.float32)
+        if vis_w and vis_h:
+            if scale == 1.0:
+                region = image_bgr[y0:y0 + vis_h, x0:x0 + vis_w]
+            else:  # resize's pixel-centre mapping, for the window only
+                sx, sy = width / new_w, height / new_h
+                matrix = np.array([[1.0 / sx, 0.0, (0.5 / sx - 0.5) - x0], [0.0, 1.0 / sy, (0.5 / sy - 0.5) - y0]])
+                interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+                if interpolation == cv2.INTER_AREA:  # no affine INTER_AREA: the frame's shrunk copy, cut
+                    region = cv2.resize(image_bgr, (new_w, new_h), interpolation=interpolation)[
+                        y0:y0 + vis_h, x0:x0 + vis_w]
+                else:
+                    region = cv2.warpAffine(image_bgr, matrix, (vis_w, vis_h), flags=cv2.INTER_LINEAR,
+                                            borderMode=cv2.BORDER_REPLICATE)
+            blob[0, :, :vis_h, :vis_w] = region.transpose(2, 0, 1)
+        found = self._run(blob, 1.0)
         mapped = [FaceDetection((f.x + x0) / scale, (f.y + y0) / scale, f.width / scale, f.height / scale, f.score,
                                 (f.landmarks + np.array([x0, y0], dtype=np.float32)) / scale) for f in found]
         best = max(mapped, key=lambda f: _overlap(f, face), default=None)
         if best is None or _overlap(best, face) < 0.5:
-            return face
+            return None
         return best
 
     def _detect(self, image_bgr: np.ndarray, scale: float | None) -> list[FaceDetection]:
         blob, scale = self._letterbox(image_bgr, scale)
+        return self._run(blob, scale)
+
+    def _run(self, blob: np.ndarray, scale: float) -> list[FaceDetection]:
         outputs = self._session.run(None, {self._input_name: blob})
         named = dict(zip(self._output_names, outputs))
         canvas_h, canvas_w = blob.shape[2], blob.shape[3]

@@ -26,9 +26,11 @@ class ModelSettings:
     detector_score_threshold: float = 0.6
     # Detection runs on a copy scaled so a face of quality.min_face_size pixels is this many
     # pixels (dynamic-input YuNet). At or above min_face_size: full size, the fixed graph's scale
-    # (the default); 24 is cheaper per frame and keeps verification identical (landmarks refined
-    # at full size) but moves the liveness cues, which read every frame's box: see
-    # idv/face/detector.py DetectionScale, burst_sweep.json and detection_scale_liveness.json.
+    # (the default). Below it (e.g. 24) every frame's subject is re-detected on a window of the
+    # full-size canvas: boxes and landmarks within about a pixel of full size, cheaper only when
+    # faces are small in the frame (distant subjects); for webcam-distance faces the window is
+    # most of the frame and it costs more than full size: idv/face/detector.py and
+    # benchmarks/results/detection_scale_liveness.json.
     detection_face_px: float = 60.0
     # An insightface ArcFace-format recognizer instead of the pack's (licensed by the operator).
     recognizer_file: Path | None = None
