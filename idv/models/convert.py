@@ -178,9 +178,11 @@ def dynamic_image_size(source: Path, target: Path) -> None:
     target.write_bytes(model.SerializeToString(deterministic=True))
 
 
-# The int8 recipe of sface_int8 (issue 12): calibration ranges measured on aligned All-Age-Faces
-# crops (never LFW or NUAA) and the nodes kept in fp32, written by benchmarks/accuracy/int8_sweep.py
-# --write-recipe; the sweep that chose it is benchmarks/results/int8_sweep.json.
+# The int8 SFace recipe (issue 12): calibration ranges measured on aligned All-Age-Faces crops
+# (never LFW or NUAA) and the nodes kept in fp32, written by benchmarks/accuracy/int8_sweep.py
+# --write-recipe; the sweep that chose it is benchmarks/results/int8_sweep.json. No manifest
+# entry uses it today: its LFW rates miss the 0.1-point rule (benchmarks/results/model_variants.json,
+# where benchmarks/accuracy/variant_eval.py builds it with sface_int8_qdq).
 SFACE_INT8_RECIPE = Path(__file__).with_name("sface_int8_recipe.json")
 
 
@@ -194,7 +196,7 @@ def sface_int8_qdq(source: Path, target: Path, recipe_path: Path = SFACE_INT8_RE
     recipe's `exclude` nodes stay fp32 (mixed precision from the sweep's sensitivity pass).
     The graph is first optimised by onnxruntime (quant_pre_process: BatchNorm folded into the
     convolutions, so one scale covers conv + BN). The output bytes depend on onnxruntime's
-    quantiser version; the manifest pin refuses a build from a different one."""
+    quantiser version (1.32 here): a manifest entry's pin would refuse a build from another."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
