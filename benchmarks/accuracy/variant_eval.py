@@ -6,15 +6,18 @@ Builds (issue 12):
 
 * `sface_fp32`        the reference (pull-time fold of the shipped int8bq export);
 * `sface_fp32_batch`  the same graph with a symbolic batch (manifest entry);
-* `sface_int8_qdq`    onnxruntime static QDQ quantisation (per-channel int8 weights, uint8
-                      activations, Conv/Gemm only, percentile 99.99 calibration) calibrated
-                      on aligned faces from testdata/eastasian/aaf (never reported here);
+* `sface_int8_mixed`  idv/models/convert.py sface_int8_qdq with the committed recipe
+                      (idv/models/sface_int8_recipe.json, chosen by int8_sweep.py on AAF faces):
+                      per-channel int8 weights, uint8 activations with ranges calibrated on
+                      testdata/eastasian/aaf faces, depthwise and first convolutions in fp32;
+* `sface_int8_late`   the same ranges, int8 only on the last three pointwise convolutions;
 * `sface_int8bq_shipped` the shipped export as-is (dangling inputs dropped).
 
 For each: LFW all-vs-all and NUAA ID-vs-live (5-frame bursts, k = 3) at the manifest's
 thresholds and at fixed FMR, the per-comparison score difference against the reference on
 the same pairs, the embedding cosine against the reference on a fixed probe set
-(idv.models.variants.probe_faces) and on real faces, and a per-face time measured
+(idv.models.variants.probe_faces) and on held-out AAF faces (int8_sweep.py's REPORT split: used
+neither to calibrate nor to choose), and a per-face time measured
 interleaved (relative only: the machine is shared). A build qualifies when every rate
 stays within 0.1 point of the reference's. Writes benchmarks/results/model_variants.json.
 """
@@ -32,7 +35,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 
@@ -41,52 +43,37 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from burst_sweep import _at_fmr, _rates, nuaa_k_windows  # noqa: E402
+from int8_sweep import OFFSETS, STRIDE, aaf_crops  # noqa: E402
 from idv.evaluation.datasets import lfw_images, nuaa_frames  # noqa: E402
 from idv.evaluation.embedding import PICK_CENTRE, PICK_LARGEST, AcquisitionPolicy, ModelSelection, embed_images  # noqa: E402
 from idv.evaluation.protocols import REFERENCE_SESSION, ProbeWindows, all_vs_all, id_vs_live, select_references  # noqa: E402
 from idv.evaluation.provenance import cpu_model  # noqa: E402
-from idv.face.embedder import align_face  # noqa: E402
-from idv.models.manifest import load_manifest  # noqa: E402
+from idv.models.manifest import DEFAULT_MANIFEST, load_manifest  # noqa: E402
+from idv.models.convert import SFACE_INT8_RECIPE, sface_int8_qdq  # noqa: E402
 from idv.models.pull import sha256_of  # noqa: E402
-from idv.models.model_set import open_detector, open_embedder  # noqa: E402
+from idv.models.model_set import open_embedder  # noqa: E402
 from idv.models.runtime import RuntimeOptions  # noqa: E402
 from idv.models.variants import probe_faces  # noqa: E402
 
 log = logging.getLogger("variant_eval")
 TOLERANCE_POINTS = 0.1  # percentage points: a build's rates must stay this close to the reference's
-CALIBRATION_IMAGES = 200
+# int8 candidates (benchmarks/accuracy/int8_sweep.py): the committed recipe (mixed precision: the
+# depthwise and first four convolutions in fp32) and, from the same calibration ranges, int8 on
+# the last three pointwise convolutions only (the least quantisation the sweep timed).
+LATE_ONLY = ("conv_12_conv2d", "conv_13_conv2d", "conv_14_conv2d")
 
 
-def calibration_crops(aaf: Path, model_dir: Path) -> np.ndarray:
-    manifest = load_manifest()
-    detector = open_detector(manifest, "yunet", model_dir)
-    crops = []
-    for path in sorted(aaf.glob("*.jpg"))[:CALIBRATION_IMAGES]:
-        image = cv2.imread(str(path))
-        faces = detector.detect(image)
-        if faces:
-            crops.append(align_face(image, max(faces, key=lambda f: f.width * f.height)))
-    return np.stack(crops)
-
-
-def build_int8_qdq(source: Path, target: Path, crops: np.ndarray, work: Path) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(c[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) for c in crops)
-
-        def get_next(self):
-            blob = next(self._it, None)
-            return None if blob is None else {"data": blob}
-
-    pre = work / "pre.onnx"
-    quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
-    quantize_static(str(pre), str(target), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    op_types_to_quantize=["Conv", "Gemm"], calibrate_method=CalibrationMethod.Percentile,
-                    extra_options={"CalibPercentile": 99.99})
+def int8_candidates(batch: Path, work: Path) -> dict[str, Path]:
+    recipe = json.loads(SFACE_INT8_RECIPE.read_text())
+    nodes = [n.name for n in onnx.load(str(batch)).graph.node if n.op_type in recipe["op_types"]]
+    late = {**recipe, "exclude": [n for n in nodes if n not in LATE_ONLY]}
+    late_path = work / "sface_int8_late_recipe.json"
+    late_path.write_text(json.dumps(late))
+    out = {"sface_int8_mixed": work / "face_recognition_sface_2021dec_int8_mixed.onnx",
+           "sface_int8_late": work / "face_recognition_sface_2021dec_int8_late.onnx"}
+    sface_int8_qdq(batch, out["sface_int8_mixed"], SFACE_INT8_RECIPE)
+    sface_int8_qdq(batch, out["sface_int8_late"], late_path)
+    return out
 
 
 def shipped_loadable(source: Path, target: Path) -> None:
@@ -100,7 +87,7 @@ def shipped_loadable(source: Path, target: Path) -> None:
 
 def candidate_manifest(work: Path, model_dir: Path, files: dict[str, Path]) -> Path:
     """The committed manifest plus one recognizer entry per candidate file (copied into model_dir)."""
-    text = (REPO / "models" / "manifest.toml").read_text()
+    text = DEFAULT_MANIFEST.read_text()
     for name, path in files.items():
         shutil.copyfile(path, model_dir / path.name)
         text += (f'\n[models.{name}]\nrole = "recognizer"\nkind = "sface"\nfile = "{path.name}"\n'
@@ -132,6 +119,18 @@ def evaluate(recognizer: str, manifest_path: Path, model_dir: Path, data: Path, 
                                   "at_service_thresholds": {lv: _rates(nuaa, t) for lv, t in thresholds.items()}},
     }
     return rates, {"lfw": lfw, "lfw_names": [i.name for i in images]}
+
+
+def genuine_pairs(names: list[str], acquired: np.ndarray) -> np.ndarray:
+    """Index pairs (i < j) of acquired LFW images of one person."""
+    by_name: dict[str, list[int]] = {}
+    for index in np.flatnonzero(acquired):
+        by_name.setdefault(names[index], []).append(int(index))
+    return np.array([(a, b) for rows in by_name.values() for k, a in enumerate(rows) for b in rows[k + 1:]])
+
+
+def genuine_scores(table, pairs: np.ndarray) -> np.ndarray:
+    return np.sum(table.embeddings[pairs[:, 0]] * table.embeddings[pairs[:, 1]], axis=1)
 
 
 def _rate_values(rates: dict) -> dict[str, float]:
@@ -185,20 +184,18 @@ def main() -> None:
     data = args.shared / "testdata"
     manifest = load_manifest()
     thresholds = {k: float(v) for k, v in manifest.entry("sface_fp32").thresholds.items() if k.startswith("fmr_")}
-    fp32 = args.model_dir / manifest.entry("sface_fp32").file
-    batch = args.model_dir / manifest.entry("sface_fp32_batch").file
-    crops = calibration_crops(data / "eastasian" / "aaf", args.model_dir)
-    int8 = args.work / "face_recognition_sface_2021dec_int8_qdq.onnx"
-    build_int8_qdq(batch, int8, crops[:100], args.work)
+    paths = {name: args.model_dir / manifest.entry(name).file for name in ("sface_fp32", "sface_fp32_batch")}
+    held_out = aaf_crops(data / "eastasian" / "aaf", args.model_dir, args.work / "aaf_crops.npz")["report"]
+    int8 = int8_candidates(paths["sface_fp32_batch"], args.work)
     shipped = args.work / "face_recognition_sface_2021dec_int8bq_loadable.onnx"
     shipped_loadable(args.model_dir / manifest.entry("sface_src").file, shipped)
-    manifest_path = candidate_manifest(args.work, args.model_dir,
-                                       {"sface_int8_qdq": int8, "sface_int8bq_shipped": shipped})
+    paths.update(int8)
+    paths["sface_int8bq_shipped"] = shipped
+    manifest_path = candidate_manifest(args.work, args.model_dir, {**int8, "sface_int8bq_shipped": shipped})
 
     # The shipped int8bq runs the fold's arithmetic (cosine 1.0, benchmarks/results/latency.json) at ~3x its
     # cost: it is timed below but not run over LFW and NUAA again.
-    names = ["sface_fp32", "sface_fp32_batch", "sface_int8_qdq"]
-    paths = {"sface_fp32": fp32, "sface_fp32_batch": batch, "sface_int8_qdq": int8, "sface_int8bq_shipped": shipped}
+    names = ["sface_fp32", "sface_fp32_batch", *int8]
     results: dict = {}
     tables: dict = {}
     for name in reversed(names):  # the reference last: burst_sweep.py may have cached its tables meanwhile
@@ -207,7 +204,6 @@ def main() -> None:
                                        thresholds)
         results[name] = {"sha256": sha256_of(paths[name]), "rates": rates}
     reference_rates = _rate_values(results["sface_fp32"]["rates"])
-    held_out = crops[100:]  # calibration used crops[:100]
     probe = np.stack(probe_faces(8))
     cand_manifest = load_manifest(manifest_path)
     ref_embedder = open_embedder(cand_manifest, "sface_fp32", args.model_dir)
@@ -217,6 +213,9 @@ def main() -> None:
     sample = rng.choice(np.flatnonzero(ref_lfw.acquired), size=min(2000, int(ref_lfw.acquired.sum())), replace=False)
     pairs = rng.choice(sample, size=(20000, 2))
     ref_scores = np.sum(ref_lfw.embeddings[pairs[:, 0]] * ref_lfw.embeddings[pairs[:, 1]], axis=1)
+    genuine = genuine_pairs(tables["sface_fp32"]["lfw_names"], ref_lfw.acquired)
+    ref_genuine = np.sum(ref_lfw.embeddings[genuine[:, 0]] * ref_lfw.embeddings[genuine[:, 1]], axis=1)
+    high = (ref_genuine >= 0.5) & (ref_genuine < 0.7)  # around the fmr_1e-4/1e-5 service thresholds
     for name in names:
         embedder = open_embedder(cand_manifest, name, args.model_dir)
         faces, probes = embedder.embed(list(held_out)), embedder.embed(list(probe))
@@ -231,6 +230,15 @@ def main() -> None:
             "lfw_score_abs_diff_vs_reference": {"max": float(np.max(np.abs(scores - ref_scores))),
                                                 "p99": float(np.percentile(np.abs(scores - ref_scores), 99)),
                                                 "pairs": int(len(pairs))},
+            # Whether a build moves scores systematically (a shift) or per pair (noise): genuine pairs of
+            # acquired faces; the random pairs above are nearly all impostors.
+            "lfw_score_shift_vs_reference": {
+                "genuine_mean": float(np.mean(genuine_scores(table, genuine) - ref_genuine)),
+                "genuine_0.5_0.7_mean": float(np.mean((genuine_scores(table, genuine) - ref_genuine)[high])),
+                "genuine_0.5_0.7_sd": float(np.std((genuine_scores(table, genuine) - ref_genuine)[high])),
+                "genuine_pairs": int(len(genuine)), "genuine_0.5_0.7_pairs": int(high.sum()),
+                "random_pairs_mean": float(np.mean(scores - ref_scores)),
+            },
             "rate_deltas_points": {k: 100 * v for k, v in deltas.items()},
             "qualifies": bool(all(abs(100 * v) <= TOLERANCE_POINTS for v in deltas.values())),
         })
@@ -243,9 +251,10 @@ def main() -> None:
         "cpu_model": cpu_model(),
         "rule": f"qualifies when every FNMR/FMR at the service thresholds and FNMR at FMR 1e-3/1e-4 stays within "
                 f"{TOLERANCE_POINTS} point of sface_fp32's",
-        "calibration": f"int8 QDQ calibrated on the first 100 of {len(crops)} aligned faces of the first "
-                       f"{CALIBRATION_IMAGES} testdata/eastasian/aaf images (sorted); the other {len(held_out)} are the "
-                       "held-out faces for the cosine figures; LFW and NUAA were not used",
+        "calibration": f"int8 ranges (idv/models/sface_int8_recipe.json) calibrated on aligned faces of sorted "
+                       f"testdata/eastasian/aaf, every {STRIDE}th file from offset {OFFSETS['calibration']}; the "
+                       f"held-out faces of the cosine figures are every {STRIDE}th from offset {OFFSETS['report']} "
+                       f"({len(held_out)} faces); LFW and NUAA were used neither to calibrate nor to choose",
         "service_thresholds": thresholds,
         "timing_note": "ms per face, batch of 3, interleaved; shared loaded machine: relative only",
         "timing": timing(paths, held_out),
