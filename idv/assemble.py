@@ -40,7 +40,8 @@ from idv.session_service import SessionService
 from idv.security.callers import CallerRegistry, CallersFileError
 from idv.security.terminals import AttestationCheck, TerminalRegistry
 from idv.sessions import SessionKeeper, SessionPolicy
-from idv.site_thresholds import resolve_threshold, start_record
+from idv.reference_thresholds import ReferenceThresholds
+from idv.site_thresholds import resolve_threshold, shipped_thresholds, start_record
 from idv.state.base import ChallengeStore, CounterStore, CredentialStore, SeenFrameStore, SessionStore
 from idv.state.local import (MemoryChallengeStore, MemoryCredentialStore, MemorySeenFrameStore, MemorySessionStore,
                              SqliteCounterStore)
@@ -74,7 +75,8 @@ class AssembledService:
     challenge_store: ChallengeStore
     counters: CounterStore  # throttling counters and lockouts
     screening: Screening | None  # the 1:N gallery's policies; None when both are off
-    threshold: float  # the comparison threshold in force (manifest, operator model or site calibration)
+    threshold: float  # the one-photo comparison threshold in force (manifest, operator model or site calibration)
+    thresholds: ReferenceThresholds  # per number of fused reference photos (idv/reference_thresholds.py)
     # Pinged by the readiness probe: what a request touches (reference store, shared state).
     readiness_checks: tuple[Callable[[], None], ...]
     _stoppers: list[Callable[[], None]] = field(default_factory=list)
@@ -225,11 +227,14 @@ def build_service(settings: Settings, models: ModelSet | None = None,
                                  min_face_px=settings.quality.min_face_size)
         # A site calibration (`idv eval calibrate --write`) replaces the level's threshold.
         threshold = resolve_threshold(settings.models.site_thresholds_file, settings.store.data_dir,
-                                      settings.models.security_level, models.threshold,
+                                      settings.models.security_level, shipped_thresholds(manifest, settings.models),
                                       "recognizer_threshold" if settings.models.recognizer_file else "manifest",
                                       models.embedder.fingerprint)
         if threshold.site is not None:
             log.info("site thresholds", extra=start_record(threshold, settings.models.security_level))
+        log.info("verification thresholds", extra={"security_level": settings.models.security_level,
+                                                   "threshold_source": threshold.source,
+                                                   "threshold_by_references": threshold.references.shown()})
         if not settings.state.shared:
             # Checked before anything is opened (the store guard writes its marker on a first start):
             # the counters file must not vanish between starts, or lockouts would be forgotten.
@@ -250,7 +255,8 @@ def build_service(settings: Settings, models: ModelSet | None = None,
             action_config = ActionConfig()
             actions = ActionVerifier(models.facemesh, action_config)
             issuer = ChallengeIssuer(challenge_store, settings.challenges, action_config)
-        screening = _screening(settings, manifest, vault, models, threshold.threshold, stoppers)
+        # 1:N duplicates are never flagged below the strictest verification threshold in force.
+        screening = _screening(settings, manifest, vault, models, threshold.references.strictest, stoppers)
         # OpenCV's own pool (one thread per core inside every resize, decode and colour conversion)
         # on top of the frame pool and the request workers oversubscribes the cores; parallelism
         # comes from the frame pool, so each OpenCV call runs on its caller's thread.
@@ -260,7 +266,7 @@ def build_service(settings: Settings, models: ModelSet | None = None,
         frame_pool = futures.ThreadPoolExecutor(max_workers=settings.serving.frame_threads,
                                                 thread_name_prefix="idv-frame")
         closers.append(frame_pool.shutdown)
-        pipeline = VerificationPipeline(models.detector, models.embedder, threshold.threshold, settings.limits,
+        pipeline = VerificationPipeline(models.detector, models.embedder, threshold.references, settings.limits,
                                         settings.image, settings.quality, settings.burst, liveness=liveness,
                                         actions=actions, screening=screening, frame_pool=frame_pool,
                                         # A presentation-attack check: off with liveness (development only).
@@ -314,6 +320,6 @@ def build_service(settings: Settings, models: ModelSet | None = None,
         raise
     # Readiness probes what requests touch, writes included: the stores and the audit log.
     return AssembledService(service, admin, sessions, pipeline, models, vault, challenge_store, counters, screening,
-                           threshold.threshold,
+                           threshold.threshold, threshold.references,
                            (store.ping, counters.ping, audit.probe),
                            stoppers, closers, credentials=credentials, history=history)

@@ -794,17 +794,39 @@ def config_show(config_file: Path | None) -> None:
     """Print the effective settings by section (defaults < file < IDV_* environment), secrets masked."""
     from dataclasses import asdict
 
-    from idv.site_thresholds import SiteThresholdsError, load_site_thresholds, site_thresholds_path
+    from idv.models.manifest import ManifestError
+    from idv.models.model_set import manifest_for
+    from idv.site_thresholds import (
+        SiteThresholdsError,
+        effective_threshold,
+        load_site_thresholds,
+        shipped_thresholds,
+        site_thresholds_path,
+    )
 
     settings = _settings(config_file)
     shown = masked(settings)
     # issue 15: the site calibration the node will apply at start, if any.
     site_path = site_thresholds_path(settings.models.site_thresholds_file, settings.store.data_dir)
+    site = None
     try:
         site = load_site_thresholds(site_path)
         shown["site_thresholds"] = {"file": str(site_path), **asdict(site)} if site else None
     except SiteThresholdsError as exc:
         shown["site_thresholds"] = {"file": str(site_path), "error": str(exc)}
+    # The thresholds the node compares at for its security level, per number of reference photos
+    # an identity was enrolled with (idv/reference_thresholds.py). The site file's recognizer is
+    # checked against the loaded model at start, not here.
+    level = settings.models.security_level
+    try:
+        shipped = shipped_thresholds(manifest_for(settings.models), settings.models)
+        effective = effective_threshold(shipped, "recognizer_threshold" if settings.models.recognizer_file
+                                        else "manifest", level, site.recognizer if site else "", site)
+        shown["thresholds"] = {"security_level": level, "source": effective.source,
+                               "by_reference_photos": effective.references.shown(),
+                               "shipped_by_reference_photos": shipped.shown()}
+    except (ManifestError, SiteThresholdsError, OSError) as exc:
+        shown["thresholds"] = {"security_level": level, "error": str(exc)}
     click.echo(json.dumps(shown, indent=2, ensure_ascii=False))
 
 

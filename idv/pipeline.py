@@ -37,6 +37,7 @@ from idv.face.reference_fusion import fuse_references
 from idv.face.quality import QualityLimits, assess
 from idv.face.types import FaceDetection
 from idv.imaging import ImageHeader, ImageLimits, check_header, decode_frame
+from idv.reference_thresholds import ReferenceThresholds
 from idv.verdicts import TrueReason
 from liveness.duplicates import DuplicateConfig, burst_thumbnails, has_near_duplicates
 from liveness.light import LightConfig, LightEvidence, LightStep, analyse, frame_chroma, sequence_duration_ms
@@ -254,7 +255,7 @@ class VerificationPipeline:
         self,
         detector: FaceDetector,
         embedder: Embedder,
-        threshold: float,
+        threshold: ReferenceThresholds | float,
         limits: PipelineLimits,
         image: ImageLimits,
         quality: QualityLimits,
@@ -268,7 +269,9 @@ class VerificationPipeline:
     ):
         self._detector = detector
         self._embedder = embedder
-        self._threshold = threshold
+        # Per number of fused reference photos (idv/reference_thresholds.py); a float: one for every m.
+        self._thresholds = threshold if isinstance(threshold, ReferenceThresholds) \
+            else ReferenceThresholds((float(threshold),))
         self._limits = limits
         self._image = image
         self._quality = quality
@@ -467,8 +470,9 @@ class VerificationPipeline:
                 owned.append(probe)
                 if claimed.templates is not None:
                     # m reference photos are compared as one fused template (their renormalised
-                    # mean), so a level's threshold means the same FMR whatever m is (max over m
-                    # would multiply the false-match chances by up to m).
+                    # mean; max over m would multiply the false-match chances by up to m), at the
+                    # level's threshold calibrated for m fused photos: fusing raises impostor scores.
+                    threshold = self._thresholds.for_references(claimed.templates.shape[0])
                     templates = fuse_references(claimed.templates)
                     owned.append(templates)
                 else:
@@ -477,8 +481,9 @@ class VerificationPipeline:
                         (1, self._embedder.dimension)).astype(np.float32)
                     templates = decoy / np.linalg.norm(decoy)
                     owned.append(templates)
+                    threshold = self._thresholds.single
                 claimed_score = float(np.max(templates @ probe))
-                matched = claimed.templates is not None and claimed_score >= self._threshold
+                matched = claimed.templates is not None and claimed_score >= threshold
             # Screened only when the claim would pass: a failed claim answers NOT_VERIFIED whatever
             # else the face matches, so the answer never tells whether a face is enrolled elsewhere.
             if matched and self._screening is not None:

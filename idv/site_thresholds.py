@@ -7,6 +7,14 @@ threshold for the configured security level, made with the recognizer the node
 loaded, that threshold replaces the manifest's (the file is logged and audited at
 start). A file made with another recognizer stops the node: its thresholds mean
 nothing for a different model.
+
+References fused from several photos (idv/reference_thresholds.py): the operator's
+sample is scored photo against photo, so its threshold is the one-photo (m = 1)
+threshold; for m >= 2 the node adds the shipped increment of m over one photo (the
+manifest's "<level>@m<k>" minus "<level>"), measured on the shipped calibration sets.
+A site threshold therefore moves every m by the same amount and never makes a fused
+reference laxer than a single photo. An operator's own recognizer file has one
+threshold for every m (no fused calibration of it ships).
 """
 
 from __future__ import annotations
@@ -15,7 +23,14 @@ import os
 import tempfile
 import tomllib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from pathlib import Path
+
+from idv.reference_thresholds import ReferenceThresholds, from_manifest
+
+if TYPE_CHECKING:
+    from idv.models.manifest import Manifest
+    from idv.models.settings import ModelSettings
 
 SCHEMA = 1
 FILE_NAME = "site_thresholds.toml"
@@ -122,14 +137,22 @@ def write_site_thresholds(path: Path, site: SiteThresholds) -> None:
 
 @dataclass(frozen=True)
 class EffectiveThreshold:
-    threshold: float
+    references: ReferenceThresholds  # per number of fused reference photos
     source: str  # "manifest" | "site" | "recognizer_threshold"
     site: SiteThresholds | None
 
+    @property
+    def threshold(self) -> float:
+        """The one-photo threshold (the main case: one registered ID photo)."""
+        return self.references.single
 
-def effective_threshold(shipped: float, shipped_source: str, level: str, recognizer: str,
+
+def effective_threshold(shipped: ReferenceThresholds | float, shipped_source: str, level: str, recognizer: str,
                         site: SiteThresholds | None) -> EffectiveThreshold:
-    """The site's threshold for `level` when it has one for this recognizer, else the shipped one."""
+    """The site's threshold for `level` when it has one for this recognizer (one photo; fused
+    references keep the shipped increments, see the module doc), else the shipped ones."""
+    if not isinstance(shipped, ReferenceThresholds):
+        shipped = ReferenceThresholds((float(shipped),))
     if site is None:
         return EffectiveThreshold(shipped, shipped_source, None)
     if site.recognizer != recognizer:
@@ -138,11 +161,25 @@ def effective_threshold(shipped: float, shipped_source: str, level: str, recogni
             "run `idv eval calibrate DIR --write` again with the current models, or remove the file")
     if level not in site.thresholds:
         return EffectiveThreshold(shipped, shipped_source, site)
-    return EffectiveThreshold(site.thresholds[level], "site", site)
+    return EffectiveThreshold(shipped.shifted(site.thresholds[level]), "site", site)
 
 
-def resolve_threshold(site_thresholds_file: Path | None, data_dir: Path, level: str, shipped: float,
-                      shipped_source: str, recognizer: str) -> EffectiveThreshold:
+def shipped_thresholds(manifest: Manifest, models: ModelSettings) -> ReferenceThresholds:
+    """The configured level's thresholds per number of reference photos before any site file: the
+    manifest's for its recognizer; an operator's recognizer file has one threshold for every m."""
+    if models.recognizer_file is not None:
+        return ReferenceThresholds((float(models.recognizer_threshold),))
+    entry = manifest.entry(manifest.pack(models.pack)["recognizer"])
+    try:
+        return from_manifest(entry.thresholds, models.security_level)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SiteThresholdsError(f"{entry.name}: no usable thresholds for {models.security_level} in "
+                                  f"{manifest.path} ({exc})") from None
+
+
+def resolve_threshold(site_thresholds_file: Path | None, data_dir: Path, level: str,
+                      shipped: ReferenceThresholds | float, shipped_source: str,
+                      recognizer: str) -> EffectiveThreshold:
     """What the node compares at: the site file's threshold for `level` when present (see module doc)."""
     site = load_site_thresholds(site_thresholds_path(site_thresholds_file, data_dir))
     return effective_threshold(shipped, shipped_source, level, recognizer, site)
@@ -157,6 +194,7 @@ def start_record(effective: EffectiveThreshold, level: str) -> dict[str, object]
         "security_level": level,
         "threshold_source": effective.source,
         "threshold": round(effective.threshold, 4),
+        "threshold_by_references": effective.references.shown(),
         "recognizer": site.recognizer,
         "written_at": site.written_at,
         "sample_digest": site.sample.digest,

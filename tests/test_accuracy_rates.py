@@ -105,7 +105,7 @@ def test_lfw_pairs_single_photo_vs_single_photo(matcher, testdata, results) -> N
             false_match += 1
     assert skipped <= 0.05 * (len(genuine_pairs) + len(impostor_pairs))
     # The all-vs-all FNMR at the default level (fmr_1e-4) is under 3 %; 120 pairs: allow up to 8 (binomial tail).
-    promised = results["service_thresholds"]["levels"]["fmr_1e-4"]
+    promised = results["lfw_nuaa_diagnostic_thresholds"]["levels"]["fmr_1e-4"]
     assert promised["threshold"] > 0
     assert false_non <= 8, false_non
     assert false_match == 0, false_match

@@ -313,3 +313,23 @@ def test_manifest_thresholds_are_inserted_then_replaced_in_place(tmp_path):
 def test_manifest_edit_refuses_a_missing_model():
     with pytest.raises(CalibrationError):
         render_thresholds_table(MANIFEST, "arcface", {"fmr_1e-3": 0.5})
+
+
+def test_thresholds_per_number_of_references_never_fall_below_fewer_photos():
+    # m=1 voted by a wide single-photo population; m=2's set sits lower (would be laxer) and
+    # supports only 1e-3: m=2 keeps m=1's threshold wherever its own is lower or unsupported.
+    from idv.evaluation.calibration import choose_thresholds_by_references
+
+    rng = np.random.default_rng(15)
+    single = ScoreSet([0.9], rng.normal(0.1, 0.1, 400_000))
+    fused_low = ScoreSet([0.9], rng.normal(0.0, 0.1, 5_000))
+    fused_high = ScoreSet([0.9], rng.normal(0.3, 0.1, 5_000))
+    by_m = choose_thresholds_by_references({1: {"single": single}, 2: {"fused": fused_low},
+                                            3: {"fused3": fused_high}})
+    one, two, three = ({lv.level: lv for lv in by_m[m]} for m in (1, 2, 3))
+    for level in one:
+        assert one[level].threshold <= two[level].threshold <= three[level].threshold
+        assert two[level].threshold == one[level].threshold and two[level].decided_by == "m=1's threshold"
+    assert three["fmr_1e-3"].decided_by == "fused3" and three["fmr_1e-3"].threshold > one["fmr_1e-3"].threshold
+    with pytest.raises(CalibrationError):
+        choose_thresholds_by_references({1: {"fused": fused_low}})  # m=1 has no bound to fall back on

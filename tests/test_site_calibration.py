@@ -16,7 +16,9 @@ from idv.cli import main as cli
 from idv.config import Settings
 from idv.evaluation.site_sample import SiteSampleError, load_sample
 from idv.assemble import build_service
+from idv.models.manifest import DEFAULT_MANIFEST, load_manifest
 from idv.pipeline import Budget
+from idv.reference_thresholds import from_manifest
 from idv.service import EnrollCommand, VerifyCommand
 from idv.site_thresholds import (
     SiteSampleRecord,
@@ -79,8 +81,18 @@ def test_calibrate_reports_writes_and_the_node_uses_and_audits_it(node_settings:
     code, shown = _run("config", "show", "--config", str(config))
     assert code == 0 and json.loads(shown)["site_thresholds"]["sample"]["digest"] == site.sample.digest
 
+    code, shown = _run("config", "show", "--config", str(config))
+    thresholds = json.loads(shown)["thresholds"]
+    assert thresholds["source"] == "site" and thresholds["by_reference_photos"]["1"] == site.thresholds["fmr_1e-3"]
+
     with build_service(node_settings.updated(security_level="fmr_1e-3")) as assembled:
         assert assembled.threshold == site.thresholds["fmr_1e-3"]
+        # Fused references keep the shipped increments over one photo (idv/site_thresholds.py).
+        shipped = from_manifest(load_manifest(node_settings.models.manifest or DEFAULT_MANIFEST)
+                                .entry("sface_fp32").thresholds, "fmr_1e-3")
+        assert assembled.thresholds.by_m == pytest.approx(
+            tuple(site.thresholds["fmr_1e-3"] + t - shipped.single for t in shipped.by_m))
+        assert thresholds["by_reference_photos"] == assembled.thresholds.shown()
         service = assembled.service
         # The genuine subject still passes at the site threshold.
         service.enroll(EnrollCommand(ID_SUBJECT_1, "张三", (nuaa_frames(testdata, "print", "0001")[0].read_bytes(),)),
@@ -92,6 +104,7 @@ def test_calibrate_reports_writes_and_the_node_uses_and_audits_it(node_settings:
     started = [r for r in records if r["event"] == "site_thresholds"]
     assert started and started[0]["sample_digest"] == site.sample.digest
     assert started[0]["threshold_source"] == "site" and started[0]["threshold"] == site.thresholds["fmr_1e-3"]
+    assert started[0]["threshold_by_references"]["1"] == site.thresholds["fmr_1e-3"]
 
     # The default level (fmr_1e-4) needs 30,000 impostor pairs: --write refuses and says so.
     plain = _config(tmp_path / "plain.toml", node_settings)

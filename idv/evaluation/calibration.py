@@ -56,7 +56,11 @@ class LevelThreshold:
     candidates: tuple[Candidate, ...]
 
 
-def choose_thresholds(score_sets: dict[str, ScoreSet]) -> tuple[LevelThreshold, ...]:
+def choose_thresholds(score_sets: dict[str, ScoreSet],
+                      lower_bounds: dict[str, tuple[float, str]] | None = None) -> tuple[LevelThreshold, ...]:
+    """The rule above over `score_sets`. `lower_bounds` (level -> (threshold, why)): a level never
+    gets less (fused references: never laxer than fewer photos'); a level none of the sets
+    supports takes its bound."""
     chosen: list[LevelThreshold] = []
     floor = float("-inf")
     for level, target in SECURITY_LEVELS:
@@ -65,11 +69,16 @@ def choose_thresholds(score_sets: dict[str, ScoreSet]) -> tuple[LevelThreshold, 
             for name, s in score_sets.items()
         )
         supported = [c for c in candidates if c.supported]
-        if not supported:
+        bound = (lower_bounds or {}).get(level)
+        if not supported and bound is None:
             raise CalibrationError(f"{level}: no calibration set has the {3 / target:.0f} impostor comparisons it needs")
-        strictest = max(supported, key=lambda c: c.threshold)
-        decided_by = strictest.source
-        value = strictest.threshold
+        if supported:
+            strictest = max(supported, key=lambda c: c.threshold)
+            decided_by, value, exact = strictest.source, strictest.threshold, strictest.threshold
+        else:
+            decided_by, value, exact = "", float("-inf"), float("-inf")
+        if bound is not None and bound[0] > value:
+            value, exact, decided_by = bound[0], bound[0], bound[1]
         if value < floor:
             value, decided_by = floor, f"{chosen[-1].decided_by} (kept from {chosen[-1].level})"
         floor = value
@@ -78,12 +87,27 @@ def choose_thresholds(score_sets: dict[str, ScoreSet]) -> tuple[LevelThreshold, 
                 level=level,
                 target_fmr=target,
                 threshold=ceil_to_decimals(value, DECIMALS),
-                exact=strictest.threshold,
+                exact=exact,
                 decided_by=decided_by,
                 candidates=candidates,
             )
         )
     return tuple(chosen)
+
+
+def choose_thresholds_by_references(
+    sets_by_m: dict[int, dict[str, ScoreSet]],
+) -> dict[int, tuple[LevelThreshold, ...]]:
+    """Per number m of fused reference photos (1, 2, ...: the last one stands for every larger m),
+    the rule over the sets measured with m references, each level never below m - 1's threshold:
+    fusing raises impostor scores in every population measured, and an m whose sets cannot
+    support a level (too few impostor pairs) must not fall back to a laxer population's value."""
+    chosen: dict[int, tuple[LevelThreshold, ...]] = {}
+    for m in sorted(sets_by_m):
+        fewer = max((k for k in chosen if k < m), default=None)
+        bounds = {lv.level: (lv.threshold, f"m={fewer}'s threshold") for lv in chosen[fewer]} if fewer else None
+        chosen[m] = choose_thresholds(sets_by_m[m], bounds)
+    return chosen
 
 
 # --- manifest update -------------------------------------------------------------------

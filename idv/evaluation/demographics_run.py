@@ -26,10 +26,14 @@ photo (pHash / identical bytes) or that an independent recognizer (dlib ResNet)
 confirms as one person are removed; every rate is published raw and cleaned; the
 thresholds are chosen on cleaned calibration pairs.
 
-Threshold rule: idv.evaluation.calibration.choose_thresholds over the cleaned
-calibration sets listed in VOTING (max over populations of each population's
-threshold at the level, sets with >= 3/FMR impostor pairs only, monotone across
-levels, rounded up to 4 decimals). Intervals: Clopper-Pearson 95% for every rate,
+Threshold rule, per number m of fused reference photos (idv/reference_thresholds.py):
+idv.evaluation.calibration.choose_thresholds_by_references over the cleaned calibration
+sets listed in VOTING_BY_M (for each m, max over the populations measured with m
+references of each population's threshold at the level, sets with >= 3/FMR impostor
+pairs only, monotone across levels, never below m - 1's, rounded up to 4 decimals).
+m = 1 is every single-photo population; m = 2 and m = 3 (which the node uses for every
+m >= 3) the fused LFW and East-Asian references. Each group's rates are reported at the
+threshold the node uses for that group's m. Intervals: Clopper-Pearson 95% for every rate,
 and a subject bootstrap (people resampled, 200 draws) for FMR.
 
 Embeddings are cached outside the repository (--cache-dir, default /tmp/idv-calib-cache),
@@ -51,7 +55,12 @@ from pathlib import Path
 import numpy as np
 
 from idv.evaluation import second_recognizer
-from idv.evaluation.calibration import SECURITY_LEVELS, choose_thresholds, write_manifest_thresholds
+from idv.evaluation.calibration import (
+    SECURITY_LEVELS,
+    choose_thresholds,
+    choose_thresholds_by_references,
+    write_manifest_thresholds,
+)
 from idv.evaluation.datasets import lfw_images, nuaa_frames
 from idv.evaluation.eastasian import LabelledImage, aaf_images, celeb_images
 from idv.evaluation.embedding import PICK_CENTRE, PICK_LARGEST, AcquisitionPolicy, ModelSelection, embed_images
@@ -64,26 +73,38 @@ from idv.evaluation.protocols import REFERENCE_SESSION, live_windows, select_ref
 from idv.face.embedder import l2_normalise
 from idv.models.manifest import DEFAULT_MANIFEST, load_manifest
 from idv.models.pull import pull_models
+from idv.reference_thresholds import from_manifest, level_key
 
 REPO = Path(__file__).resolve().parents[2]
 CALIBRATION, REPORT = "calibration", "report"
 FUSED_M = (2, 3)
 NUAA_K = (1, 5, 8)
-# The sets whose calibration-half impostors vote for the thresholds (the populations idv serves,
-# the ID-photo-vs-live case, multi-reference enrolments, and LFW so nothing gets worse there).
-VOTING = (
-    "lfw", "celeb", "celeb_cross_nationality", "aaf", "aaf_women", "aaf_men", "aaf_id_vs_nuaa_live",
-    *(f"nuaa_id_vs_live_k{k}" for k in NUAA_K),
-    *(f"{base}_fused_m{m}" for base in ("lfw", "celeb") for m in FUSED_M),
-)
+# Per number m of fused reference photos, the sets whose calibration-half impostors vote for m's
+# thresholds: for one photo, the populations idv serves, the ID-photo-vs-live case and LFW (so
+# nothing gets worse there); for m photos, the references fused from m photos. The largest m
+# stands for every larger m (the node has no calibration beyond it).
+VOTING_BY_M: dict[int, tuple[str, ...]] = {
+    1: ("lfw", "celeb", "celeb_cross_nationality", "aaf", "aaf_women", "aaf_men", "aaf_id_vs_nuaa_live",
+        *(f"nuaa_id_vs_live_k{k}" for k in NUAA_K)),
+    **{m: tuple(f"{base}_fused_m{m}" for base in ("lfw", "celeb")) for m in FUSED_M},
+}
 POPULATION = "east-asian"
 RULE = (
-    "per level: max over populations (LFW; East-Asian web portraits, all and of different nationality; All-Age-Faces ID-style, all/women/men; "
-    "ID-style photo vs live webcam; NUAA ID-print vs live bursts 1/5/8; 2- and 3-photo fused references) of the "
-    "lowest threshold with FMR <= target on that population's CALIBRATION-half impostor pairs (identities split "
-    "by hash; East-Asian pairs cleaned of same-photo and dlib-confirmed same-person pairs), populations with "
-    ">= 3/FMR pairs only; never below a laxer level's; rounded up to 4 decimals; PASS iff cosine >= threshold"
+    "per level and per number m of fused reference photos: max over the populations measured with m references "
+    "(m=1: LFW; East-Asian web portraits, all and of different nationality; All-Age-Faces ID-style, all/women/men; "
+    "ID-style photo vs live webcam; NUAA ID-print vs live bursts 1/5/8. m=2, m=3: LFW and East-Asian references "
+    "fused from m photos; m=3's thresholds serve every m >= 3) of the lowest threshold with FMR <= target on that "
+    "population's CALIBRATION-half impostor pairs (identities split by hash; East-Asian pairs cleaned of same-photo "
+    "and dlib-confirmed same-person pairs), populations with >= 3/FMR pairs only; never below a laxer level's, "
+    "never below m-1's; rounded up to 4 decimals; PASS iff cosine(probe, mean of the m reference templates "
+    "renormalised) >= the threshold for m"
 )
+
+
+def references_of(group: str) -> int:
+    """How many reference photos a group's references are fused from (1 unless '_fused_m<m>')."""
+    head, sep, tail = group.rpartition("_fused_m")
+    return int(tail) if sep and head else 1
 
 
 def split_of(identity: str) -> str:
@@ -205,11 +226,14 @@ def main(argv: list[str] | None = None, echo: Callable[[str], None] | None = Non
     if args.model_dir is None:
         from idv.config import Settings
 
-        args.model_dir = Settings().model_dir
+        args.model_dir = Settings().models.dir
     if args.mirror:
         pull_models(manifest, [detector, recognizer], args.model_dir, mirror=Path(args.mirror), allow_network=False)
     models = ModelSelection(args.manifest, args.model_dir, detector=detector, recognizer=recognizer)
-    before = {level: float(manifest.entry(recognizer).thresholds[level]) for level, _ in SECURITY_LEVELS}
+    # The thresholds the manifest held when this ran, per m (a table without per-m keys: one for every m).
+    shipped = {level: from_manifest(manifest.entry(recognizer).thresholds, level) for level, _ in SECURITY_LEVELS}
+    before_by_m = {m: {level: shipped[level].for_references(m) for level, _ in SECURITY_LEVELS} for m in VOTING_BY_M}
+    before = before_by_m[1]
     data, cache = args.data_dir, args.cache_dir
     people = _People()
 
@@ -329,22 +353,33 @@ def main(argv: list[str] | None = None, echo: Callable[[str], None] | None = Non
         pairs = group.pairs.where(group.kept) if cleaned else group.pairs
         return pairs.score_set()
 
-    calibration_sets = {n: score_set(groups[CALIBRATION][n], True) for n in VOTING if n in groups[CALIBRATION]}
-    calibration_sets = {n: s for n, s in calibration_sets.items() if s.n_impostor}
-    levels = choose_thresholds(calibration_sets)
-    after = {lv.level: lv.threshold for lv in levels}
-    lfw_only = {lv.level: lv.threshold for lv in choose_thresholds({"lfw": calibration_sets["lfw"]})}
-    raw_levels = choose_thresholds({n: score_set(groups[CALIBRATION][n], False) for n in calibration_sets})
+    def voting_sets(cleaned: bool) -> dict[int, dict[str, ScoreSet]]:
+        sets = {m: {n: score_set(groups[CALIBRATION][n], cleaned) for n in names if n in groups[CALIBRATION]}
+                for m, names in VOTING_BY_M.items()}
+        return {m: {n: s for n, s in by_name.items() if s.n_impostor} for m, by_name in sets.items()}
+
+    calibration_sets = voting_sets(True)
+    levels_by_m = choose_thresholds_by_references(calibration_sets)
+    after_by_m = {m: {lv.level: lv.threshold for lv in levels} for m, levels in levels_by_m.items()}
+    levels = levels_by_m[1]
+    after = after_by_m[1]
+    lfw_only = {lv.level: lv.threshold for lv in choose_thresholds({"lfw": calibration_sets[1]["lfw"]})}
+    raw_by_m = {m: {lv.level: lv.threshold for lv in levels}
+                for m, levels in choose_thresholds_by_references(voting_sets(False)).items()}
 
     # --- report half -----------------------------------------------------------------------------
     say("rates on the report half (subject bootstrap)")
     n_people = len(people.index)
-    columns = {"after": after, "before": before, "lfw_only": lfw_only}
-    ordered = [(col, level) for col in columns for level, _ in SECURITY_LEVELS]
-    thresholds = [columns[col][level] for col, level in ordered]
     report: dict[str, dict] = {}
     for name, group in groups[REPORT].items():
-        entry: dict = {"cleaned_by": group.cleaned_by, "removed": group.removed}
+        # Each group at the thresholds the node uses for its references' m ("before": the manifest's
+        # when this ran, for the same m).
+        m = min(references_of(name), max(VOTING_BY_M))
+        columns = {"after": after_by_m[m], "before": before_by_m[m], "lfw_only": lfw_only}
+        ordered = [(col, level) for col in columns for level, _ in SECURITY_LEVELS]
+        thresholds = [columns[col][level] for col, level in ordered]
+        entry: dict = {"references_fused": m, "thresholds": {col: columns[col] for col in ("after", "before")},
+                       "cleaned_by": group.cleaned_by, "removed": group.removed}
         for variant, pairs in (("raw", group.pairs), ("cleaned", group.pairs.where(group.kept))):
             imp, gen = pairs.impostor, pairs.genuine
             block: dict = {"impostor_pairs": len(imp), "genuine_pairs": len(gen),
@@ -360,17 +395,18 @@ def main(argv: list[str] | None = None, echo: Callable[[str], None] | None = Non
     multi_reference = {}
     for name, pairs in fused_max[REPORT].items():
         imp = pairs.impostor
+        m = min(references_of(name.replace("_max_m", "_fused_m")), max(VOTING_BY_M))
         if len(imp):
             multi_reference[name] = {
                 f"after:{lv}": _rate_json(r)
-                for (lv, _), r in zip(SECURITY_LEVELS, false_match_rates(imp, list(after.values()), n_people))
+                for (lv, _), r in zip(SECURITY_LEVELS, false_match_rates(imp, list(after_by_m[m].values()), n_people))
             }
 
-    calibration_detail = {
-        lv.level: {"threshold": lv.threshold, "exact": lv.exact, "decided_by": lv.decided_by,
-                   "candidates": [asdict(c) for c in lv.candidates]}
-        for lv in levels
-    }
+    def detail(levels) -> dict:
+        return {lv.level: {"threshold": lv.threshold, "exact": lv.exact, "decided_by": lv.decided_by,
+                           "candidates": [asdict(c) for c in lv.candidates]} for lv in levels}
+
+    calibration_detail = detail(levels)
     result = {
         "git_commit": _git("rev-parse", "HEAD"),
         "command": "idv eval demographics --mirror ../shared/models --write-manifest",
@@ -392,9 +428,14 @@ def main(argv: list[str] | None = None, echo: Callable[[str], None] | None = Non
             "dlib_faces_found": int(east_found.sum()),
             "east_asian_images": len(east),
         },
-        "thresholds": {"before": before, "after": after, "lfw_only": lfw_only,
-                       "after_if_uncleaned": {lv.level: lv.threshold for lv in raw_levels}},
+        # "after"/"before"/"after_if_uncleaned": one reference photo (m = 1); "*_by_references": per m,
+        # the last m for every larger one.
+        "thresholds": {"before": before, "after": after, "lfw_only": lfw_only, "after_if_uncleaned": raw_by_m[1],
+                       "after_by_references": {str(m): t for m, t in after_by_m.items()},
+                       "before_by_references": {str(m): t for m, t in before_by_m.items()},
+                       "after_if_uncleaned_by_references": {str(m): t for m, t in raw_by_m.items()}},
         "calibration": calibration_detail,
+        "calibration_by_references": {str(m): detail(levels) for m, levels in levels_by_m.items()},
         "report": report,
         "multi_reference_max_over_m_at_after": multi_reference,
         "fta": {"lfw": int((~lfw_table.acquired).sum()), "east_asian": int((~east_table.acquired).sum()),
@@ -407,13 +448,20 @@ def main(argv: list[str] | None = None, echo: Callable[[str], None] | None = Non
 
     write_table(result, args.out / "demographics.md")
     write_plot(result, args.out / "demographics.png")
-    for level, _ in SECURITY_LEVELS:
-        say(f"{level}: before {before[level]:.4f} -> after {after[level]:.4f} (decided by "
-            f"{calibration_detail[level]['decided_by']}; LFW alone {lfw_only[level]:.4f})")
+    for m, levels in levels_by_m.items():
+        for lv in levels:
+            say(f"{lv.level}, {m}{'+' if m == max(levels_by_m) else ''} reference photo(s): before "
+                f"{before_by_m[m][lv.level]:.4f} -> after {lv.threshold:.4f} (decided by {lv.decided_by})")
     if args.write_manifest:
-        values: dict[str, float | str] = dict(after)
+        # "<level>": one reference photo; "<level>@m<k>": a reference fused from k (the largest k: k or more).
+        values: dict[str, float | str] = {level_key(level, m): t for m, by_level in after_by_m.items()
+                                          for level, t in by_level.items()}
         values.update({"population": POPULATION, "source": "benchmarks/results/demographics.json",
-                       "fusion": "plain", "references": "mean", "rule": RULE})
+                       "fusion": "plain", "references": "mean",
+                       "references_note": f"'<level>' holds for one reference photo, '<level>@m<k>' for a reference "
+                                          f"fused from k photos; m{max(VOTING_BY_M)} for {max(VOTING_BY_M)} or more; "
+                                          "the node picks by the identity's template count (idv/reference_thresholds.py)",
+                       "rule": RULE})
         write_manifest_thresholds(
             args.manifest, recognizer, values,
             "Written by `idv eval demographics --write-manifest` (idv/evaluation/demographics_run.py); do not edit "

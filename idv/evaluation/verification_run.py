@@ -11,8 +11,9 @@ Runs, on ../shared/testdata (read in place):
     and 1e-4 where the impostor count allows.
 
 Each is run with and without test-time improvements (flip fusion; multi-frame fusion
-on NUAA). Its "service_thresholds" block applies idv.evaluation.calibration's rule to
-LFW and NUAA only, as a diagnostic: the thresholds the node ships are chosen over the
+on NUAA). Its "lfw_nuaa_diagnostic_thresholds" block applies idv.evaluation.calibration's
+rule to LFW and NUAA only, as a diagnostic: they are NOT the node's thresholds. The node's
+are chosen per security level and per number of fused reference photos over the
 East-Asian and ID-photo populations as well, by `idv eval demographics --write-manifest`
 (idv/evaluation/demographics_run.py, issue 15), which alone writes idv/models/manifest.toml.
 
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None, echo: Callable[[str], None] | None = Non
             "note": "live vs live, different subjects; 9 subjects = 36 subject pairs: a diagnostic, not a calibration set",
         }
 
-    # --- thresholds for the service ---------------------------------------------------------
+    # --- LFW+NUAA-only thresholds: a diagnostic, not the node's (those: `idv eval demographics`) ----
     def calibration_sets(variant: str) -> dict[str, ScoreSet]:
         sets = {"lfw_all_vs_all": lfw_all[variant]}
         sets.update({f"nuaa_id_vs_live_k{k}": nuaa_sets[(variant, k)] for k in BURST_SIZES})
@@ -262,7 +263,7 @@ def main(argv: list[str] | None = None, echo: Callable[[str], None] | None = Non
     levels = choose_thresholds(calibration_sets(service))
     # Both variants at the chosen thresholds: shows what the service gets, and whether the
     # thresholds also hold if the other per-frame embedding is deployed.
-    at_service_thresholds = {
+    at_diagnostic_thresholds = {
         variant: {
             name: {level.level: _point(scores, level.target_fmr, level.threshold) for level in levels}
             for name, scores in calibration_sets(variant).items()
@@ -307,7 +308,10 @@ def main(argv: list[str] | None = None, echo: Callable[[str], None] | None = Non
         "lfw": lfw_results,
         "nuaa_id_vs_live": nuaa_results,
         "nuaa_live_vs_live_diagnostic": live_vs_live,
-        "service_thresholds": {
+        "lfw_nuaa_diagnostic_thresholds": {
+            "note": "the calibration rule over LFW and NUAA only, for comparison; NOT the thresholds the node "
+                    "uses: those are in idv/models/manifest.toml, per security level and number of reference "
+                    "photos, chosen over East-Asian and ID-photo populations too (benchmarks/results/demographics.md)",
             "fusion": service,
             "rule": RULE,
             "levels": {
@@ -319,7 +323,7 @@ def main(argv: list[str] | None = None, echo: Callable[[str], None] | None = Non
                 }
                 for level in levels
             },
-            "rates_at_service_thresholds": at_service_thresholds,
+            "rates_at_these_thresholds": at_diagnostic_thresholds,
         },
         "timings_s": timings,
         # Timings include embedding only when no cache was used (or the cache was cold).
@@ -328,17 +332,17 @@ def main(argv: list[str] | None = None, echo: Callable[[str], None] | None = Non
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "verification.json").write_text(json.dumps(result, indent=2) + "\n")
 
-    markers = [Marker(level.level, level.threshold) for level in levels]
+    markers = [Marker(f"{level.level} (LFW+NUAA)", level.threshold) for level in levels]
     lfw_series = [Series(f"LFW all-vs-all, {v} ({lfw_all[v].n_impostor:,} impostor pairs)", lfw_all[v])
                   for v in (service, *[v for v in VARIANTS if v != service])]
     nuaa_series = [Series(f"NUAA ID-print vs live, {v}, k={k} frames", nuaa_sets[(v, k)])
                    for v in (service, *[v for v in VARIANTS if v != service]) for k in BURST_SIZES
                    if v == service or k == 1]
+    dots = "dots: LFW+NUAA-only thresholds (not the node's)"
     for kind in ("roc", "det"):
-        plot_curves(lfw_series, args.out / f"{kind}_lfw.png",
-                    f"{recognizer} on LFW all-vs-all; dots: service thresholds", kind, markers)
+        plot_curves(lfw_series, args.out / f"{kind}_lfw.png", f"{recognizer} on LFW all-vs-all; {dots}", kind, markers)
         plot_curves(nuaa_series, args.out / f"{kind}_nuaa.png",
-                    f"{recognizer} on NUAA ID-print vs live (9 subjects); dots: service thresholds", kind, markers)
+                    f"{recognizer} on NUAA ID-print vs live (9 subjects); {dots}", kind, markers)
 
     if args.write_manifest:
         values: dict[str, float | str] = {level.level: level.threshold for level in levels}
@@ -378,8 +382,8 @@ def summary_lines(result: dict) -> list[str]:
             for k, p in block["at_fmr"].items()
         )
         lines.append(f"NUAA [{key}] ({block['genuine']} gen / {block['impostor']} imp): {line}")
-    service = result["service_thresholds"]
-    lines.append(f"service thresholds ({service['fusion']}): "
+    service = result["lfw_nuaa_diagnostic_thresholds"]
+    lines.append(f"LFW+NUAA-only thresholds, a diagnostic, not the node's ({service['fusion']}): "
           + ", ".join(f"{k} = {v['threshold']:.4f} ({v['decided_by']})" for k, v in service["levels"].items()))
     lines.append(f"total {result['timings_s']['total_s']:.1f} s")
     return lines

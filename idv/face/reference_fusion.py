@@ -3,10 +3,11 @@
 With m templates and "PASS iff max over templates >= threshold", an impostor gets m
 chances, so a level's false-match rate grows up to m-fold with what was enrolled.
 The node instead compares against the renormalised mean of the templates: one
-comparison whatever m is. Averaging also changes the impostor score distribution a
-little; the shipped thresholds are calibrated with fused 2- and 3-photo references
-among the populations that vote (idv/evaluation/demographics_run.py), so a level
-holds for m = 1..3 (benchmarks/results/demographics.md shows the rates).
+comparison whatever m is. Averaging raises impostor scores (the mean template sits
+closer to every face), so each level has a threshold per m (idv/reference_thresholds.py),
+calibrated on single-photo populations for m = 1 and on fused 2- and 3-photo references
+for m = 2 and m >= 3 (idv/evaluation/demographics_run.py; the rates at the threshold
+each m gets are in benchmarks/results/demographics.md).
 """
 
 from __future__ import annotations
