@@ -245,11 +245,24 @@ def build_service(settings: Settings, models: ModelSet | None = None,
         vault = open_vault(settings, store)
         shared = _open_shared_state(settings, closers)
         counters, challenge_store = shared.counters, shared.challenges
+        # OpenCV's own pool (one thread per core inside every resize, decode and colour conversion)
+        # on top of the frame pool and the request workers oversubscribes the cores; parallelism
+        # comes from the frame pool, so each OpenCV call runs on its caller's thread.
+        cv2.setNumThreads(1)
+        # One pool for the work of every request (issue 12): a lone request's frames, embeddings
+        # and liveness cues run on all cores; under load the pool is the node's compute queue and
+        # the request workers only wait on it, so no more threads compute than the pool has.
+        # Shut down by AssembledService.close (the node closes it after it stopped serving).
+        frame_pool = None
+        if settings.serving.burst_parallel:
+            frame_pool = futures.ThreadPoolExecutor(max_workers=settings.serving.frame_pool_threads,
+                                                    thread_name_prefix="idv-frame")
+            closers.append(frame_pool.shutdown)
         liveness = None
         if settings.liveness.enabled:
             if models.minifasnet_v2 is None or models.minifasnet_v1se is None:
                 raise ValueError("liveness is enabled but the model set has no MiniFASNet models")
-            liveness = build_liveness_gate(models.minifasnet_v2, models.minifasnet_v1se, settings.liveness)
+            liveness = build_liveness_gate(models.minifasnet_v2, models.minifasnet_v1se, settings.liveness, frame_pool)
         actions = issuer = None
         if models.facemesh is not None:
             action_config = ActionConfig()
@@ -257,15 +270,6 @@ def build_service(settings: Settings, models: ModelSet | None = None,
             issuer = ChallengeIssuer(challenge_store, settings.challenges, action_config)
         # 1:N duplicates are never flagged below the strictest verification threshold in force.
         screening = _screening(settings, manifest, vault, models, threshold.references.strictest, stoppers)
-        # OpenCV's own pool (one thread per core inside every resize, decode and colour conversion)
-        # on top of the frame pool and the request workers oversubscribes the cores; parallelism
-        # comes from the frame pool, so each OpenCV call runs on its caller's thread.
-        cv2.setNumThreads(1)
-        # One pool for the frames of every request: a lone request uses all cores, and under
-        # load the pool is the node's compute queue (benchmarks/README.md has the sweep).
-        frame_pool = futures.ThreadPoolExecutor(max_workers=settings.serving.frame_threads,
-                                                thread_name_prefix="idv-frame")
-        closers.append(frame_pool.shutdown)
         pipeline = VerificationPipeline(models.detector, models.embedder, threshold.references, settings.limits,
                                         settings.image, settings.quality, settings.burst, liveness=liveness,
                                         actions=actions, screening=screening, frame_pool=frame_pool,

@@ -71,8 +71,14 @@ class ServingSettings:
     # Requests in the pipeline at once; 4 x intra-op 1 won the sweep in benchmarks/results/latency.json
     # (chosen_default: highest capacity, then lowest unloaded p50).
     worker_threads: int = 4
-    # Threads that decode, detect and embed the frames of all requests (about the core count).
-    frame_threads: int = 2
+    # Issue 12: the node's frame pool, shared by every request: it decodes and detects a burst's
+    # frames, refines and embeds its k chosen faces and runs its liveness cues, side by side, so
+    # a lone request uses every core; under load it is the node's compute queue (request workers
+    # only wait on it), so compute threads = frame_threads. 0: one per usable core.
+    frame_threads: int = 0
+    # false: no frame pool; each request runs every stage in order on its worker thread (then
+    # worker_threads x intra_op_threads is what runs at once). Same decisions either way.
+    burst_parallel: bool = True
     # In flight beyond this are refused at once with RESOURCE_EXHAUSTED (load shedding).
     max_concurrent_rpcs: int = 8
     # Server-side budget per request; the client's deadline wins when shorter.
@@ -138,13 +144,22 @@ class ServingSettings:
     def production(self) -> bool:
         return self.mode == "production"
 
+    @property
+    def frame_pool_threads(self) -> int:
+        """The frame pool's size: `frame_threads`, or the cores this process may run on."""
+        if self.frame_threads:
+            return self.frame_threads
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
     def problems(self) -> list[str]:
         problems: list[str] = []
         if not (0 <= self.port <= 65535):
             problems.append(f"serving.port {self.port} is not a TCP port")
         if self.mode not in ("development", "production"):
             problems.append(f"serving.mode must be 'development' or 'production', not {self.mode!r}")
-        for name in ("worker_threads", "frame_threads", "max_concurrent_rpcs", "max_streams_per_connection",
+        if self.frame_threads < 0:
+            problems.append("serving.frame_threads must be 0 (one per usable core) or more")
+        for name in ("worker_threads", "max_concurrent_rpcs", "max_streams_per_connection",
                      "max_streams_per_peer", "max_connections", "connections_per_address",
                      "receive_bodies_per_peer", "receive_bodies_per_caller", "receive_bodies_total"):
             if getattr(self, name) < 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,10 @@ class LivenessSettings:
 
 
 class LibraryLivenessGate:
-    def __init__(self, checker: LivenessChecker):
+    def __init__(self, checker: LivenessChecker, executor: Executor | None = None):
         self._checker = checker
+        # The node's frame pool (idv/assemble.py): the cues of one burst run on it side by side.
+        self._executor = executor
 
     @property
     def min_frames(self) -> int:
@@ -50,10 +53,12 @@ class LibraryLivenessGate:
             observations = [observations[i] for i in picks]
         return self._checker.check([
             FaceObservation(o.frame_bgr, o.face.box_xywh, o.face.landmarks, o.embedding) for o in observations
-        ], scratch=owned, track=track).passed
+        ], scratch=owned, track=track, executor=self._executor).passed
 
 
-def build_liveness_gate(minifasnet_v2: Any, minifasnet_v1se: Any, settings: LivenessSettings) -> LibraryLivenessGate:
-    """The gate on two loaded MiniFASNet sessions (from idv.models.model_set.load_models)."""
+def build_liveness_gate(minifasnet_v2: Any, minifasnet_v1se: Any, settings: LivenessSettings,
+                        executor: Executor | None = None) -> LibraryLivenessGate:
+    """The gate on two loaded MiniFASNet sessions (from idv.models.model_set.load_models); `executor`:
+    the frame pool its cues run on (None: in the calling thread, one after another)."""
     config = LivenessConfig(allow_single_frame=settings.allow_single_frame)
-    return LibraryLivenessGate(LivenessChecker(minifasnet_v2, minifasnet_v1se, config))
+    return LibraryLivenessGate(LivenessChecker(minifasnet_v2, minifasnet_v1se, config), executor)

@@ -17,7 +17,6 @@ compared with a random decoy template, so the work and the answer match a face m
 from __future__ import annotations
 
 import dataclasses
-import dataclasses
 import logging
 import secrets
 import time
@@ -211,6 +210,18 @@ class _PreparedFrame:
     error: BaseException | None = None
 
 
+@dataclass(eq=False)
+class _EmbeddedFrame:
+    """One chosen frame's result from the frame pool: its refined face, crop and embedding, or an error."""
+
+    owned: list[np.ndarray]
+    timings: dict[str, float]
+    face: FaceDetection | None = None
+    aligned: np.ndarray | None = None
+    embedding: np.ndarray | None = None
+    error: BaseException | None = None
+
+
 class _FrameFailure(Exception):
     def __init__(self, reason: TrueReason):
         super().__init__(reason.value)
@@ -375,41 +386,50 @@ class VerificationPipeline:
 
     def _embed_best(self, observations: list[FaceObservation], timer: _StageTimer,
                     owned: list[np.ndarray]) -> list[FaceObservation]:
-        """The k best usable frames, spread over the burst, embedded in one call (the rest keep None)."""
+        """The k best usable frames, spread over the burst, embedded (the rest keep None).
+
+        Each chosen frame is one task (refine, align, embed one crop) on the frame pool, so the k
+        embeddings of a lone request run on every core. One crop per model call whether or not
+        there is a pool: the same calls in any order give the same vectors, so the pooled and the
+        in-thread paths decide alike (batching bought nothing on the CPU: 16.1 vs 16.5 ms a crop in
+        benchmarks/results/latency.json stages)."""
         policy = self._burst
         usable = [i for i, o in enumerate(observations) if o.usable]
         chosen = [usable[j] for j in pick_frames(usable, [observations[i].sharpness for i in usable],
                                                    policy.embed_frames)]
 
-        def refine_and_align(obs: FaceObservation) -> tuple[FaceDetection, np.ndarray]:
-            face = self._detector.refine(obs.frame_bgr, obs.face) if policy.refine_landmarks else obs.face
-            return face, (obs.aligned_bgr if face is obs.face else align_face(obs.frame_bgr, face))
+        def embed_one(obs: FaceObservation) -> _EmbeddedFrame:
+            task_timer = _StageTimer()
+            made: list[np.ndarray] = []
+            try:
+                with task_timer.stage("refine"):
+                    face = self._detector.refine(obs.frame_bgr, obs.face) if policy.refine_landmarks else obs.face
+                    aligned = obs.aligned_bgr if face is obs.face else align_face(obs.frame_bgr, face)
+                if aligned is not obs.aligned_bgr:
+                    made.append(aligned)
+                with task_timer.stage("embed"):
+                    embedding = self._embedder.embed([aligned])
+                made.append(embedding)
+                return _EmbeddedFrame(made, task_timer.timings, face, aligned, embedding[0])
+            except BaseException as error:  # hand the buffers back for zeroing, then re-raise in the request thread
+                return _EmbeddedFrame(made, task_timer.timings, error=error)
 
-        with timer.stage("refine"):
-            if self._frame_pool is None:
-                pending = [_done(refine_and_align, observations[i]) for i in chosen]
-            else:  # the k refinements in parallel, like the frames
-                pending = [self._frame_pool.submit(refine_and_align, observations[i]) for i in chosen]
-            refined: dict[int, tuple[FaceDetection, np.ndarray]] = {}
-            failure: BaseException | None = None
-            for i, future in zip(chosen, pending):  # collect every crop (to zero it) before raising
-                try:
-                    refined[i] = future.result()
-                except BaseException as error:  # noqa: BLE001 (re-raised below)
-                    failure = failure or error
-        for i, (_, aligned) in refined.items():
-            if aligned is not observations[i].aligned_bgr:
-                owned.append(aligned)
-        if failure is not None:
-            raise failure
-        crops = [refined[i][1] for i in chosen]
-        with timer.stage("embed"):
-            embeddings = self._embedder.embed(crops)
-        owned.append(embeddings)
+        if self._frame_pool is None:
+            pending = [_done(embed_one, observations[i]) for i in chosen]
+        else:
+            pending = [self._frame_pool.submit(embed_one, observations[i]) for i in chosen]
+        done = [future.result() for future in pending]  # every task, before anything is raised
+        for frame in done:
+            owned.extend(frame.owned)
+            timer.merge(frame.timings)
+        for frame in done:  # in burst order: the first error is the one raised
+            if frame.error is not None:
+                raise frame.error
         result = list(observations)
-        for row, i in enumerate(chosen):
-            face, aligned = refined[i]
-            result[i] = dataclasses.replace(observations[i], face=face, aligned_bgr=aligned, embedding=embeddings[row])
+        for i, frame in zip(chosen, done):
+            assert frame.face is not None and frame.aligned is not None
+            result[i] = dataclasses.replace(observations[i], face=frame.face, aligned_bgr=frame.aligned,
+                                            embedding=frame.embedding)
         return result
 
     def _fused(self, observations: Sequence[FaceObservation]) -> np.ndarray:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from liveness.decision import (
 )
 from liveness.identity import min_pairwise_cosine, track_jump
 from liveness.motion import measure_motion
-from liveness.passive import PassiveScorer
+from liveness.passive import PassiveScorer, PassiveScores
 from liveness.planarity import measure_planarity
 from liveness.scratch import Scratch
 
@@ -55,15 +56,17 @@ class LivenessChecker:
         return self._config
 
     def check(self, observations: Sequence[FaceObservation], scratch: Scratch | None = None,
-              track: Sequence[tuple[float, float, float, float]] | None = None) -> LivenessDecision:
+              track: Sequence[tuple[float, float, float, float]] | None = None,
+              executor: Executor | None = None) -> LivenessDecision:
         """With `scratch`, every buffer derived from the frames (patches, crops, motion and planarity
         arrays) is appended to it for the caller to zero when the request ends. `track`: the face box
         of every frame of the capture, when `observations` are a subset of a longer burst (the
-        identity cue's continuity is judged between consecutive frames)."""
+        identity cue's continuity is judged between consecutive frames). `executor`: see `measure`."""
         if not observations:
             raise ValueError("a liveness check needs at least one observation")
         cfg = self._config
-        evidence = self.measure(observations, scratch, track) if burst_length_ok(len(observations), cfg) else _unmeasured(len(observations))
+        evidence = (self.measure(observations, scratch, track, executor) if burst_length_ok(len(observations), cfg)
+                    else _unmeasured(len(observations)))
         verdicts = judge(evidence, cfg)
         passed = decide(verdicts)
         # No scores, frames, crops or embeddings in logs: only the burst length and the outcome.
@@ -71,8 +74,15 @@ class LivenessChecker:
         return LivenessDecision(passed, verdicts, evidence)
 
     def measure(self, observations: Sequence[FaceObservation], scratch: Scratch | None = None,
-                track: Sequence[tuple[float, float, float, float]] | None = None) -> LivenessEvidence:
-        """Every enabled cue's raw values (the multi-frame cues need 2+ frames)."""
+                track: Sequence[tuple[float, float, float, float]] | None = None,
+                executor: Executor | None = None) -> LivenessEvidence:
+        """Every enabled cue's raw values (the multi-frame cues need 2+ frames).
+
+        With `executor`, the cues that read pixels (each passive model, motion, planarity) run as
+        separate tasks on it, so one burst's check uses several cores; every task computes what it
+        computes in order, so the evidence is the same. The caller's thread must not be one of the
+        executor's (it waits for them). Every task has finished when this returns or raises, so
+        nothing appends to `scratch` after the caller zeroes it."""
         cfg = self._config
         n = len(observations)
         frames = [o.frame_bgr for o in observations]
@@ -80,16 +90,28 @@ class LivenessChecker:
         landmarks = [np.asarray(o.landmarks5, dtype=np.float64).reshape(5, 2) for o in observations]
         multi = n >= 2
 
+        tasks: dict[str, Future] = {}
+        if cfg.passive_enabled:
+            chosen = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(cfg.passive_frames, n))})
+            picked = ([frames[i] for i in chosen], [boxes[i] for i in chosen])
+            tasks["v2"] = _submit(executor, self._passive.v2_probability, *picked, scratch)
+            tasks["v1se"] = _submit(executor, self._passive.v1se_probability, *picked, scratch)
+        if cfg.motion_enabled and multi:
+            tasks["motion"] = _submit(executor, measure_motion, frames, boxes, landmarks, scratch)
+        if cfg.planarity_enabled and multi:
+            tasks["planarity"] = _submit(executor, measure_planarity, frames, boxes, landmarks, scratch)
+        wait(tasks.values())  # all of them, even when one failed (see the docstring)
+        found = {name: task.result() for name, task in tasks.items()}  # re-raises the first failure
+
         v2: tuple[float, ...] = ()
         v1se: tuple[float, ...] = ()
         passive_score = None
         if cfg.passive_enabled:
-            chosen = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(cfg.passive_frames, n))})
-            scores = self._passive.score([frames[i] for i in chosen], [boxes[i] for i in chosen], scratch)
+            scores = PassiveScores(tuple(found["v2"].tolist()), tuple(found["v1se"].tolist()))
             v2, v1se = scores.v2, scores.v1se
             passive_score = float(np.mean(scores.per_frame))
 
-        motion = measure_motion(frames, boxes, landmarks, scratch) if cfg.motion_enabled and multi else None
+        motion = found.get("motion")
 
         identity = None
         jump = None
@@ -100,8 +122,20 @@ class LivenessChecker:
             identity = min_pairwise_cosine(embedded)
             jump = track_jump(list(track) if track is not None else boxes)
 
-        planarity = measure_planarity(frames, boxes, landmarks, scratch) if cfg.planarity_enabled and multi else None
+        planarity = found.get("planarity")
         return LivenessEvidence(n, v2, v1se, passive_score, motion, identity, planarity, jump)
+
+
+def _submit(executor: Executor | None, fn: Callable[..., Any], *args: Any) -> Future:
+    """`fn(*args)` on the executor, or now as a finished future (one collection path for both)."""
+    if executor is not None:
+        return executor.submit(fn, *args)
+    future: Future = Future()
+    try:
+        future.set_result(fn(*args))
+    except BaseException as error:  # noqa: BLE001 (re-raised by result())
+        future.set_exception(error)
+    return future
 
 
 def _unmeasured(frames: int) -> LivenessEvidence:

@@ -72,6 +72,15 @@ class PassiveScorer:
     def score(self, frames: Sequence[np.ndarray], boxes: Sequence[tuple[float, float, float, float]],
               scratch: Scratch | None = None) -> PassiveScores:
         return PassiveScores(
-            v2=tuple(self._v2.real_probability(frames, boxes, scratch).tolist()),
-            v1se=tuple(self._v1se.real_probability(frames, boxes, scratch).tolist()),
+            v2=tuple(self.v2_probability(frames, boxes, scratch).tolist()),
+            v1se=tuple(self.v1se_probability(frames, boxes, scratch).tolist()),
         )
+
+    # Each model alone: the checker may run the two on different threads (sessions are thread-safe).
+    def v2_probability(self, frames: Sequence[np.ndarray], boxes: Sequence[tuple[float, float, float, float]],
+                       scratch: Scratch | None = None) -> np.ndarray:
+        return self._v2.real_probability(frames, boxes, scratch)
+
+    def v1se_probability(self, frames: Sequence[np.ndarray], boxes: Sequence[tuple[float, float, float, float]],
+                         scratch: Scratch | None = None) -> np.ndarray:
+        return self._v1se.real_probability(frames, boxes, scratch)

@@ -1,0 +1,127 @@
+"""Issue 12: a burst's work fanned out over the node's frame pool decides exactly as in one thread.
+
+The pooled path (frames, the k embeddings and the liveness cues as tasks on the frame pool) and
+the sequential one (`serving.burst_parallel = false`: every stage in order on the request's
+thread) are built by the composition root on the same models and fed the same real frames; every
+stage output must be equal, bit for bit, and so must the decision.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from idv.pipeline import Budget, ClaimedReference, _StageTimer
+from liveness import FaceObservation as LiveObservation
+from liveness import LivenessChecker, LivenessConfig
+from tests.conftest import nuaa_sequences
+
+
+def _bursts(testdata: Path) -> dict[str, tuple[list[bytes], bytes]]:
+    """Real captures: live and printed-photo bursts of two subjects, and a challenge-length one."""
+    out: dict[str, tuple[list[bytes], bytes]] = {}
+    for subject in ("0001", "0004"):
+        reference = next(iter(nuaa_sequences(testdata, "print", subject).values()))[0].read_bytes()
+        live = next(iter(nuaa_sequences(testdata, "live", subject).values()))
+        printed = list(nuaa_sequences(testdata, "print", subject).values())[1]
+        out[f"live-{subject}"] = ([p.read_bytes() for p in live[:15:3]], reference)
+        out[f"print-{subject}"] = ([p.read_bytes() for p in printed[:15:3]], reference)
+    live = next(iter(nuaa_sequences(testdata, "live", "0002").values()))
+    reference = next(iter(nuaa_sequences(testdata, "print", "0002").values()))[0].read_bytes()
+    out["live-0002-24"] = ([p.read_bytes() for p in live[:48:2]][:24], reference)
+    return out
+
+
+@pytest.fixture()
+def pipelines(node_settings, assemble):
+    pooled = assemble(node_settings.updated(burst_parallel=True, frame_threads=2))
+    sequential = assemble(node_settings.updated(burst_parallel=False))
+    assert pooled.pipeline._frame_pool is not None and sequential.pipeline._frame_pool is None
+    return pooled.pipeline, sequential.pipeline
+
+
+def _same_observations(a, b) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.face.box_xywh == y.face.box_xywh and x.face.score == y.face.score
+        assert np.array_equal(x.face.landmarks, y.face.landmarks)
+        assert np.array_equal(x.aligned_bgr, y.aligned_bgr)
+        assert (x.usable, x.sharpness) == (y.usable, y.sharpness)
+        assert (x.embedding is None) == (y.embedding is None)
+        if x.embedding is not None:
+            assert np.array_equal(x.embedding, y.embedding)  # bit for bit, not approximately
+
+
+def test_pooled_and_sequential_paths_give_identical_stage_outputs(pipelines, model_set, testdata) -> None:
+    pooled, sequential = pipelines
+    checker = LivenessChecker(model_set.minifasnet_v2, model_set.minifasnet_v1se, LivenessConfig())
+    decided = {}
+    with ThreadPoolExecutor(2) as cue_pool:
+        for name, (frames, reference) in _bursts(testdata).items():
+            stages = []
+            for pipeline in (pooled, sequential):
+                owned: list[np.ndarray] = []
+                burst = pipeline.check_burst(frames, with_challenge=len(frames) > 8)
+                stages.append(pipeline._observe(burst.frames, _StageTimer(), Budget(30), owned, burst.headers))
+            _same_observations(*stages)
+            observations = [LiveObservation(o.frame_bgr, o.face.box_xywh, o.face.landmarks, o.embedding)
+                            for o in stages[0][:8]]
+            assert checker.measure(observations, executor=cue_pool) == checker.measure(observations)
+
+            answers = []
+            for pipeline in (pooled, sequential):
+                templates = pipeline.templates(pipeline.check_references([reference]), Budget(30))
+                decision = pipeline.evaluate(pipeline.check_burst(frames, with_challenge=len(frames) > 8),
+                                             ClaimedReference("key", templates), None, Budget(30))
+                answers.append(decision.true_reason)
+            assert answers[0] is answers[1]
+            decided[name] = answers[0].value
+    # The bursts are not trivially alike: genuine captures pass, printed photos fail liveness.
+    assert decided["live-0001"] == decided["live-0004"] == decided["live-0002-24"] == "VERIFIED"
+    assert decided["print-0001"] == decided["print-0004"] == "LIVENESS_FAILED"
+
+
+def test_a_lone_request_runs_its_frames_embeddings_and_cues_on_the_pool(pipelines, model_set, testdata,
+                                                                          monkeypatch) -> None:
+    pooled, _ = pipelines
+    threads: dict[str, set[str]] = {"detect": set(), "embed": set(), "planarity": set()}
+    detect, embed = model_set.detector.detect, model_set.embedder.embed
+
+    def seen(stage, fn):
+        def wrapped(*args, **kwargs):
+            threads[stage].add(threading.current_thread().name)
+            return fn(*args, **kwargs)
+        return wrapped
+
+    import liveness.checker
+
+    monkeypatch.setattr(model_set.detector, "detect", seen("detect", detect))
+    monkeypatch.setattr(model_set.embedder, "embed", seen("embed", embed))
+    monkeypatch.setattr(liveness.checker, "measure_planarity", seen("planarity", liveness.checker.measure_planarity))
+    frames, reference = _bursts(testdata)["live-0001"]
+    templates = pooled.templates(pooled.check_references([reference]), Budget(30))
+    for names in threads.values():  # enrolment runs in the caller's thread
+        names.clear()
+    caller = threading.current_thread().name
+    decision = pooled.evaluate(pooled.check_burst(frames, with_challenge=False), ClaimedReference("key", templates),
+                               None, Budget(30))
+    assert decision.true_reason.value == "VERIFIED"
+    for stage, names in threads.items():
+        assert names and caller not in names and all(n.startswith("idv-frame") for n in names), (stage, names)
+    assert len(threads["detect"]) == 2  # five frames over a pool of two: both threads detect
+
+
+def test_the_frame_pool_is_sized_to_the_cores_and_closed_with_the_service(node_settings, assemble) -> None:
+    import os
+
+    assembled = assemble(node_settings)
+    pool = assembled.pipeline._frame_pool
+    assert pool is not None and pool._max_workers == len(os.sched_getaffinity(0))
+    assert node_settings.updated(frame_threads=3).serving.frame_pool_threads == 3
+    assembled.close()
+    with pytest.raises(RuntimeError):
+        pool.submit(int)
