@@ -2,8 +2,8 @@
 
 Every frame is detected and quality-checked (liveness and the challenge need every face
 box), but a burst of one person at one moment does not need every frame embedded: the
-`embed_frames` best usable ones, spread over the burst, are embedded in one model call and
-their mean is the probe. Spread, because a burst spliced from two captures is then seen on
+`embed_frames` best usable ones, spread over the burst, are embedded (one crop per model call,
+the k calls side by side on the node's frame pool) and their mean is the probe. Spread, because a burst spliced from two captures is then seen on
 both sides by the identity cue; best, because a motion-blurred frame is the worst probe.
 k and the detection scale were chosen in benchmarks/accuracy/burst_sweep.py.
 """
@@ -20,7 +20,7 @@ import numpy as np
 class BurstPolicy:
     """The `[burst]` settings section (defaults from benchmarks/results/burst_sweep.json)."""
 
-    embed_frames: int = 3  # k: frames embedded per burst (the best, spread over the burst; one call)
+    embed_frames: int = 3  # k: frames embedded per burst (the best, spread over the burst)
     refine_landmarks: bool = True  # re-detect the embedded faces at full resolution before aligning
 
     def problems(self) -> list[str]:
