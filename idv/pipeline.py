@@ -356,10 +356,11 @@ class VerificationPipeline:
         headers: Sequence[ImageHeader] = (),
     ) -> list[FaceObservation]:
         """Every frame decoded and checked (in parallel on the shared frame pool); then the burst's
-        k best usable frames embedded in one model call.
+        k best usable frames embedded (also on the pool, one task each).
 
         One request then uses every core when the node is quiet; under load the pool is the
-        node's compute queue, so throughput is what it was with one thread per request.
+        node's compute queue and the request threads only wait on it, so no more threads
+        compute than the pool has (docs/operations.md, "Threads").
         """
         parsed = list(headers) if len(headers) == len(frames) else [None] * len(frames)
         if self._frame_pool is None:
