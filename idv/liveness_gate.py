@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from liveness import MAX_BURST, MIN_BURST, FaceObservation, LivenessChecker, LivenessConfig
+from liveness.checker import PendingCheck
 
 
 @dataclass(frozen=True)
@@ -38,22 +39,52 @@ class LibraryLivenessGate:
 
     def is_live(self, observations: Sequence, owned: list[np.ndarray] | None = None) -> bool:
         """`owned`: the request's buffer list; every array liveness derives from the frames joins it."""
-        # Challenge bursts carry up to 24 frames; the multi-frame cues were calibrated on
-        # bursts of at most MAX_BURST, so judge an evenly spread subset of that size that
-        # keeps every embedded frame (the identity cue compares those).
+        embedded = [i for i, o in enumerate(observations) if o.embedding is not None]
+        picks = _judged(len(observations), embedded)
         track = [o.face.box_xywh for o in observations]  # every frame: continuity is judged on the whole capture
-        if len(observations) > MAX_BURST:
-            embedded = [i for i, o in enumerate(observations) if o.embedding is not None]
-            spread = np.linspace(0, len(observations) - 1, MAX_BURST).round().astype(int).tolist()
-            picks = sorted(set(embedded) | set(spread))
-            while len(picks) > MAX_BURST:  # drop spread picks nearest a kept neighbour, never an embedded one
-                droppable = [p for p in picks if p not in embedded]
-                gaps = {p: min(abs(p - q) for q in picks if q != p) for p in droppable}
-                picks.remove(min(droppable, key=lambda p: gaps[p]))
-            observations = [observations[i] for i in picks]
-        return self._checker.check([
-            FaceObservation(o.frame_bgr, o.face.box_xywh, o.face.landmarks, o.embedding) for o in observations
-        ], scratch=owned, track=track, executor=self._executor).passed
+        return self._checker.check([_observation(observations[i]) for i in picks], scratch=owned, track=track,
+                                   executor=self._executor).passed
+
+    def begin(self, observations: Sequence, embedded: Sequence[int], owned: list[np.ndarray]) -> _PendingGate:
+        """Start the pixel cues while the caller embeds the `embedded` frames (on the executor, when
+        there is one); `finish` with the embedded observations decides as `is_live` would."""
+        picks = _judged(len(observations), embedded)
+        track = [o.face.box_xywh for o in observations]
+        pending = self._checker.begin([_observation(observations[i], with_embedding=False) for i in picks],
+                                      scratch=owned, track=track, executor=self._executor)
+        return _PendingGate(pending, picks)
+
+
+class _PendingGate:
+    def __init__(self, pending: PendingCheck, picks: list[int]):
+        self._pending = pending
+        self._picks = picks
+
+    def wait(self) -> None:
+        self._pending.wait()
+
+    def finish(self, observations: Sequence) -> bool:
+        embeddings = [observations[i].embedding for i in self._picks if observations[i].embedding is not None]
+        return self._pending.finish(embeddings).passed
+
+
+def _judged(frames: int, embedded: Sequence[int]) -> list[int]:
+    """The frames liveness judges. Challenge bursts carry up to 24 frames; the multi-frame cues were
+    calibrated on bursts of at most MAX_BURST, so an evenly spread subset of that size that keeps
+    every embedded frame (the identity cue compares those)."""
+    if frames <= MAX_BURST:
+        return list(range(frames))
+    spread = np.linspace(0, frames - 1, MAX_BURST).round().astype(int).tolist()
+    picks = sorted(set(embedded) | set(spread))
+    while len(picks) > MAX_BURST:  # drop spread picks nearest a kept neighbour, never an embedded one
+        droppable = [p for p in picks if p not in embedded]
+        gaps = {p: min(abs(p - q) for q in picks if q != p) for p in droppable}
+        picks.remove(min(droppable, key=lambda p: gaps[p]))
+    return picks
+
+
+def _observation(o: Any, with_embedding: bool = True) -> FaceObservation:
+    return FaceObservation(o.frame_bgr, o.face.box_xywh, o.face.landmarks, o.embedding if with_embedding else None)
 
 
 def build_liveness_gate(minifasnet_v2: Any, minifasnet_v1se: Any, settings: LivenessSettings,

@@ -21,7 +21,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
@@ -135,9 +135,24 @@ class CheckedBurst:
     headers: tuple[ImageHeader, ...]
 
 
+class PendingLiveness(Protocol):
+    def wait(self) -> None:
+        """Until every task the check started has ended."""
+        ...
+
+    def finish(self, observations: Sequence[FaceObservation]) -> bool:
+        """Live? `observations`: the same frames, the chosen ones now with their embeddings."""
+        ...
+
+
 class LivenessGate(Protocol):
     def is_live(self, observations: Sequence[FaceObservation], owned: list[np.ndarray]) -> bool:
         """`owned`: append every buffer derived from the frames; the pipeline zeroes them."""
+        ...
+
+    def begin(self, observations: Sequence[FaceObservation], embedded: Sequence[int],
+              owned: list[np.ndarray]) -> PendingLiveness:
+        """Start the cues that need no embedding (`embedded`: the frames that will have one)."""
         ...
 
 
@@ -355,20 +370,31 @@ class VerificationPipeline:
         self, frames: Sequence[bytes], timer: _StageTimer, budget: Budget, owned: list[np.ndarray],
         headers: Sequence[ImageHeader] = (),
     ) -> list[FaceObservation]:
-        """Every frame decoded and checked (in parallel on the shared frame pool); then the burst's
-        k best usable frames embedded (also on the pool, one task each).
+        """Every frame decoded and checked, then the burst's k best usable frames embedded."""
+        observations = self._detect_burst(frames, timer, budget, owned, headers)
+        budget.check("embed")
+        chosen = self._choose(observations)
+        observations = self._refine(observations, chosen, timer, owned)
+        return self._embedded(observations, chosen, self._start_embedding(observations, chosen), timer, owned)
+
+    def _run(self, fn: Callable, *args: object) -> Future:
+        """`fn(*args)` as a task on the frame pool, or run now (no pool) as a finished future."""
+        return self._frame_pool.submit(fn, *args) if self._frame_pool is not None else _done(fn, *args)
+
+    def _detect_burst(
+        self, frames: Sequence[bytes], timer: _StageTimer, budget: Budget, owned: list[np.ndarray],
+        headers: Sequence[ImageHeader] = (),
+    ) -> list[FaceObservation]:
+        """Every frame decoded, detected, aligned and quality-checked: one task per frame on the
+        frame pool. Raises _FrameFailure for a frame without one subject or a mostly unusable burst.
 
         One request then uses every core when the node is quiet; under load the pool is the
         node's compute queue and the request threads only wait on it, so no more threads
         compute than the pool has (docs/operations.md, "Threads").
         """
         parsed = list(headers) if len(headers) == len(frames) else [None] * len(frames)
-        if self._frame_pool is None:
-            prepared = [self._prepare_frame(i, data, budget, parsed[i]) for i, data in enumerate(frames)]
-        else:
-            futures = [self._frame_pool.submit(self._prepare_frame, i, data, budget, parsed[i])
-                       for i, data in enumerate(frames)]
-            prepared = [future.result() for future in futures]
+        futures = [self._run(self._prepare_frame, i, data, budget, parsed[i]) for i, data in enumerate(frames)]
+        prepared: list[_PreparedFrame] = [future.result() for future in futures]
         for frame in prepared:  # every buffer is the request's to zero, whatever happened
             owned.extend(frame.owned)
             timer.merge(frame.timings)
@@ -382,56 +408,75 @@ class VerificationPipeline:
         usable = sum(1 for o in observations if o.usable)
         if usable * 2 < len(observations) or usable == 0:
             raise _FrameFailure(TrueReason.LOW_QUALITY)
-        budget.check("embed")
-        return self._embed_best(observations, timer, owned)
+        return observations
 
-    def _embed_best(self, observations: list[FaceObservation], timer: _StageTimer,
-                    owned: list[np.ndarray]) -> list[FaceObservation]:
-        """The k best usable frames, spread over the burst, embedded (the rest keep None).
-
-        Each chosen frame is one task (refine, align, embed one crop) on the frame pool, so the k
-        embeddings of a lone request run on every core. One crop per model call whether or not
-        there is a pool: the same calls in any order give the same vectors, so the pooled and the
-        in-thread paths decide alike (batching bought nothing on the CPU: 16.1 vs 16.5 ms a crop in
-        benchmarks/results/latency.json stages)."""
-        policy = self._burst
+    def _choose(self, observations: Sequence[FaceObservation]) -> list[int]:
+        """The k best usable frames, spread over the burst (idv/face/burst.py), in burst order."""
         usable = [i for i, o in enumerate(observations) if o.usable]
-        chosen = [usable[j] for j in pick_frames(usable, [observations[i].sharpness for i in usable],
-                                                   policy.embed_frames)]
+        return [usable[j] for j in pick_frames(usable, [observations[i].sharpness for i in usable],
+                                               self._burst.embed_frames)]
 
-        def embed_one(obs: FaceObservation) -> _EmbeddedFrame:
+    def _refine(self, observations: list[FaceObservation], chosen: Sequence[int], timer: _StageTimer,
+                owned: list[np.ndarray]) -> list[FaceObservation]:
+        """The chosen frames' landmarks re-detected at full resolution and their faces re-aligned
+        (one task each); liveness reads these faces, so this comes before it and the embedding."""
+        policy = self._burst
+
+        def refine_one(obs: FaceObservation) -> _EmbeddedFrame:
             task_timer = _StageTimer()
-            made: list[np.ndarray] = []
             try:
                 with task_timer.stage("refine"):
                     face = self._detector.refine(obs.frame_bgr, obs.face) if policy.refine_landmarks else obs.face
                     aligned = obs.aligned_bgr if face is obs.face else align_face(obs.frame_bgr, face)
-                if aligned is not obs.aligned_bgr:
-                    made.append(aligned)
-                with task_timer.stage("embed"):
-                    embedding = self._embedder.embed([aligned])
-                made.append(embedding)
-                return _EmbeddedFrame(made, task_timer.timings, face, aligned, embedding[0])
+                made = [aligned] if aligned is not obs.aligned_bgr else []
+                return _EmbeddedFrame(made, task_timer.timings, face, aligned)
             except BaseException as error:  # hand the buffers back for zeroing, then re-raise in the request thread
-                return _EmbeddedFrame(made, task_timer.timings, error=error)
+                return _EmbeddedFrame([], task_timer.timings, error=error)
 
-        if self._frame_pool is None:
-            pending = [_done(embed_one, observations[i]) for i in chosen]
-        else:
-            pending = [self._frame_pool.submit(embed_one, observations[i]) for i in chosen]
-        done = [future.result() for future in pending]  # every task, before anything is raised
-        for frame in done:
-            owned.extend(frame.owned)
-            timer.merge(frame.timings)
-        for frame in done:  # in burst order: the first error is the one raised
-            if frame.error is not None:
-                raise frame.error
+        done = [future.result() for future in [self._run(refine_one, observations[i]) for i in chosen]]
+        self._settle(done, timer, owned)
         result = list(observations)
         for i, frame in zip(chosen, done):
             assert frame.face is not None and frame.aligned is not None
-            result[i] = dataclasses.replace(observations[i], face=frame.face, aligned_bgr=frame.aligned,
-                                            embedding=frame.embedding)
+            result[i] = dataclasses.replace(observations[i], face=frame.face, aligned_bgr=frame.aligned)
         return result
+
+    def _start_embedding(self, observations: Sequence[FaceObservation], chosen: Sequence[int]) -> list[Future]:
+        """One task per chosen frame, each embedding its one crop. One crop per model call whether
+        or not there is a pool: the same calls in any order give the same vectors, so the pooled
+        and the in-thread paths decide alike (batching bought nothing on the CPU: 16.1 vs 16.5 ms
+        a crop in benchmarks/results/latency.json stages)."""
+
+        def embed_one(aligned: np.ndarray) -> _EmbeddedFrame:
+            task_timer = _StageTimer()
+            try:
+                with task_timer.stage("embed"):
+                    embedding = self._embedder.embed([aligned])
+                return _EmbeddedFrame([embedding], task_timer.timings, embedding=embedding[0])
+            except BaseException as error:  # noqa: BLE001 (re-raised in the request thread)
+                return _EmbeddedFrame([], task_timer.timings, error=error)
+
+        return [self._run(embed_one, observations[i].aligned_bgr) for i in chosen]
+
+    def _embedded(self, observations: list[FaceObservation], chosen: Sequence[int], pending: Sequence[Future],
+                  timer: _StageTimer, owned: list[np.ndarray]) -> list[FaceObservation]:
+        """The observations with the chosen frames' embeddings (the rest keep None)."""
+        done = [future.result() for future in pending]
+        self._settle(done, timer, owned)
+        result = list(observations)
+        for i, frame in zip(chosen, done):
+            result[i] = dataclasses.replace(observations[i], embedding=frame.embedding)
+        return result
+
+    @staticmethod
+    def _settle(done: Sequence[_EmbeddedFrame], timer: _StageTimer, owned: list[np.ndarray]) -> None:
+        """Every task's buffers to the request (to zero), its timings merged; then its first error raised."""
+        for frame in done:
+            owned.extend(frame.owned)
+            timer.merge(frame.timings)
+        for frame in done:  # in burst order
+            if frame.error is not None:
+                raise frame.error
 
     def _fused(self, observations: Sequence[FaceObservation]) -> np.ndarray:
         mean = np.mean([obs.embedding for obs in observations if obs.embedding is not None], axis=0)
@@ -447,13 +492,24 @@ class VerificationPipeline:
         timer = _StageTimer()
         owned: list[np.ndarray] = []
         evidence: dict[str, float] = {}
+        # Tasks of this request still running on the frame pool: each has ended before `owned`
+        # is zeroed, whatever path leaves this method.
+        running: list[Callable[[], object]] = []
         if light is not None and not light_timing_plausible(light, len(burst.frames)):
             return Decision(TrueReason.CAPTURE_TIMING)
         try:
             try:
-                observations = self._observe(burst.frames, timer, budget, owned, burst.headers)
+                observations = self._detect_burst(burst.frames, timer, budget, owned, burst.headers)
             except _FrameFailure as failure:
                 return Decision(failure.reason, dict(timer.timings))
+            budget.check("embed")
+            chosen = self._choose(observations)
+            observations = self._refine(observations, chosen, timer, owned)
+            # The k embeddings run on the pool while the request checks near-duplicates and the
+            # liveness cues that read pixels start beside them (they need the faces, not the
+            # embeddings); the identity cue and the decision wait for both.
+            embedding = self._start_embedding(observations, chosen)
+            running.append(lambda: wait(embedding))
             if self._duplicates is not None and len(observations) > 1:
                 with timer.stage("duplicates"):
                     thumbnails = burst_thumbnails([o.frame_bgr for o in observations],
@@ -461,11 +517,18 @@ class VerificationPipeline:
                     owned.extend(thumbnails)
                     repeated = has_near_duplicates(thumbnails, self._duplicates)
                 if repeated:
+                    self._embedded(observations, chosen, embedding, timer, owned)  # its errors first, as before
                     return Decision(TrueReason.NEAR_DUPLICATE_FRAMES, dict(timer.timings))
+            pending = None
             if self._liveness is not None:
                 budget.check("liveness")
                 with timer.stage("liveness"):
-                    live = self._liveness.is_live(observations, owned)
+                    pending = self._liveness.begin(observations, chosen, owned)
+                running.append(pending.wait)
+            observations = self._embedded(observations, chosen, embedding, timer, owned)
+            if pending is not None:
+                with timer.stage("liveness"):
+                    live = pending.finish(observations)
                 if not live:
                     return Decision(TrueReason.LIVENESS_FAILED, dict(timer.timings))
             if actions is not None:
@@ -516,6 +579,8 @@ class VerificationPipeline:
             return Decision(TrueReason.VERIFIED if matched else TrueReason.FACE_MISMATCH, dict(timer.timings),
                             evidence)
         finally:
+            for settle in running:
+                settle()
             _zero(owned)
 
     def _light_evidence(self, observations: Sequence[FaceObservation], light: LightRequest,

@@ -61,35 +61,36 @@ class LivenessChecker:
         """With `scratch`, every buffer derived from the frames (patches, crops, motion and planarity
         arrays) is appended to it for the caller to zero when the request ends. `track`: the face box
         of every frame of the capture, when `observations` are a subset of a longer burst (the
-        identity cue's continuity is judged between consecutive frames). `executor`: see `measure`."""
+        identity cue's continuity is judged between consecutive frames). `executor`: see `begin`."""
+        return self.begin(observations, scratch, track, executor).finish(
+            [o.embedding for o in observations if o.embedding is not None])
+
+    def begin(self, observations: Sequence[FaceObservation], scratch: Scratch | None = None,
+              track: Sequence[tuple[float, float, float, float]] | None = None,
+              executor: Executor | None = None) -> PendingCheck:
+        """Start the cues that read pixels (each passive model, motion, planarity); `finish` adds the
+        identity cue, which needs the embeddings, and decides. The caller may embed meanwhile: the
+        observations' `embedding` is not read here.
+
+        With `executor`, each of those cues is a task on it, so one burst's check uses several
+        cores (and overlaps the caller's embedding); every task computes what it computes in
+        order, so the evidence is the same as without. The caller's thread must not be one of
+        the executor's (`finish` waits for them)."""
         if not observations:
             raise ValueError("a liveness check needs at least one observation")
-        cfg = self._config
-        evidence = (self.measure(observations, scratch, track, executor) if burst_length_ok(len(observations), cfg)
-                    else _unmeasured(len(observations)))
-        verdicts = judge(evidence, cfg)
-        passed = decide(verdicts)
-        # No scores, frames, crops or embeddings in logs: only the burst length and the outcome.
-        log.debug("liveness decided", extra={"frames": evidence.frames, "passed": passed})
-        return LivenessDecision(passed, verdicts, evidence)
+        if not burst_length_ok(len(observations), self._config):
+            # A burst of the wrong length is refused whatever it shows: measuring it would only cost time.
+            return PendingCheck(self._config, len(observations), {}, None, measured=False)
+        return self._start(observations, scratch, track, executor)
 
-    def measure(self, observations: Sequence[FaceObservation], scratch: Scratch | None = None,
-                track: Sequence[tuple[float, float, float, float]] | None = None,
-                executor: Executor | None = None) -> LivenessEvidence:
-        """Every enabled cue's raw values (the multi-frame cues need 2+ frames).
-
-        With `executor`, the cues that read pixels (each passive model, motion, planarity) run as
-        separate tasks on it, so one burst's check uses several cores; every task computes what it
-        computes in order, so the evidence is the same. The caller's thread must not be one of the
-        executor's (it waits for them). Every task has finished when this returns or raises, so
-        nothing appends to `scratch` after the caller zeroes it."""
+    def _start(self, observations: Sequence[FaceObservation], scratch: Scratch | None,
+               track: Sequence[tuple[float, float, float, float]] | None, executor: Executor | None) -> PendingCheck:
         cfg = self._config
         n = len(observations)
         frames = [o.frame_bgr for o in observations]
         boxes = [tuple(float(v) for v in o.box_xywh) for o in observations]
         landmarks = [np.asarray(o.landmarks5, dtype=np.float64).reshape(5, 2) for o in observations]
         multi = n >= 2
-
         tasks: dict[str, Future] = {}
         if cfg.passive_enabled:
             chosen = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(cfg.passive_frames, n))})
@@ -100,9 +101,39 @@ class LivenessChecker:
             tasks["motion"] = _submit(executor, measure_motion, frames, boxes, landmarks, scratch)
         if cfg.planarity_enabled and multi:
             tasks["planarity"] = _submit(executor, measure_planarity, frames, boxes, landmarks, scratch)
-        wait(tasks.values())  # all of them, even when one failed (see the docstring)
-        found = {name: task.result() for name, task in tasks.items()}  # re-raises the first failure
+        return PendingCheck(cfg, n, tasks, list(track) if track is not None else boxes, measured=True)
 
+    def measure(self, observations: Sequence[FaceObservation], scratch: Scratch | None = None,
+                track: Sequence[tuple[float, float, float, float]] | None = None,
+                executor: Executor | None = None) -> LivenessEvidence:
+        """Every enabled cue's raw values (the multi-frame cues need 2+ frames), whatever the burst's length."""
+        pending = self._start(observations, scratch, track, executor)
+        return pending.evidence([o.embedding for o in observations if o.embedding is not None])
+
+
+class PendingCheck:
+    """A liveness check whose pixel cues are running (`LivenessChecker.begin`)."""
+
+    def __init__(self, config: LivenessConfig, frames: int, tasks: dict[str, Future],
+                 track: list | None, measured: bool):
+        self._config = config
+        self._frames = frames
+        self._tasks = tasks
+        self._track = track
+        self._measured = measured
+
+    def wait(self) -> None:
+        """Until every cue's task has ended (however): nothing appends to the caller's scratch after."""
+        wait(self._tasks.values())
+
+    def evidence(self, embeddings: Sequence[np.ndarray]) -> LivenessEvidence:
+        """The cues' raw values; `embeddings`: the embedded frames' vectors, in burst order."""
+        self.wait()  # all of them, even when one failed
+        if not self._measured:
+            return _unmeasured(self._frames)
+        found = {name: task.result() for name, task in self._tasks.items()}  # re-raises the first failure
+        cfg = self._config
+        multi = self._frames >= 2
         v2: tuple[float, ...] = ()
         v1se: tuple[float, ...] = ()
         passive_score = None
@@ -110,20 +141,23 @@ class LivenessChecker:
             scores = PassiveScores(tuple(found["v2"].tolist()), tuple(found["v1se"].tolist()))
             v2, v1se = scores.v2, scores.v1se
             passive_score = float(np.mean(scores.per_frame))
-
-        motion = found.get("motion")
-
         identity = None
         jump = None
         if cfg.identity_enabled and multi:
-            embedded = [o.embedding for o in observations if o.embedding is not None]
-            if not embedded:
+            if not embeddings:
                 raise ValueError("the identity cue is enabled but no observation has an embedding")
-            identity = min_pairwise_cosine(embedded)
-            jump = track_jump(list(track) if track is not None else boxes)
+            identity = min_pairwise_cosine(list(embeddings))
+            jump = track_jump(self._track)
+        return LivenessEvidence(self._frames, v2, v1se, passive_score, found.get("motion"), identity,
+                                found.get("planarity"), jump)
 
-        planarity = found.get("planarity")
-        return LivenessEvidence(n, v2, v1se, passive_score, motion, identity, planarity, jump)
+    def finish(self, embeddings: Sequence[np.ndarray]) -> LivenessDecision:
+        evidence = self.evidence(embeddings)
+        verdicts = judge(evidence, self._config)
+        passed = decide(verdicts)
+        # No scores, frames, crops or embeddings in logs: only the burst length and the outcome.
+        log.debug("liveness decided", extra={"frames": evidence.frames, "passed": passed})
+        return LivenessDecision(passed, verdicts, evidence)
 
 
 def _submit(executor: Executor | None, fn: Callable[..., Any], *args: Any) -> Future:

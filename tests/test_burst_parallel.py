@@ -71,6 +71,11 @@ def test_pooled_and_sequential_paths_give_identical_stage_outputs(pipelines, mod
             observations = [LiveObservation(o.frame_bgr, o.face.box_xywh, o.face.landmarks, o.embedding)
                             for o in stages[0][:8]]
             assert checker.measure(observations, executor=cue_pool) == checker.measure(observations)
+            # The pipeline's way: the pixel cues start before the embeddings exist, the identity cue after.
+            bare = [LiveObservation(o.frame_bgr, o.box_xywh, o.landmarks5) for o in observations]
+            begun = checker.begin(bare, executor=cue_pool).finish(
+                [o.embedding for o in observations if o.embedding is not None])
+            assert begun == checker.check(observations)
 
             answers = []
             for pipeline in (pooled, sequential):
