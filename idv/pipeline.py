@@ -628,7 +628,6 @@ class VerificationPipeline:
                     raise InvalidRequest(f"reference image {index} shows {len(others) + 1} faces; exactly one is needed",
                                          "REFERENCE_MULTIPLE_FACES", meta)
                 subject = self._detector.refine(image, subject)  # landmarks at full resolution
-                subject = self._detector.refine(image, subject)  # landmarks at full resolution
                 aligned = align_face(image, subject)
                 owned.append(aligned)
                 report = assess(subject, aligned, self._quality)

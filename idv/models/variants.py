@@ -10,7 +10,7 @@ runs on (VNNI or not, AVX-512 or not), so it is measured here, not assumed:
 2. a variant must also carry accuracy evidence in the manifest (`evidence`: its LFW/NUAA
    rates measured within 0.1 point of the reference's, benchmarks/accuracy/variant_eval.py);
 3. the accepted candidates are timed interleaved (round-robin, so a neighbour's CPU burst
-   hits all alike) on a burst-sized batch; the lowest median wins.
+   hits all alike) on one face per call, as the pipeline calls it; the lowest median wins.
 
 Templates, thresholds and the fingerprint stay the reference's whichever build serves.
 """
@@ -37,7 +37,9 @@ class VariantPolicy:
     # far less typically; tests/test_model_variants.py checks scores on real pairs.
     min_cosine: float = 0.999
     probe_faces: int = 8
-    batch: int = 3  # faces per timed call: the burst's k
+    # Faces per timed call: the pipeline embeds one chosen frame per call (each its own task on the
+    # frame pool, idv/pipeline.py), so one face is what a call costs in service.
+    batch: int = 1
     rounds: int = 7
 
 
