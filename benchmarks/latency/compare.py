@@ -74,15 +74,6 @@ async def _interleaved(node: NodeProcess, peer: PeerSession, p: Probe, plan: Com
             if row.get(variant) and row.get("idv"):
                 row[f"ratio_p50_idv_over_{variant}"] = round(row["idv"]["p50"] / row[variant]["p50"], 3)
         out[f"{frames}f"] = row
-    row = {"idv": summary_dict(challenge_samples)} if challenge_samples else {}
-    row["answers"] = {"idv": challenge_answers}
-    row["what"] = ("this tree only: CreateChallenge (not timed; draws the clip cannot perform left to expire), "
-                   f"then Verify of the {CHALLENGE_FRAMES} frames performing it, action check included; "
-                   "PASS answers only are samples")
-    row["challenge_draws"] = challenged.draws
-    if challenge_samples and out.get("5f", {}).get("idv"):
-        row["ratio_p50_over_5f"] = round(row["idv"]["p50"] / out["5f"]["idv"]["p50"], 3)
-    out[f"{CHALLENGE_FRAMES}f_challenge"] = row
     return out
 
 
