@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,7 +50,7 @@ from idv.face.quality import QualityLimits, assess  # noqa: E402
 from idv.models.manifest import load_manifest  # noqa: E402
 from idv.models.model_set import open_detector, open_embedder, open_minifasnets  # noqa: E402
 from idv.models.pull import pull_models  # noqa: E402
-from idv.evaluation.provenance import cpu_model  # noqa: E402
+from idv.evaluation.provenance import run_provenance  # noqa: E402
 from liveness import FaceObservation, LivenessChecker, LivenessConfig  # noqa: E402
 from liveness.decision import decide, judge  # noqa: E402
 from liveness_data import BONA_FIDE, all_bursts  # noqa: E402
@@ -264,11 +262,7 @@ def main() -> None:
     cost_frames = [cv2.imread(str(p)) for p in sorted((data / "nuaa" / "live").glob("*/*.jpg"))[::80]]
     result: dict = {
         "what": __doc__.split("\n\n")[0],
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
-        "git_dirty": bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True,
-                                         text=True).stdout.strip()),
-        "cpu_model": cpu_model(),
+        **run_provenance(REPO),
         "service_thresholds": thresholds,
         "liveness_config": dataclasses.asdict(LivenessConfig()),
         "cost_note": "ms measured on a shared 2-core machine with other jobs running: relative only",

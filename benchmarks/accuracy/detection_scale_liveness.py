@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -50,7 +48,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from idv.evaluation.provenance import cpu_model  # noqa: E402
+from idv.evaluation.provenance import run_provenance  # noqa: E402
 from idv.face.burst import BurstPolicy, pick_frames  # noqa: E402
 from idv.face.detector import DetectionScale  # noqa: E402
 from idv.face.embedder import align_face  # noqa: E402
@@ -353,11 +351,7 @@ def main() -> None:
         "what": __doc__.split("\n\n")[0],
         "headline": headline,
         "command": "benchmarks/accuracy/detection_scale_liveness.py" + (f" --target-face-px {args.target_face_px:g}"),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
-        "git_dirty": bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True,
-                                         text=True).stdout.strip()),
-        "cpu_model": cpu_model(),
+        **run_provenance(REPO),
         "target_face_px": args.target_face_px,
         "refine_margins": list(MARGINS),
         "exact_ratio": DetectionScale().exact_ratio,

@@ -24,11 +24,9 @@ Writes benchmarks/results/int8_sweep.json.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +41,7 @@ import onnxruntime as ort
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from idv.evaluation.provenance import cpu_model  # noqa: E402
+from idv.evaluation.provenance import run_provenance  # noqa: E402
 from idv.face.embedder import align_face  # noqa: E402
 from idv.models.convert import SFACE_INT8_RECIPE  # noqa: E402
 from idv.models.manifest import load_manifest  # noqa: E402
@@ -349,11 +347,7 @@ def main() -> None:
 
     result = {
         "what": __doc__.split("\n\n")[0],
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
-        "git_dirty": bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True,
-                                         text=True).stdout.strip()),
-        "cpu_model": cpu_model(),
+        **run_provenance(REPO),
         "onnxruntime": ort.__version__,
         "faces": {split: int(len(c)) for split, c in crops.items()},
         "splits": f"sorted testdata/eastasian/aaf, every {STRIDE}th file from offsets {OFFSETS}",

@@ -25,12 +25,10 @@ stays within 0.1 point of the reference's. Writes benchmarks/results/model_varia
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,7 +45,7 @@ from int8_sweep import OFFSETS, STRIDE, aaf_crops  # noqa: E402
 from idv.evaluation.datasets import lfw_images, nuaa_frames  # noqa: E402
 from idv.evaluation.embedding import PICK_CENTRE, PICK_LARGEST, AcquisitionPolicy, ModelSelection, embed_images  # noqa: E402
 from idv.evaluation.protocols import REFERENCE_SESSION, ProbeWindows, all_vs_all, id_vs_live, select_references  # noqa: E402
-from idv.evaluation.provenance import cpu_model  # noqa: E402
+from idv.evaluation.provenance import run_provenance  # noqa: E402
 from idv.models.manifest import DEFAULT_MANIFEST, load_manifest  # noqa: E402
 from idv.models.convert import SFACE_INT8_RECIPE, sface_int8_qdq  # noqa: E402
 from idv.models.pull import sha256_of  # noqa: E402
@@ -244,11 +242,7 @@ def main() -> None:
         })
     result = {
         "what": __doc__.split("\n\n")[0],
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
-        "git_dirty": bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True,
-                                         text=True).stdout.strip()),
-        "cpu_model": cpu_model(),
+        **run_provenance(REPO),
         "rule": f"qualifies when every FNMR/FMR at the service thresholds and FNMR at FMR 1e-3/1e-4 stays within "
                 f"{TOLERANCE_POINTS} point of sface_fp32's",
         "calibration": f"int8 ranges (idv/models/sface_int8_recipe.json) calibrated on aligned faces of sorted "
