@@ -40,6 +40,7 @@ from idv.reference_thresholds import ReferenceThresholds
 from idv.verdicts import TrueReason
 from liveness.duplicates import DuplicateConfig, burst_thumbnails, has_near_duplicates
 from liveness.light import LightConfig, LightEvidence, LightStep, analyse, frame_chroma, sequence_duration_ms
+from liveness.tasks import run_on
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +147,6 @@ class PendingLiveness(Protocol):
 
 
 class LivenessGate(Protocol):
-    def is_live(self, observations: Sequence[FaceObservation], owned: list[np.ndarray]) -> bool:
-        """`owned`: append every buffer derived from the frames; the pipeline zeroes them."""
-        ...
-
     def begin(self, observations: Sequence[FaceObservation], embedded: Sequence[int],
               owned: list[np.ndarray]) -> PendingLiveness:
         """Start the cues that need no embedding (`embedded`: the frames that will have one)."""
@@ -241,16 +238,6 @@ class _FrameFailure(Exception):
     def __init__(self, reason: TrueReason):
         super().__init__(reason.value)
         self.reason = reason
-
-
-def _done(fn: Callable, *args: object) -> Future:
-    """`fn(*args)` run now, as a finished future (the same collection code with or without a pool)."""
-    future: Future = Future()
-    try:
-        future.set_result(fn(*args))
-    except BaseException as error:  # noqa: BLE001 (handed to the collector)
-        future.set_exception(error)
-    return future
 
 
 def select_subject(faces: Sequence[FaceDetection], bystander_ratio: float) -> tuple[FaceDetection | None, list[FaceDetection]]:
@@ -379,7 +366,7 @@ class VerificationPipeline:
 
     def _run(self, fn: Callable, *args: object) -> Future:
         """`fn(*args)` as a task on the frame pool, or run now (no pool) as a finished future."""
-        return self._frame_pool.submit(fn, *args) if self._frame_pool is not None else _done(fn, *args)
+        return run_on(self._frame_pool, fn, *args)
 
     def _detect_burst(
         self, frames: Sequence[bytes], timer: _StageTimer, budget: Budget, owned: list[np.ndarray],

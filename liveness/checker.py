@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +23,7 @@ from liveness.motion import measure_motion
 from liveness.passive import PassiveScorer, PassiveScores
 from liveness.planarity import measure_planarity
 from liveness.scratch import Scratch
+from liveness.tasks import run_on
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +96,12 @@ class LivenessChecker:
         if cfg.passive_enabled:
             chosen = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(cfg.passive_frames, n))})
             picked = ([frames[i] for i in chosen], [boxes[i] for i in chosen])
-            tasks["v2"] = _submit(executor, self._passive.v2_probability, *picked, scratch)
-            tasks["v1se"] = _submit(executor, self._passive.v1se_probability, *picked, scratch)
+            tasks["v2"] = run_on(executor, self._passive.v2_probability, *picked, scratch)
+            tasks["v1se"] = run_on(executor, self._passive.v1se_probability, *picked, scratch)
         if cfg.motion_enabled and multi:
-            tasks["motion"] = _submit(executor, measure_motion, frames, boxes, landmarks, scratch)
+            tasks["motion"] = run_on(executor, measure_motion, frames, boxes, landmarks, scratch)
         if cfg.planarity_enabled and multi:
-            tasks["planarity"] = _submit(executor, measure_planarity, frames, boxes, landmarks, scratch)
+            tasks["planarity"] = run_on(executor, measure_planarity, frames, boxes, landmarks, scratch)
         return PendingCheck(cfg, n, tasks, list(track) if track is not None else boxes, measured=True)
 
     def measure(self, observations: Sequence[FaceObservation], scratch: Scratch | None = None,
@@ -158,18 +159,6 @@ class PendingCheck:
         # No scores, frames, crops or embeddings in logs: only the burst length and the outcome.
         log.debug("liveness decided", extra={"frames": evidence.frames, "passed": passed})
         return LivenessDecision(passed, verdicts, evidence)
-
-
-def _submit(executor: Executor | None, fn: Callable[..., Any], *args: Any) -> Future:
-    """`fn(*args)` on the executor, or now as a finished future (one collection path for both)."""
-    if executor is not None:
-        return executor.submit(fn, *args)
-    future: Future = Future()
-    try:
-        future.set_result(fn(*args))
-    except BaseException as error:  # noqa: BLE001 (re-raised by result())
-        future.set_exception(error)
-    return future
 
 
 def _unmeasured(frames: int) -> LivenessEvidence:
