@@ -37,7 +37,7 @@ class ReferenceThresholds:
     def for_references(self, m: int | None) -> float:
         """The threshold for a reference fused from m templates; None (not known): the strictest."""
         if m is None or m < 1:
-            return max(self.by_m)
+            return self.strictest
         return self.by_m[min(m, len(self.by_m)) - 1]
 
     @property
