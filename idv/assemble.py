@@ -224,7 +224,8 @@ def build_service(settings: Settings, models: ModelSet | None = None,
     try:
         if models is None:
             models = load_models(manifest, settings.models, liveness=settings.liveness.enabled,
-                                 min_face_px=settings.quality.min_face_size)
+                                 min_face_px=settings.quality.min_face_size,
+                                 parallel_calls=settings.serving.frame_pool_threads)
         # A site calibration (`idv eval calibrate --write`) replaces the level's threshold.
         threshold = resolve_threshold(settings.models.site_thresholds_file, settings.store.data_dir,
                                       settings.models.security_level, shipped_thresholds(manifest, settings.models),

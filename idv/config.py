@@ -63,6 +63,11 @@ class ConfigError(ValueError):
     """A setting is missing, malformed or unsafe."""
 
 
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the platform tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
 @dataclass(frozen=True)
 class ServingSettings:
     host: str = "127.0.0.1"
@@ -147,9 +152,7 @@ class ServingSettings:
     @property
     def frame_pool_threads(self) -> int:
         """The frame pool's size: `frame_threads`, or the cores this process may run on."""
-        if self.frame_threads:
-            return self.frame_threads
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return self.frame_threads or usable_cores()
 
     def problems(self) -> list[str]:
         problems: list[str] = []

@@ -165,9 +165,21 @@ class Screening(Protocol):
     def impersonated(self, id_key: str, probe: np.ndarray, claimed_score: float) -> bool: ...
 
 
+class PendingActionCheck(Protocol):
+    def stop(self) -> None:
+        """Drop the tasks not started yet and wait for the rest."""
+        ...
+
+    def finish(self) -> bool:
+        """Were the actions performed, in order?"""
+        ...
+
+
 class ActionCheck(Protocol):
-    def performed(self, frames: Sequence[np.ndarray], faces: Sequence[FaceDetection],
-                  actions: Sequence[str], owned: list[np.ndarray]) -> bool: ...
+    def begin(self, frames: Sequence[np.ndarray], faces: Sequence[FaceDetection], actions: Sequence[str],
+              owned: list[np.ndarray], executor: Executor | None) -> PendingActionCheck:
+        """Start the per-frame landmark work (on `executor` when given)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -512,6 +524,17 @@ class VerificationPipeline:
                 with timer.stage("liveness"):
                     pending = self._liveness.begin(observations, chosen, owned)
                 running.append(pending.wait)
+            # A challenge's FaceMesh work needs only the frames and their faces: it joins the
+            # pool's queue behind the embeddings and liveness cues, and is dropped unstarted if
+            # the burst fails before its actions are judged.
+            performing = None
+            if actions is not None and self._actions is not None:
+                budget.check("challenge")
+                with timer.stage("challenge"):
+                    performing = self._actions.begin([o.frame_bgr for o in observations],
+                                                     [o.face for o in observations], actions, owned,
+                                                     self._frame_pool)
+                running.append(performing.stop)
             observations = self._embedded(observations, chosen, embedding, timer, owned)
             if pending is not None:
                 with timer.stage("liveness"):
@@ -519,12 +542,10 @@ class VerificationPipeline:
                 if not live:
                     return Decision(TrueReason.LIVENESS_FAILED, dict(timer.timings))
             if actions is not None:
-                if self._actions is None:
+                if performing is None:
                     raise NotServing("active challenges need the FaceMesh model, which this node has not loaded")
-                budget.check("challenge")
                 with timer.stage("challenge"):
-                    performed = self._actions.performed([o.frame_bgr for o in observations],
-                                                        [o.face for o in observations], actions, owned)
+                    performed = performing.finish()
                 if not performed:
                     return Decision(TrueReason.CHALLENGE_FAILED, dict(timer.timings))
             if light is not None:

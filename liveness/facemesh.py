@@ -14,7 +14,9 @@ always explicit. Faces come in as detector boxes (x, y, w, h) in pixels.
 from __future__ import annotations
 
 import math
-import threading
+import queue
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
@@ -49,16 +51,40 @@ Box = tuple[float, float, float, float]  # x, y, width, height in image pixels
 
 
 class FaceMesh:
-    """A loaded FaceMesh model. The interpreter is not re-entrant: calls are serialised by a lock."""
+    """A loaded FaceMesh model on one or more interpreters.
 
-    def __init__(self, interpreter: Interpreter, fingerprint: str):
-        self._interpreter = interpreter
-        self._input_index = interpreter.get_input_details()[0]["index"]
-        outputs = {d["name"]: d["index"] for d in interpreter.get_output_details()}
+    An interpreter is not re-entrant, so each call borrows one for its duration; with as many
+    interpreters as the frame pool has threads, a challenge burst's frames run side by side
+    (one interpreter: calls are serialised). Every interpreter holds the same model bytes and
+    runs the same single-threaded kernels, so which one a frame gets does not change its output.
+    """
+
+    def __init__(self, interpreters: Sequence[Interpreter], fingerprint: str):
+        if not interpreters:
+            raise ValueError("FaceMesh needs at least one interpreter")
+        first = interpreters[0]
+        self._input_index = first.get_input_details()[0]["index"]
+        outputs = {d["name"]: d["index"] for d in first.get_output_details()}
         self._landmarks_index = outputs["conv2d_21"]
         self._presence_index = outputs["conv2d_31"]
-        self._lock = threading.Lock()
+        self._interpreters = tuple(interpreters)
+        # FIFO: consecutive calls take the interpreters in turn (load-time warm-up reaches each).
+        self._idle: queue.Queue[Interpreter] = queue.Queue()
+        for interpreter in self._interpreters:
+            self._idle.put(interpreter)
         self.fingerprint = fingerprint
+
+    @property
+    def instances(self) -> int:
+        return len(self._interpreters)
+
+    @contextmanager
+    def _borrowed(self) -> Iterator[Interpreter]:
+        interpreter = self._idle.get()
+        try:
+            yield interpreter
+        finally:
+            self._idle.put(interpreter)
 
     @staticmethod
     def crop_transform(box: Box) -> np.ndarray:
@@ -89,14 +115,14 @@ class FaceMesh:
         scaled = own(scratch, rgb.astype(np.float32))
         scaled /= 255.0
         blob = scaled[np.newaxis]
-        with self._lock:
-            self._interpreter.set_tensor(self._input_index, blob)
-            self._interpreter.invoke()
-            raw = self._interpreter.get_tensor(self._landmarks_index).reshape(NUM_LANDMARKS, 3).astype(np.float64)
-            logit = float(self._interpreter.get_tensor(self._presence_index).reshape(-1)[0])
+        with self._borrowed() as interpreter:
+            interpreter.set_tensor(self._input_index, blob)
+            interpreter.invoke()
+            raw = interpreter.get_tensor(self._landmarks_index).reshape(NUM_LANDMARKS, 3).astype(np.float64)
+            logit = float(interpreter.get_tensor(self._presence_index).reshape(-1)[0])
             if scratch is not None:  # the interpreter keeps its own copy of the input: overwrite it too
                 blob.fill(0)
-                self._interpreter.set_tensor(self._input_index, blob)
+                interpreter.set_tensor(self._input_index, blob)
         scale = transform[0, 0]
         points = np.empty_like(raw)
         points[:, 0] = (raw[:, 0] - transform[0, 2]) / scale
@@ -105,11 +131,15 @@ class FaceMesh:
         presence = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, logit))))
         return FaceLandmarks(points=points.astype(np.float32), presence=presence)
 
-
-    def input_tensor(self) -> np.ndarray:
-        """A copy of what the interpreter holds as its input now (to check that no crop outlives a call)."""
-        with self._lock:
-            return np.array(self._interpreter.get_tensor(self._input_index))
+    def input_tensors(self) -> list[np.ndarray]:
+        """A copy of what each interpreter holds as its input now (to check that no crop outlives a
+        call); waits for every call in progress to end."""
+        borrowed = [self._idle.get() for _ in self._interpreters]
+        try:
+            return [np.array(interpreter.get_tensor(self._input_index)) for interpreter in borrowed]
+        finally:
+            for interpreter in borrowed:
+                self._idle.put(interpreter)
 
 
 def _check_contract(interpreter: Interpreter, inputs: dict[str, tuple], outputs: dict[str, tuple]) -> None:
@@ -126,16 +156,22 @@ def _check_contract(interpreter: Interpreter, inputs: dict[str, tuple], outputs:
 
 
 def open_facemesh(model_bytes: bytes, fingerprint: str, inputs: dict[str, tuple], outputs: dict[str, tuple],
-                  num_threads: int = 1) -> FaceMesh:
+                  num_threads: int = 1, instances: int = 1) -> FaceMesh:
     """A FaceMesh on `model_bytes` (already verified by the caller), with its contract checked.
 
-    num_threads defaults to 1: the model runs in about a millisecond, and the
-    server already runs frames on a pool of its own.
+    num_threads defaults to 1: the model runs in a few milliseconds, and the server already
+    runs frames on a pool of its own. `instances`: how many calls may run at once (one
+    interpreter each; the server gives one per frame-pool thread).
     """
-    try:
-        interpreter = Interpreter(model_content=model_bytes, num_threads=num_threads)
-        interpreter.allocate_tensors()
-    except Exception as exc:  # LiteRT raises ValueError/RuntimeError for bad flatbuffers
-        raise FaceMeshLoadError(f"not a loadable LiteRT model: {exc}") from exc
-    _check_contract(interpreter, inputs, outputs)
-    return FaceMesh(interpreter, fingerprint)
+    if instances < 1:
+        raise ValueError("FaceMesh needs at least one interpreter")
+    interpreters = []
+    for _ in range(instances):
+        try:
+            interpreter = Interpreter(model_content=model_bytes, num_threads=num_threads)
+            interpreter.allocate_tensors()
+        except Exception as exc:  # LiteRT raises ValueError/RuntimeError for bad flatbuffers
+            raise FaceMeshLoadError(f"not a loadable LiteRT model: {exc}") from exc
+        _check_contract(interpreter, inputs, outputs)
+        interpreters.append(interpreter)
+    return FaceMesh(interpreters, fingerprint)

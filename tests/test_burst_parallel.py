@@ -130,3 +130,79 @@ def test_the_frame_pool_is_sized_to_the_cores_and_closed_with_the_service(node_s
     assembled.close()
     with pytest.raises(RuntimeError):
         pool.submit(int)
+
+
+def test_a_challenge_bursts_facemesh_runs_on_the_pool_and_decides_as_in_order(pipelines, model_set, testdata,
+                                                                               monkeypatch) -> None:
+    """The 24 frames' FaceMesh landmarks run as tasks on the frame pool, one interpreter per
+    thread; every frame's signals and the decision match the in-order path exactly."""
+    from concurrent.futures import wait
+
+    from idv.action_check import ActionVerifier
+    from liveness.actions import ActionConfig
+    from tests.test_challenges import clip_frames
+
+    pooled, sequential = pipelines
+    frames = clip_frames(testdata, "live_d12.mp4", 20, 105)  # turns left, then right
+    reference = clip_frames(testdata, "live_d12.mp4", 0, 0, 1)[0]
+    assert model_set.facemesh.instances >= 2
+    threads: set[str] = set()
+    landmarks = model_set.facemesh.landmarks
+
+    def seen(*args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return landmarks(*args, **kwargs)
+
+    monkeypatch.setattr(model_set.facemesh, "landmarks", seen)
+    answers: dict[tuple[str, ...], list[str]] = {}
+    for actions in (("TURN_LEFT", "TURN_RIGHT"), ("TURN_RIGHT", "TURN_LEFT")):
+        for pipeline in (pooled, sequential):
+            templates = pipeline.templates(pipeline.check_references([reference]), Budget(30))
+            decision = pipeline.evaluate(pipeline.check_burst(frames, with_challenge=True),
+                                         ClaimedReference("key", templates), actions, Budget(60))
+            answers.setdefault(actions, []).append(decision.true_reason.value)
+    # Performed in that order: passes; the other order: the challenge fails, on both paths.
+    assert answers == {("TURN_LEFT", "TURN_RIGHT"): ["VERIFIED", "VERIFIED"],
+                       ("TURN_RIGHT", "TURN_LEFT"): ["CHALLENGE_FAILED", "CHALLENGE_FAILED"]}
+    assert len({n for n in threads if n.startswith("idv-frame")}) == 2, threads
+
+    # Frame by frame, the signals are the same bit for bit whichever interpreter ran them.
+    owned: list[np.ndarray] = []
+    observations = sequential._observe(*_observe_args(sequential, frames, owned))
+    verifier = ActionVerifier(model_set.facemesh, ActionConfig())
+    images, faces = [o.frame_bgr for o in observations], [o.face for o in observations]
+    with ThreadPoolExecutor(2) as pool:
+        pooled_tasks = verifier.begin(images, faces, ("TURN_LEFT",), None, pool)._tasks
+        wait(pooled_tasks)
+    in_order = [verifier._signals(image, face, i, None) for i, (image, face) in enumerate(zip(images, faces))]
+    assert [task.result() for task in pooled_tasks] == in_order
+
+
+def _observe_args(pipeline, frames, owned):
+    burst = pipeline.check_burst(frames, with_challenge=True)
+    return burst.frames, _StageTimer(), Budget(60), owned, burst.headers
+
+
+def test_a_burst_that_fails_liveness_drops_its_unstarted_facemesh_tasks(model_set, testdata) -> None:
+    """The challenge's landmark work is started early; a burst that fails before its actions are
+    judged cancels what has not started, and every task has ended when `stop` returns."""
+    from idv.action_check import ActionVerifier
+    from liveness.actions import ActionConfig
+    from tests.test_challenges import clip_frames
+
+    import cv2
+
+    frames = [cv2.imdecode(np.frombuffer(f, np.uint8), cv2.IMREAD_COLOR)
+              for f in clip_frames(testdata, "live_d12.mp4", 20, 105)]
+    faces = [model_set.detector.detect(f)[0] for f in frames]
+    verifier = ActionVerifier(model_set.facemesh, ActionConfig())
+    with ThreadPoolExecutor(1) as pool:
+        gate = threading.Event()
+        pool.submit(gate.wait)  # the pool is busy: none of the FaceMesh tasks can start yet
+        pending = verifier.begin(frames, faces, ("TURN_LEFT",), [], pool)
+        threading.Timer(0.5, gate.set).start()  # freed later, so `stop` finds every task unstarted
+        pending.stop()
+        assert all(task.cancelled() for task in pending._tasks)
+        # Not stopped: the same tasks run and the check answers.
+        pending = verifier.begin(frames, faces, ("TURN_LEFT",), [], pool)
+        assert pending.finish() is True

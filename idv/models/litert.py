@@ -12,7 +12,7 @@ from idv.models.runtime import ModelLoadError
 from liveness.facemesh import FaceMesh, FaceMeshLoadError, open_facemesh
 
 
-def load_facemesh(entry: ModelEntry, model_dir: Path, num_threads: int = 1) -> FaceMesh:
+def load_facemesh(entry: ModelEntry, model_dir: Path, num_threads: int = 1, instances: int = 1) -> FaceMesh:
     path = model_dir / entry.file
     if not path.is_file():
         raise ModelLoadError(
@@ -26,6 +26,6 @@ def load_facemesh(entry: ModelEntry, model_dir: Path, num_threads: int = 1) -> F
         raise ModelLoadError(f"{entry.name}: the manifest gives no contract to check")
     try:
         return open_facemesh(model_bytes, f"{entry.name}:{entry.sha256[:16]}", entry.contract.inputs,
-                             entry.contract.outputs, num_threads)
+                             entry.contract.outputs, num_threads, instances)
     except FaceMeshLoadError as exc:
         raise ModelLoadError(f"{entry.name}: {exc}") from exc

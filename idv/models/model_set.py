@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from idv.config import usable_cores
 from idv.face.detector import DetectionScale, FaceDetector
 from idv.face.embedder import Embedder
 from idv.face.quality import QualityLimits
@@ -64,17 +65,26 @@ def _warm_minifasnet(model: LoadedModel) -> None:
 
 def _warm_facemesh(facemesh: FaceMesh) -> None:
     canvas = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
-    landmarks = facemesh.landmarks(canvas, (220.0, 140.0, 200.0, 200.0))
-    if landmarks.points.shape != (468, 3) or not np.all(np.isfinite(landmarks.points)):
-        raise ModelLoadError("facemesh: warm-up landmarks are malformed")
-    if not (0.0 <= landmarks.presence <= 1.0):
-        raise ModelLoadError("facemesh: warm-up presence is not a probability")
+    first = None
+    for _ in range(facemesh.instances):  # calls take the interpreters in turn: each is warmed and checked
+        landmarks = facemesh.landmarks(canvas, (220.0, 140.0, 200.0, 200.0))
+        if landmarks.points.shape != (468, 3) or not np.all(np.isfinite(landmarks.points)):
+            raise ModelLoadError("facemesh: warm-up landmarks are malformed")
+        if not (0.0 <= landmarks.presence <= 1.0):
+            raise ModelLoadError("facemesh: warm-up presence is not a probability")
+        if first is None:
+            first = landmarks.points
+        elif not np.array_equal(first, landmarks.points):
+            # Frames go to whichever interpreter is free: they must all answer alike.
+            raise ModelLoadError("facemesh: its interpreters disagree on the same input")
 
 
 def load_models(manifest: Manifest, settings: ModelSettings, *, liveness: bool = True,
-                actions: bool = True, min_face_px: float = QualityLimits.min_face_size) -> ModelSet:
+                actions: bool = True, min_face_px: float = QualityLimits.min_face_size,
+                parallel_calls: int | None = None) -> ModelSet:
     """Detector and recognizer always; both MiniFASNets when `liveness`; FaceMesh when `actions`
-    and the manifest has it. The recognizer is the fastest of its pulled builds whose embeddings
+    and the manifest has it, with `parallel_calls` interpreters (default: one per usable core;
+    the server passes its frame pool's size). The recognizer is the fastest of its pulled builds whose embeddings
     agree with the reference build (idv/models/variants.py); `min_face_px` (the quality gate's
     smallest face) sizes the detector's downscaled copy."""
     options = RuntimeOptions(intra_op_threads=settings.intra_op_threads)
@@ -102,7 +112,8 @@ def load_models(manifest: Manifest, settings: ModelSettings, *, liveness: bool =
         v2, v1se = v2_model.session, v1se_model.session
     facemesh = None
     if actions and "facemesh" in manifest.models:
-        facemesh = load_facemesh(manifest.entry("facemesh"), settings.dir, settings.intra_op_threads)
+        facemesh = load_facemesh(manifest.entry("facemesh"), settings.dir, settings.intra_op_threads,
+                                 parallel_calls or usable_cores())
         _warm_facemesh(facemesh)
         fingerprints["facemesh"] = facemesh.fingerprint
     return ModelSet(pack.detector, pack.embedder, pack.threshold, v2, v1se, facemesh, fingerprints)
