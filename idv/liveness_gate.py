@@ -37,6 +37,10 @@ class LibraryLivenessGate:
         """Shorter bursts cannot pass, so Verify refuses them before decoding (FRAME_COUNT)."""
         return 1 if self._checker.config.allow_single_frame else MIN_BURST
 
+    def frames_judged(self, frames: int, embedded: Sequence[int]) -> list[int]:
+        """The frames of a burst of `frames` whose faces the cues read (`embedded`: kept among them)."""
+        return _judged(frames, embedded)
+
     def is_live(self, observations: Sequence, owned: list[np.ndarray] | None = None) -> bool:
         """`owned`: the request's buffer list; every array liveness derives from the frames joins it."""
         embedded = [i for i, o in enumerate(observations) if o.embedding is not None]

@@ -147,6 +147,10 @@ class PendingLiveness(Protocol):
 
 
 class LivenessGate(Protocol):
+    def frames_judged(self, frames: int, embedded: Sequence[int]) -> list[int]:
+        """Which frames of a burst of `frames` the cues read (the `embedded` ones among them)."""
+        ...
+
     def begin(self, observations: Sequence[FaceObservation], embedded: Sequence[int],
               owned: list[np.ndarray]) -> PendingLiveness:
         """Start the cues that need no embedding (`embedded`: the frames that will have one)."""
@@ -339,8 +343,9 @@ class VerificationPipeline:
 
     # ------------------------------------------------------------------ stages
     def _prepare_frame(self, index: int, data: bytes, budget: Budget,
-                       header: ImageHeader | None = None) -> _PreparedFrame:
-        """Decode, detect, align and quality-check one frame (runs on the frame pool)."""
+                       header: ImageHeader | None = None, coarse: bool = False) -> _PreparedFrame:
+        """Decode, detect, align and quality-check one frame (runs on the frame pool). `coarse`:
+        detected on a shrunk copy (FaceDetector.detect_coarse), for a frame only tracked."""
         timer = _StageTimer()
         owned: list[np.ndarray] = []
         try:
@@ -348,22 +353,78 @@ class VerificationPipeline:
             with timer.stage("decode"):
                 image = decode_frame(data, self._image, index, header)
             owned.append(image)
-            budget.check("detect")
-            with timer.stage("detect"):
-                faces = self._detector.detect(image)
-            subject, others = select_subject(faces, self._limits.bystander_ratio)
-            if subject is None or others:
-                failure = TrueReason.NO_FACE if subject is None else TrueReason.MULTIPLE_FACES
-                return _PreparedFrame(index, owned, timer.timings, failure=failure)
-            with timer.stage("align"):
-                aligned = align_face(image, subject)
-            owned.append(aligned)
-            with timer.stage("quality"):
-                report = assess(subject, aligned, self._quality)
-            observation = FaceObservation(image, subject, aligned, None, report.passed, report.sharpness)
-            return _PreparedFrame(index, owned, timer.timings, observation=observation)
+            return self._face_of(index, image, budget, timer, owned, coarse)
         except BaseException as error:  # hand the buffers back for zeroing, then re-raise in the request thread
             return _PreparedFrame(index, owned, timer.timings, error=error)
+
+    def _face_of(self, index: int, image: np.ndarray, budget: Budget, timer: _StageTimer, owned: list[np.ndarray],
+                 coarse: bool) -> _PreparedFrame:
+        """Detect, align and quality-check one decoded frame (`owned` already holds `image`)."""
+        budget.check("detect")
+        with timer.stage("detect"):
+            faces = self._detector.detect_coarse(image) if coarse else self._detector.detect(image)
+        subject, others = select_subject(faces, self._limits.bystander_ratio)
+        if subject is None or others:
+            failure = TrueReason.NO_FACE if subject is None else TrueReason.MULTIPLE_FACES
+            return _PreparedFrame(index, owned, timer.timings, failure=failure)
+        with timer.stage("align"):
+            aligned = align_face(image, subject)
+        owned.append(aligned)
+        with timer.stage("quality"):
+            report = assess(subject, aligned, self._quality)
+        observation = FaceObservation(image, subject, aligned, None, report.passed, report.sharpness)
+        return _PreparedFrame(index, owned, timer.timings, observation=observation)
+
+    def _exact(self, observations: list[FaceObservation], indices: Sequence[int], timer: _StageTimer,
+               budget: Budget, owned: list[np.ndarray]) -> list[FaceObservation]:
+        """The observations with the `indices` frames (detected coarse) detected again at full size,
+        one task each; raises _FrameFailure as `_detect_burst` would for such a frame."""
+
+        def exact_one(index: int) -> _PreparedFrame:
+            task_timer = _StageTimer()
+            made: list[np.ndarray] = []
+            try:
+                return self._face_of(index, observations[index].frame_bgr, budget, task_timer, made, coarse=False)
+            except BaseException as error:  # noqa: BLE001 (re-raised in the request thread)
+                return _PreparedFrame(index, made, task_timer.timings, error=error)
+
+        done = [future.result() for future in [self._run(exact_one, i) for i in indices]]
+        result = list(observations)
+        for frame in done:
+            owned.extend(frame.owned)
+            timer.merge(frame.timings)
+        for frame in done:  # in burst order: the first problem is the answer
+            if frame.error is not None:
+                raise frame.error
+            if frame.failure is not None:
+                raise _FrameFailure(frame.failure)
+            assert frame.observation is not None
+            result[frame.index] = frame.observation
+        return result
+
+    def _coarse_burst(self, frame_count: int, light: LightRequest | None) -> bool:
+        """Whether this burst's frames are detected coarse first (BurstPolicy.coarse_detection_above).
+        Not with a light challenge: its analysis reads every frame's face, calibrated at full size."""
+        above = self._burst.coarse_detection_above
+        return bool(above) and frame_count > above and light is None
+
+    def _exact_where_needed(self, observations: list[FaceObservation], chosen: list[int], timer: _StageTimer,
+                            budget: Budget, owned: list[np.ndarray]) -> tuple[list[FaceObservation], list[int]]:
+        """A coarse burst's frames the recognizer or the liveness cues read, at full size: the chosen
+        ones and those liveness judges. Should a chosen frame fail the quality gate at full size
+        (its coarse crop passed), the whole burst is detected at full size and chosen again, as
+        the full-size path would have chosen."""
+        judged = self._liveness.frames_judged(len(observations), chosen) if self._liveness is not None else []
+        needed = sorted(set(chosen) | set(judged))
+        observations = self._exact(observations, needed, timer, budget, owned)
+        if all(observations[i].usable for i in chosen):
+            return observations, chosen
+        rest = [i for i in range(len(observations)) if i not in needed]
+        observations = self._exact(observations, rest, timer, budget, owned)
+        usable = sum(1 for o in observations if o.usable)
+        if usable * 2 < len(observations) or usable == 0:
+            raise _FrameFailure(TrueReason.LOW_QUALITY)
+        return observations, self._choose(observations)
 
     def _observe(
         self, frames: Sequence[bytes], timer: _StageTimer, budget: Budget, owned: list[np.ndarray],
@@ -382,7 +443,7 @@ class VerificationPipeline:
 
     def _detect_burst(
         self, frames: Sequence[bytes], timer: _StageTimer, budget: Budget, owned: list[np.ndarray],
-        headers: Sequence[ImageHeader] = (),
+        headers: Sequence[ImageHeader] = (), coarse: bool = False,
     ) -> list[FaceObservation]:
         """Every frame decoded, detected, aligned and quality-checked: one task per frame on the
         frame pool. Raises _FrameFailure for a frame without one subject or a mostly unusable burst.
@@ -392,7 +453,7 @@ class VerificationPipeline:
         compute than the pool has (docs/operations.md, "Threads").
         """
         parsed = list(headers) if len(headers) == len(frames) else [None] * len(frames)
-        futures = [self._run(self._prepare_frame, i, data, budget, parsed[i]) for i, data in enumerate(frames)]
+        futures = [self._run(self._prepare_frame, i, data, budget, parsed[i], coarse) for i, data in enumerate(frames)]
         prepared: list[_PreparedFrame] = [future.result() for future in futures]
         for frame in prepared:  # every buffer is the request's to zero, whatever happened
             owned.extend(frame.owned)
@@ -497,12 +558,15 @@ class VerificationPipeline:
         if light is not None and not light_timing_plausible(light, len(burst.frames)):
             return Decision(TrueReason.CAPTURE_TIMING)
         try:
+            coarse = self._coarse_burst(len(burst.frames), light)
             try:
-                observations = self._detect_burst(burst.frames, timer, budget, owned, burst.headers)
+                observations = self._detect_burst(burst.frames, timer, budget, owned, burst.headers, coarse)
+                chosen = self._choose(observations)
+                if coarse:
+                    observations, chosen = self._exact_where_needed(observations, chosen, timer, budget, owned)
             except _FrameFailure as failure:
                 return Decision(failure.reason, dict(timer.timings))
             budget.check("embed")
-            chosen = self._choose(observations)
             observations = self._refine(observations, chosen, timer, owned)
             # The k embeddings run on the pool while the request checks near-duplicates and the
             # liveness cues that read pixels start beside them (they need the faces, not the

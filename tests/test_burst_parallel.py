@@ -206,3 +206,99 @@ def test_a_burst_that_fails_liveness_drops_its_unstarted_facemesh_tasks(model_se
         # Not stopped: the same tasks run and the check answers.
         pending = verifier.begin(frames, faces, ("TURN_LEFT",), [], pool)
         assert pending.finish() is True
+
+
+def test_a_long_burst_is_detected_coarse_except_the_frames_its_cues_and_recognizer_read(
+        node_settings, assemble, model_set, testdata, monkeypatch) -> None:
+    """Issue 12, work per burst: a 24-frame challenge burst is detected on shrunk copies; the k
+    embedded frames and the frames liveness judges are detected again at full size, so what the
+    recognizer and the calibrated cues read is the full-size run's, bit for bit. The decision is the
+    full-size path's."""
+    from tests.test_challenges import clip_frames
+
+    import cv2
+
+    coarse = assemble(node_settings.updated(burst_parallel=False)).pipeline
+    exact = assemble(node_settings.updated(burst_parallel=False, coarse_detection_above=0)).pipeline
+    frames = clip_frames(testdata, "live_d12.mp4", 20, 105)
+    reference = clip_frames(testdata, "live_d12.mp4", 0, 0, 1)[0]
+    calls = {"detect": 0, "detect_coarse": 0}
+    for name in calls:
+        original = getattr(model_set.detector, name)
+
+        def counted(image, _name=name, _original=original):
+            calls[_name] += 1
+            return _original(image)
+
+        monkeypatch.setattr(model_set.detector, name, counted)
+    answers = []
+    for pipeline, actions in ((coarse, ("TURN_LEFT", "TURN_RIGHT")), (exact, ("TURN_LEFT", "TURN_RIGHT")),
+                              (coarse, ("TURN_RIGHT", "TURN_LEFT"))):
+        templates = pipeline.templates(pipeline.check_references([reference]), Budget(30))
+        for name in calls:
+            calls[name] = 0
+        decision = pipeline.evaluate(pipeline.check_burst(frames, with_challenge=True),
+                                     ClaimedReference("key", templates), actions, Budget(60))
+        answers.append((decision.true_reason.value, dict(calls)))
+    assert answers[0][0] == answers[1][0] == "VERIFIED"
+    assert answers[2][0] == "CHALLENGE_FAILED"
+    # Coarse: every frame once on a shrunk copy, then the 8 frames liveness judges (the 3 embedded
+    # among them) at full size; the reference pipeline: all 24 at full size.
+    assert answers[0][1] == {"detect_coarse": 24, "detect": 8}, answers[0][1]
+    assert answers[1][1] == {"detect_coarse": 0, "detect": 24}, answers[1][1]
+
+    # What the cues and the recognizer read: those frames' faces are the full-size run's exactly.
+    owned: list[np.ndarray] = []
+    burst = coarse.check_burst(frames, with_challenge=True)
+    observations = coarse._detect_burst(burst.frames, _StageTimer(), Budget(60), owned, burst.headers, True)
+    chosen = coarse._choose(observations)
+    refreshed, kept = coarse._exact_where_needed(observations, chosen, _StageTimer(), Budget(60), owned)
+    judged = coarse._liveness.frames_judged(len(frames), kept)
+    assert kept == chosen and set(kept) <= set(judged) and len(judged) == 8
+    moved = 0
+    for index, observation in enumerate(refreshed):
+        image = cv2.imdecode(np.frombuffer(frames[index], np.uint8), cv2.IMREAD_COLOR)
+        full = max(model_set.detector.detect(image), key=lambda f: min(f.width, f.height))
+        same = full.box_xywh == observation.face.box_xywh and np.array_equal(full.landmarks,
+                                                                              observation.face.landmarks)
+        if index in judged:
+            assert same, index
+        else:
+            moved += not same
+            assert abs(full.x - observation.face.x) < 0.1 * full.width  # coarse, yet the same face
+    assert moved > 0  # the other frames really were detected coarse
+
+
+def test_a_chosen_frame_that_fails_the_gate_at_full_size_sends_the_burst_to_full_size(
+        node_settings, assemble, model_set, testdata, monkeypatch) -> None:
+    """A coarse crop passed the quality gate but the full-size one does not: the burst is detected at
+    full size throughout and chosen again, as the full-size path would choose."""
+    import dataclasses
+
+    import idv.pipeline
+    from tests.test_challenges import clip_frames
+
+    pipeline = assemble(node_settings.updated(burst_parallel=False)).pipeline
+    frames = clip_frames(testdata, "live_d12.mp4", 20, 105)
+    reference = clip_frames(testdata, "live_d12.mp4", 0, 0, 1)[0]
+    templates = pipeline.templates(pipeline.check_references([reference]), Budget(30))
+    assess, detect = idv.pipeline.assess, model_set.detector.detect
+    calls = {"assess": 0, "detect": 0}
+
+    def gate(face, aligned, limits):
+        calls["assess"] += 1
+        report = assess(face, aligned, limits)
+        if calls["assess"] == len(frames) + 1:  # the first full-size crop (a chosen frame's) fails
+            report = dataclasses.replace(report, passed=False, failure="sharpness")
+        return report
+
+    def counted(image):
+        calls["detect"] += 1
+        return detect(image)
+
+    monkeypatch.setattr(idv.pipeline, "assess", gate)
+    monkeypatch.setattr(model_set.detector, "detect", counted)
+    decision = pipeline.evaluate(pipeline.check_burst(frames, with_challenge=True),
+                                 ClaimedReference("key", templates), ("TURN_LEFT", "TURN_RIGHT"), Budget(60))
+    assert decision.true_reason.value == "VERIFIED"
+    assert calls["detect"] == 24  # the 8 needed frames, then the other 16

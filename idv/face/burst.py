@@ -22,9 +22,16 @@ class BurstPolicy:
 
     embed_frames: int = 3  # k: frames embedded per burst (the best, spread over the burst)
     refine_landmarks: bool = True  # re-detect the embedded faces at full resolution before aligning
+    # A burst of more frames than this (a challenge's 24) is detected on shrunk copies first; only
+    # the frames embedded or judged by the liveness cues are then detected at full size (0: every
+    # frame at full size). Shorter bursts: every frame's face feeds a cue, full size throughout.
+    coarse_detection_above: int = 8
 
     def problems(self) -> list[str]:
-        return ["burst.embed_frames must be at least 1"] if self.embed_frames < 1 else []
+        problems = ["burst.embed_frames must be at least 1"] if self.embed_frames < 1 else []
+        if self.coarse_detection_above < 0:
+            problems.append("burst.coarse_detection_above must be 0 (off) or a frame count")
+        return problems
 
 
 def pick_frames(positions: Sequence[int], quality: Sequence[float], k: int) -> list[int]:

@@ -52,6 +52,11 @@ class FaceDetector(Protocol):
         """`face` with its box and landmarks as a full-resolution run gives them (or as it was)."""
         ...
 
+    def detect_coarse(self, image_bgr: np.ndarray) -> list[FaceDetection]:
+        """As `detect`, where a frame's faces only need to be found and roughly placed: on a shrunk
+        copy when the detector has one (boxes a few pixels off), else `detect` itself."""
+        ...
+
 
 _INPUT_SIZE = 640
 _STRIDES = (8, 16, 32)
@@ -88,9 +93,13 @@ class DetectionScale:
     target_face_px: float = 60.0
     refine_margin: float = 2.0
     exact_ratio: float = 0.35
+    # `detect_coarse` (the frames of a long burst whose faces are only found and tracked, see
+    # idv/pipeline.py): the smallest accepted face is this wide on the copy, no refinement.
+    coarse_face_px: float = 24.0
 
     def __post_init__(self) -> None:
-        if not (self.min_face_px > 0 and self.target_face_px > 0 and self.refine_margin >= 1.0):
+        if not (self.min_face_px > 0 and self.target_face_px > 0 and self.coarse_face_px > 0
+                and self.refine_margin >= 1.0):
             raise ValueError("detection scale sizes must be positive")
         if not 0.0 < self.exact_ratio <= 1.0:
             raise ValueError("detection exact_ratio must be in (0, 1]")
@@ -186,6 +195,26 @@ class YuNetDetector:
         if refined is None:
             return self._detect(image_bgr, reference)
         return sorted([refined if f is subject else f for f in faces], key=lambda f: -f.score)
+
+    def detect_coarse(self, image_bgr: np.ndarray) -> list[FaceDetection]:
+        """All faces found on a copy shrunk so the smallest accepted face is `coarse_face_px` wide,
+        unrefined: boxes and landmarks 4-15 px off the full-size run's (module docstring), enough to
+        place a face, track it and crop it, not for the cues calibrated on full-size boxes. A frame
+        whose copy shows no face or a second face near bystander size is detected at full size, so
+        NO_FACE and MULTIPLE_FACES are decided as `detect` decides them."""
+        height, width = image_bgr.shape[:2]
+        reference = self._reference_scale(height, width)
+        scale = min(reference, self._scale.coarse_face_px / self._scale.min_face_px)
+        if not self._dynamic or scale >= self._detection_scale(height, width):
+            return self.detect(image_bgr)  # no cheaper copy than what `detect` runs on
+        faces = self._detect(image_bgr, scale)
+        if not faces:
+            return self.detect(image_bgr)
+        subject = max(faces, key=lambda f: min(f.width, f.height))
+        size = min(subject.width, subject.height)
+        if any(f is not subject and min(f.width, f.height) >= self._scale.exact_ratio * size for f in faces):
+            return self.detect(image_bgr)
+        return faces
 
     def refine(self, image_bgr: np.ndarray, face: FaceDetection) -> FaceDetection:
         """`face` as `detect` returned it: its box and landmarks are already the full-size run's

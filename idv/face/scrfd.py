@@ -41,6 +41,10 @@ class ScrfdDetector:
             faces.append(FaceDetection(x1, y1, x2 - x1, y2 - y1, score, np.asarray(points, dtype=np.float32)))
         return sorted(faces, key=lambda f: -f.score)
 
+    def detect_coarse(self, image_bgr: np.ndarray) -> list[FaceDetection]:
+        """No shrunk mode: the full-size run."""
+        return self.detect(image_bgr)
+
     def refine(self, image_bgr: np.ndarray, face: FaceDetection) -> FaceDetection:
         """SCRFD already runs at its own full input size: nothing to refine."""
         return face
