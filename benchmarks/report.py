@@ -75,6 +75,8 @@ def latency_section(data: dict[str, Any]) -> list[str]:
                     data.get("definitions", {}).get(k, "")]
                    for k, v in h.items()])
 
+    out += floors_table(data.get("floors") or {})
+
     st = data.get("stages", {})
     rows = [[name, _lat(s, "p50"), _lat(s, "p99"), _lat(s, "n"), "per frame"]
             for name, s in st.get("per_frame_ms", {}).items()]
@@ -85,6 +87,9 @@ def latency_section(data: dict[str, Any]) -> list[str]:
             rows.append([name, _lat(s, "p50"), _lat(s, "p99"), _lat(s, "n"), f"per {burst.get('burst_frames')}-frame burst"])
         elif isinstance(s, dict):
             rows.append([name, "–", "–", "–", f"not available: {s.get('reason', '')}"])
+    if isinstance(burst.get("liveness_1_frame"), dict):
+        s = burst["liveness_1_frame"]
+        rows.append(["liveness (1 frame)", _lat(s, "p50"), _lat(s, "p99"), _lat(s, "n"), "per 1-frame Verify (passive only)"])
     out.append(f"Per stage, the service's own classes, one thread, intra-op {st.get('intra_op_threads')}, "
                f"{st.get('frames', {}).get('count')} NUAA 640x480 JPEG frames cycled ({st.get('frames', {}).get('source')}):")
     out.append("")
@@ -152,6 +157,50 @@ def latency_section(data: dict[str, Any]) -> list[str]:
                        "peer+liveness p50 ms", "idv/(peer+liveness)", "idv answers"], rows)
         out += where_time_goes(data)
     return out
+
+
+def floors_table(floors: dict[str, Any]) -> list[str]:
+    """Each issue-12 target, what the run measured, and the best a node doing this model work could
+    reach on these cores with no overhead (benchmarks/latency/floors.py; latency.json `floors`)."""
+    if not floors or floors.get("error") or "targets" not in floors:
+        return []
+    rows = []
+    capacity = floors.get("capacity") or {}
+    if capacity.get("capacity_vs_baseline_ceiling") is not None:
+        rows.append(["capacity_vs_baseline", f"≥ {capacity['target']}", _fmt(capacity.get("capacity_vs_baseline"), 3),
+                     _fmt(capacity["capacity_vs_baseline_ceiling"], 3),
+                     f"baseline {_fmt(capacity['baseline_cpu_ms_per_request'])} CPU-ms per request "
+                     f"({capacity['cores']} cores / {capacity['baseline_capacity_rps']} rps) ÷ model floor "
+                     f"{_fmt(capacity['model_cpu_floor_ms'])} CPU-ms"])
+    for key, row in (floors.get("latency") or {}).items():
+        name = "peer_latency_ratio" if key != "1f" else "peer_latency_ratio_1f"
+        missing = f"; not timed: {', '.join(row['not_timed'])}" if row.get("not_timed") else ""
+        rows.append([name, f"≤ {row['target']}", _fmt(row.get("peer_ratio_measured"), 3),
+                     _fmt(row.get("peer_ratio_best_dependent"), 3),
+                     f"{key} floor {_fmt(row['dependent_ms'])} ms (calls not split; all work divided over "
+                     f"{row['cores']} cores: {_fmt(row['ideal_ms'])} ms, ratio {_fmt(row.get('peer_ratio_best_ideal'), 3)}) "
+                     f"÷ peer p50 {_fmt(row.get('peer_p50_ms'))} ms{missing}"])
+    queueing = floors.get("queueing") or {}
+    if queueing.get("measured"):
+        def ratios(variant: str) -> str:
+            return " / ".join(f"{_fmt(q['p99_over_p50'], 2)} ({q['servers']} server{'s' if q['servers'] > 1 else ''})"
+                              for q in queueing[variant]["queues"])
+        at_run = queueing["at_run_utilisation"]["queues"]
+        sampled = queueing["as_sampled"]["queues"]
+        # A reference, not a bound: the node is neither queue (a lone request runs faster than a shared one).
+        rows.append([f"p99/p50 at {queueing['fraction_of_capacity']:g}x", f"≤ {queueing['target_p99_over_p50']}",
+                     _fmt(queueing["measured"]["p99_over_p50"], 3), ratios("at_run_utilisation"),
+                     f"ideal FCFS queues (nothing dropped), {queueing['arrivals']} Poisson arrivals at "
+                     f"{queueing['arrival_rate_rps']} rps, service from the unloaded 5-frame latencies "
+                     f"({queueing['service_samples']['kind'].split(':')[0]}) scaled to the run's utilisation "
+                     f"{_fmt(at_run[0]['utilisation'], 2)}; unscaled (utilisation {_fmt(sampled[0]['utilisation'], 2)}): "
+                     f"{ratios('as_sampled')}"])
+    if not rows:
+        return []
+    return (["Floors (`floors`; benchmarks/latency/floors.py): each target against the best a node doing this "
+             f"run's model work could reach on {floors.get('cores')} cores with no overhead at all "
+             f"(stage {floors.get('statistic')}s; left out everywhere: {'; '.join(floors.get('excluded_everywhere', []))}):",
+             ""] + _table(["target", "issue 12", "measured", "best at the floor", "floor"], rows))
 
 
 def where_time_goes(data: dict[str, Any]) -> list[str]:

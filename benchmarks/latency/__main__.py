@@ -3,8 +3,9 @@
     .venv/bin/python -m benchmarks.latency [--quick] [--manifest PATH] [--wait-quiet SECONDS]
 
 Order: wait for a quiet machine (bounded), per-stage timings, the end-to-end thread
-sweep and load matrix, then the peer interleaved with idv. About 9 minutes on a
-quiet 2-core machine.
+sweep and load matrix, then the peer interleaved with idv; last, the floors each
+target is checked against (floors.py, from the numbers just measured). About 9
+minutes on a quiet 2-core machine.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.latency import e2e, stages
+from benchmarks.latency import e2e, floors, stages
 from benchmarks.latency.baseline import BaselineTree, default_revision
 from benchmarks.latency.compare import CHALLENGE_FRAMES, BaselinePlan, ComparePlan, run_baseline_comparison, run_comparison
 from benchmarks.latency.data import probe
@@ -139,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
             result["baseline"]["revision"] = {"given": baseline_revision, "commit": tree.commit}
     result["phase_cpu"] = phases
     result["headline"] = headline(result["e2e"], result["comparison"], plan.nominal_fraction, result.get("baseline"))
+    # How far each target is from what this model work allows on these cores, from this run's numbers.
+    try:
+        result["floors"] = floors.floors_from_results(result, k=settings.burst.embed_frames)
+    except (KeyError, TypeError, ValueError) as exc:  # a derived section must not cost the measured ones
+        result["floors"] = {"available": False, "error": repr(exc)}
     result["chosen_default"] = result["e2e"].get("chosen_default")
     result["total_seconds"] = round(time.monotonic() - started, 1)
 
@@ -158,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"merged {sorted(result['headline'])} into {RESULTS_DIR / 'summary.json'} ({len(merged)} keys)")
             report.main([])
     log(f"headline: {result['headline']}")
+    log(floors.log_line(result["floors"]) if "error" not in result["floors"] else f"floors: {result['floors']['error']}")
     log(f"chosen default: {result['chosen_default']}")
     log(f"done in {result['total_seconds']:.0f} s")
     return 0

@@ -131,11 +131,13 @@ def _server_stage_times(node: NodeProcess, since: int) -> tuple[dict[str, Any], 
     return summary, len(entries)
 
 
-def measure(node: NodeProcess, request: pb.VerifyRequest, spec: LoadSpec) -> dict[str, Any]:
+def measure(node: NodeProcess, request: pb.VerifyRequest, spec: LoadSpec, keep_samples: bool = False) -> dict[str, Any]:
     since = len(node.log_entries())
     with CpuMonitor([node.pid]) as cpu:
         outcomes = asyncio.run(run_load(node.target, request, spec))
     result = summarise(outcomes, spec)
+    if keep_samples:  # the queueing reference (floors.py) draws service times from them
+        result["latency_samples_ms"] = [round(o.latency_ms, 3) for o in outcomes if o.status == "OK"]
     result["server_stages_ms"], _ = _server_stage_times(node, since)
     result["cpu"] = cpu.result.as_dict() if cpu.result else None
     result["node_peak_rss_mib_so_far"] = node.peak_rss_mib()
@@ -262,7 +264,8 @@ def matrix(plan: Plan, p: Probe, threads: Threads, model_dir: Path | None, manif
             closed = {}
             for c in plan.concurrencies:
                 closed[str(c)] = measure(node, request, LoadSpec("closed", plan.closed_seconds, concurrency=c,
-                                                                 min_requests=plan.closed_min_requests))
+                                                                 min_requests=plan.closed_min_requests),
+                                         keep_samples=c == 1)
                 log(f"  {frames}f closed c={c}: {_brief(closed[str(c)])}")
             capacity = max(r["throughput_rps"] for r in closed.values())
             opened = {}

@@ -136,7 +136,8 @@ def _bursts(observations: dict[int, tuple], size: int) -> list[list]:
 def _burst_stages(settings: Settings, manifest: Manifest, models: ModelSet, observations: dict[int, tuple],
                   config: StageRunConfig) -> dict[str, Any]:
     bursts = _bursts(observations, config.burst)
-    out: dict[str, Any] = {"burst_frames": config.burst, "bursts": len(bursts)}
+    out: dict[str, Any] = {"burst_frames": config.burst, "bursts": len(bursts),
+                           "embed_frames": settings.burst.embed_frames}
 
     # compare: what the pipeline's compare stage does, plus the reference lookup before it.
     with tempfile.TemporaryDirectory(prefix="idv-bench-vault-") as tmp:
@@ -182,7 +183,25 @@ def _burst_stages(settings: Settings, manifest: Manifest, models: ModelSet, obse
         passed += int(bool(decision.passed)) if i >= _WARMUP else 0
     out["liveness"] = {"available": True, "checker": "liveness.LivenessChecker (default LivenessConfig)",
                        **(summary_dict(timings) or {}), "passed_fraction": round(passed / config.iterations, 3)}
+    out["liveness_1_frame"] = _single_frame_liveness(models, bursts, config)
     return out
+
+
+def _single_frame_liveness(models: ModelSet, bursts: list[list], config: StageRunConfig) -> dict[str, Any]:
+    """The passive-only check of a 1-frame Verify, as the benchmark nodes run it (they allow single
+    frames: node_process.py); benchmarks/latency/floors.py needs its cost for the 1-frame floor."""
+    import liveness
+
+    checker = LivenessChecker(models.minifasnet_v2, models.minifasnet_v1se, LivenessConfig(allow_single_frame=True))
+    timings: list[float] = []
+    passed = 0
+    for i in range(config.iterations + _WARMUP):
+        img, face, _, emb = bursts[i % len(bursts)][0]  # a 1-frame burst's one frame is its embedded one
+        decision = _timed(lambda: checker.check([liveness.FaceObservation(img, face.box_xywh, face.landmarks, emb)]),
+                          timings if i >= _WARMUP else [])
+        passed += int(bool(decision.passed)) if i >= _WARMUP else 0
+    return {"checker": "liveness.LivenessChecker (default LivenessConfig, allow_single_frame=True)",
+            **(summary_dict(timings) or {}), "passed_fraction": round(passed / config.iterations, 3)}
 
 
 def _without_dangling_inputs(path: Path) -> bytes:
