@@ -337,6 +337,51 @@ def per_source(rows: list[dict]) -> dict:
     return {s: {k: f"{v[0]}/{v[1]} verified" for k, v in d.items()} for s, d in sorted(out.items())}
 
 
+def bench_overrides(min_actions: int | None = None, max_actions: int | None = None) -> dict[str, object]:
+    """The settings every attacks run uses over the shipped ones (benchmarks/accuracy/paired_decisions.py
+    builds its two services from them too)."""
+    overrides: dict[str, object] = {
+        "lockout_after_failures": 1_000_000, "failure_cap": 1_000_000, "caller_requests_per_minute": 1_000_000,
+        "caller_distinct_identities_per_hour": 1_000_000,
+        # Attempts reuse frames of one source on purpose (each a separate attacker); the near-duplicate
+        # check within a burst stays on, as shipped.
+        "integrity__replay_check": False,
+        "challenge_passive_only_for": "check_in"}  # passive-only, named explicitly (the shipped default: none)
+    if min_actions is not None:
+        overrides["challenges__min_actions"] = min_actions
+    if max_actions is not None:
+        overrides["challenges__max_actions"] = max_actions
+    return overrides
+
+
+def run_sources(bench: Bench, shared: Path, split: str, attempts: int, fake_camera_attempts: int,
+                genuine_per_clip: int, began: float) -> None:
+    """Every attack and bona fide presentation of the split, in order, through `bench`."""
+    run_print(bench, shared, split, max(1, attempts // 4))
+    log.info("print done (%.0f s)", time.monotonic() - began)
+    screen = shared / "testdata" / "video" / "replay_pair_screen.webm"
+    real = shared / "testdata" / "video" / "replay_pair_real.webm"
+    # replay_pair hashes to the development half but was never used in development (see above).
+    _, real_frames = read_video(real)
+    id_number = bench.enroll("replay_pair", real_frames[0])
+    if id_number is not None:
+        fps, frames = read_video(screen)
+        run_video_attacks(bench, "screen_replay", "replay_pair", id_number, fps, frames, 3 * attempts, 0)
+    log.info("screen replay done (%.0f s)", time.monotonic() - began)
+    run_live(bench, shared, split, attempts, fake_camera_attempts, performable_segments(), genuine_per_clip)
+    log.info("live clips done (%.0f s)", time.monotonic() - began)
+    for case in sorted(p for p in (shared / "testdata" / "synthetic").iterdir() if (p / "video.mp4").is_file()):
+        if case.name in SKIP_SYNTHETIC or split_of(case.name) != split:
+            continue
+        id_number = bench.enroll(case.name, (case / "ref.jpg").read_bytes())
+        if id_number is None:
+            continue
+        fps, frames = read_video(case / "video.mp4")
+        run_video_attacks(bench, "synthetic_talking_head", case.name, id_number, fps, frames, attempts,
+                          fake_camera_attempts)
+        log.info("%s done (%.0f s)", case.name, time.monotonic() - began)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("IDV_SHARED_DIR", REPO.parent / "shared")))
@@ -351,46 +396,14 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     began = time.monotonic()
-    overrides: dict[str, object] = {
-        "lockout_after_failures": 1_000_000, "failure_cap": 1_000_000, "caller_requests_per_minute": 1_000_000,
-        "caller_distinct_identities_per_hour": 1_000_000,
-        # Attempts reuse frames of one source on purpose (each a separate attacker); the near-duplicate
-        # check within a burst stays on, as shipped.
-        "integrity__replay_check": False,
-        "challenge_passive_only_for": "check_in"}  # passive-only, named explicitly (the shipped default: none)
-    if args.min_actions is not None:
-        overrides["challenges__min_actions"] = args.min_actions
-    if args.max_actions is not None:
-        overrides["challenges__max_actions"] = args.max_actions
+    overrides = bench_overrides(args.min_actions, args.max_actions)
     with tempfile.TemporaryDirectory() as data_dir:
         overrides["data_dir"] = Path(data_dir)
         settings = load_settings(environ={}, overrides=overrides)
         with build_service(settings) as assembled:
             bench = Bench(assembled.service, args.seed)
-            run_print(bench, args.shared, args.split, max(1, args.attempts // 4))
-            log.info("print done (%.0f s)", time.monotonic() - began)
-            screen = args.shared / "testdata" / "video" / "replay_pair_screen.webm"
-            real = args.shared / "testdata" / "video" / "replay_pair_real.webm"
-            # replay_pair hashes to the development half but was never used in development (see above).
-            _, real_frames = read_video(real)
-            id_number = bench.enroll("replay_pair", real_frames[0])
-            if id_number is not None:
-                fps, frames = read_video(screen)
-                run_video_attacks(bench, "screen_replay", "replay_pair", id_number, fps, frames, 3 * args.attempts, 0)
-            log.info("screen replay done (%.0f s)", time.monotonic() - began)
-            run_live(bench, args.shared, args.split, args.attempts, args.fake_camera_attempts, performable_segments(),
-                     args.genuine_per_clip)
-            log.info("live clips done (%.0f s)", time.monotonic() - began)
-            for case in sorted(p for p in (args.shared / "testdata" / "synthetic").iterdir() if (p / "video.mp4").is_file()):
-                if case.name in SKIP_SYNTHETIC or split_of(case.name) != args.split:
-                    continue
-                id_number = bench.enroll(case.name, (case / "ref.jpg").read_bytes())
-                if id_number is None:
-                    continue
-                fps, frames = read_video(case / "video.mp4")
-                run_video_attacks(bench, "synthetic_talking_head", case.name, id_number, fps, frames, args.attempts,
-                                  args.fake_camera_attempts)
-                log.info("%s done (%.0f s)", case.name, time.monotonic() - began)
+            run_sources(bench, args.shared, args.split, args.attempts, args.fake_camera_attempts,
+                        args.genuine_per_clip, began)
             challenge_policy = settings.challenges
     report = {
         "what": __doc__.splitlines()[0],
