@@ -210,16 +210,17 @@ def test_a_burst_that_fails_liveness_drops_its_unstarted_facemesh_tasks(model_se
 
 def test_a_long_burst_is_detected_coarse_except_the_frames_its_cues_and_recognizer_read(
         node_settings, assemble, model_set, testdata, monkeypatch) -> None:
-    """Issue 12, work per burst: a 24-frame challenge burst is detected on shrunk copies; the k
-    embedded frames and the frames liveness judges are detected again at full size, so what the
-    recognizer and the calibrated cues read is the full-size run's, bit for bit. The decision is the
-    full-size path's."""
+    """Issue 12, work per burst (`burst.coarse_detection_above`, off by default): a 24-frame challenge
+    burst is detected on shrunk copies; the k embedded frames and the frames liveness judges are
+    detected again at full size, so what the recognizer and the calibrated cues read is the
+    full-size run's, bit for bit. On this burst the decision is the full-size path's."""
     from tests.test_challenges import clip_frames
 
     import cv2
 
-    coarse = assemble(node_settings.updated(burst_parallel=False)).pipeline
-    exact = assemble(node_settings.updated(burst_parallel=False, coarse_detection_above=0)).pipeline
+    coarse = assemble(node_settings.updated(burst_parallel=False, coarse_detection_above=8)).pipeline
+    exact = assemble(node_settings.updated(burst_parallel=False)).pipeline
+    assert node_settings.burst.coarse_detection_above == 0  # off by default (paired_decisions.json)
     frames = clip_frames(testdata, "live_d12.mp4", 20, 105)
     reference = clip_frames(testdata, "live_d12.mp4", 0, 0, 1)[0]
     calls = {"detect": 0, "detect_coarse": 0}
@@ -278,7 +279,7 @@ def test_a_chosen_frame_that_fails_the_gate_at_full_size_sends_the_burst_to_full
     import idv.pipeline
     from tests.test_challenges import clip_frames
 
-    pipeline = assemble(node_settings.updated(burst_parallel=False)).pipeline
+    pipeline = assemble(node_settings.updated(burst_parallel=False, coarse_detection_above=8)).pipeline
     frames = clip_frames(testdata, "live_d12.mp4", 20, 105)
     reference = clip_frames(testdata, "live_d12.mp4", 0, 0, 1)[0]
     templates = pipeline.templates(pipeline.check_references([reference]), Budget(30))

@@ -23,9 +23,12 @@ class BurstPolicy:
     embed_frames: int = 3  # k: frames embedded per burst (the best, spread over the burst)
     refine_landmarks: bool = True  # re-detect the embedded faces at full resolution before aligning
     # A burst of more frames than this (a challenge's 24) is detected on shrunk copies first; only
-    # the frames embedded or judged by the liveness cues are then detected at full size (0: every
-    # frame at full size). Shorter bursts: every frame's face feeds a cue, full size throughout.
-    coarse_detection_above: int = 8
+    # the frames embedded or judged by the liveness cues are then detected at full size. 0 (the
+    # default): every frame at full size. Not on by default: with 8, 14 of 504 paired decisions
+    # moved on the attack data, all on 24-frame challenge bursts (FaceMesh crops and the track
+    # read the coarse boxes), one synthetic talking head passing (benchmarks/results/
+    # paired_decisions.json).
+    coarse_detection_above: int = 0
 
     def problems(self) -> list[str]:
         problems = ["burst.embed_frames must be at least 1"] if self.embed_frames < 1 else []
