@@ -256,6 +256,69 @@ class _FrameFailure(Exception):
         self.reason = reason
 
 
+class _EarlyEmbeddings:
+    """Embeddings started before a burst's last frame is detected, for frames certain to be chosen
+    if every frame turns out usable.
+
+    `pick_frames` cuts the usable frames into k runs and takes each run's sharpest. While every
+    frame seen so far is usable, a run whose frames have all been seen has a known winner, unless
+    a later frame turns out unusable (the runs then shift): its refinement and embedding start
+    at once. They are the very calls the pipeline would make later (the same crop, one per model
+    call), so a frame chosen in the end reuses them bit for bit; one not chosen is waited for and
+    its buffers zeroed with the request's (`settle`)."""
+
+    def __init__(self, pipeline: VerificationPipeline, frames: int, timer: _StageTimer, owned: list[np.ndarray]):
+        self._pipeline = pipeline
+        self._runs = [[int(i) for i in run] for run in np.array_split(np.arange(frames), pipeline._burst.embed_frames)
+                      if len(run)]
+        self._timer = timer
+        self._owned = owned
+        self._started: dict[int, tuple[_EmbeddedFrame, Future]] = {}
+        self._used: set[int] = set()
+        self._open = True
+
+    def offer(self, prepared: Sequence[_PreparedFrame]) -> None:
+        """The burst's frames prepared so far, in order."""
+        if not self._open:
+            return
+        if any(f.observation is None or not f.observation.usable for f in prepared):
+            self._open = False  # a failure or an unusable frame: the choice is no longer known early
+            return
+        for run in self._runs:
+            if run[-1] >= len(prepared) or any(i in self._started for i in run):
+                continue
+            best = run[int(np.argmax([prepared[i].observation.sharpness for i in run]))]  # as pick_frames
+            observation = prepared[best].observation
+            assert observation is not None
+            refined = self._pipeline._refine_one(observation)
+            self._owned.extend(refined.owned)
+            self._timer.merge(refined.timings)
+            if refined.error is not None:  # left for the pipeline's own refinement to raise
+                self._open = False
+                return
+            assert refined.aligned is not None
+            self._started[best] = (refined, self._pipeline._run(self._pipeline._embed_one, refined.aligned))
+
+    def refined(self, chosen: Sequence[int]) -> dict[int, _EmbeddedFrame]:
+        """The chosen frames refined early (their buffers are already the request's)."""
+        found = {i: self._started[i][0] for i in chosen if i in self._started}
+        return {i: dataclasses.replace(frame, owned=[], timings={}) for i, frame in found.items()}
+
+    def embeddings(self, chosen: Sequence[int]) -> dict[int, Future]:
+        """The chosen frames' embedding tasks started early; the pipeline settles these."""
+        found = {i: self._started[i][1] for i in chosen if i in self._started}
+        self._used.update(found)
+        return found
+
+    def settle(self) -> None:
+        """Wait for every early task; the unused ones' buffers join the request's, to be zeroed."""
+        tasks = [task for _, task in self._started.values()]
+        wait(tasks)
+        for index, (_, task) in self._started.items():
+            if index not in self._used and not task.cancelled():
+                self._owned.extend(task.result().owned)
+
+
 def select_subject(faces: Sequence[FaceDetection], bystander_ratio: float) -> tuple[FaceDetection | None, list[FaceDetection]]:
     """The largest face, and the other faces big enough to be a second participant.
 
@@ -443,10 +506,11 @@ class VerificationPipeline:
 
     def _detect_burst(
         self, frames: Sequence[bytes], timer: _StageTimer, budget: Budget, owned: list[np.ndarray],
-        headers: Sequence[ImageHeader] = (), coarse: bool = False,
+        headers: Sequence[ImageHeader] = (), coarse: bool = False, early: _EarlyEmbeddings | None = None,
     ) -> list[FaceObservation]:
         """Every frame decoded, detected, aligned and quality-checked: one task per frame on the
         frame pool. Raises _FrameFailure for a frame without one subject or a mostly unusable burst.
+        `early`: offered the frames as they come in, in order, to start embeddings before the last.
 
         One request then uses every core when the node is quiet; under load the pool is the
         node's compute queue and the request threads only wait on it, so no more threads
@@ -454,7 +518,11 @@ class VerificationPipeline:
         """
         parsed = list(headers) if len(headers) == len(frames) else [None] * len(frames)
         futures = [self._run(self._prepare_frame, i, data, budget, parsed[i], coarse) for i, data in enumerate(frames)]
-        prepared: list[_PreparedFrame] = [future.result() for future in futures]
+        prepared: list[_PreparedFrame] = []
+        for future in futures:
+            prepared.append(future.result())
+            if early is not None:
+                early.offer(prepared)
         for frame in prepared:  # every buffer is the request's to zero, whatever happened
             owned.extend(frame.owned)
             timer.merge(frame.timings)
@@ -476,47 +544,53 @@ class VerificationPipeline:
         return [usable[j] for j in pick_frames(usable, [observations[i].sharpness for i in usable],
                                                self._burst.embed_frames)]
 
+    def _refine_one(self, obs: FaceObservation) -> _EmbeddedFrame:
+        """One chosen frame's landmarks re-detected at full resolution and its face re-aligned."""
+        task_timer = _StageTimer()
+        try:
+            with task_timer.stage("refine"):
+                face = self._detector.refine(obs.frame_bgr, obs.face) if self._burst.refine_landmarks else obs.face
+                aligned = obs.aligned_bgr if face is obs.face else align_face(obs.frame_bgr, face)
+            made = [aligned] if aligned is not obs.aligned_bgr else []
+            return _EmbeddedFrame(made, task_timer.timings, face, aligned)
+        except BaseException as error:  # hand the buffers back for zeroing, then re-raise in the request thread
+            return _EmbeddedFrame([], task_timer.timings, error=error)
+
+    def _embed_one(self, aligned: np.ndarray) -> _EmbeddedFrame:
+        """One crop's embedding. One crop per model call whether or not there is a pool: the same
+        calls in any order give the same vectors, so the pooled and the in-thread paths decide alike
+        (batching bought nothing on the CPU: 16.1 vs 16.5 ms a crop in latency.json stages)."""
+        task_timer = _StageTimer()
+        try:
+            with task_timer.stage("embed"):
+                embedding = self._embedder.embed([aligned])
+            return _EmbeddedFrame([embedding], task_timer.timings, embedding=embedding[0])
+        except BaseException as error:  # noqa: BLE001 (re-raised in the request thread)
+            return _EmbeddedFrame([], task_timer.timings, error=error)
+
     def _refine(self, observations: list[FaceObservation], chosen: Sequence[int], timer: _StageTimer,
-                owned: list[np.ndarray]) -> list[FaceObservation]:
+                owned: list[np.ndarray], early: _EarlyEmbeddings | None = None) -> list[FaceObservation]:
         """The chosen frames' landmarks re-detected at full resolution and their faces re-aligned
-        (one task each); liveness reads these faces, so this comes before it and the embedding."""
-        policy = self._burst
-
-        def refine_one(obs: FaceObservation) -> _EmbeddedFrame:
-            task_timer = _StageTimer()
-            try:
-                with task_timer.stage("refine"):
-                    face = self._detector.refine(obs.frame_bgr, obs.face) if policy.refine_landmarks else obs.face
-                    aligned = obs.aligned_bgr if face is obs.face else align_face(obs.frame_bgr, face)
-                made = [aligned] if aligned is not obs.aligned_bgr else []
-                return _EmbeddedFrame(made, task_timer.timings, face, aligned)
-            except BaseException as error:  # hand the buffers back for zeroing, then re-raise in the request thread
-                return _EmbeddedFrame([], task_timer.timings, error=error)
-
-        done = [future.result() for future in [self._run(refine_one, observations[i]) for i in chosen]]
+        (one task each; a frame embedded early was refined then); liveness reads these faces, so
+        this comes before it and the embedding."""
+        ahead = early.refined(chosen) if early is not None else {}
+        fresh = [i for i in chosen if i not in ahead]
+        running = {i: self._run(self._refine_one, observations[i]) for i in fresh}
+        done = [future.result() for future in running.values()]
         self._settle(done, timer, owned)
+        refined = dict(zip(running, done)) | ahead
         result = list(observations)
-        for i, frame in zip(chosen, done):
+        for i in chosen:
+            frame = refined[i]
             assert frame.face is not None and frame.aligned is not None
             result[i] = dataclasses.replace(observations[i], face=frame.face, aligned_bgr=frame.aligned)
         return result
 
-    def _start_embedding(self, observations: Sequence[FaceObservation], chosen: Sequence[int]) -> list[Future]:
-        """One task per chosen frame, each embedding its one crop. One crop per model call whether
-        or not there is a pool: the same calls in any order give the same vectors, so the pooled
-        and the in-thread paths decide alike (batching bought nothing on the CPU: 16.1 vs 16.5 ms
-        a crop in benchmarks/results/latency.json stages)."""
-
-        def embed_one(aligned: np.ndarray) -> _EmbeddedFrame:
-            task_timer = _StageTimer()
-            try:
-                with task_timer.stage("embed"):
-                    embedding = self._embedder.embed([aligned])
-                return _EmbeddedFrame([embedding], task_timer.timings, embedding=embedding[0])
-            except BaseException as error:  # noqa: BLE001 (re-raised in the request thread)
-                return _EmbeddedFrame([], task_timer.timings, error=error)
-
-        return [self._run(embed_one, observations[i].aligned_bgr) for i in chosen]
+    def _start_embedding(self, observations: Sequence[FaceObservation], chosen: Sequence[int],
+                         early: _EarlyEmbeddings | None = None) -> list[Future]:
+        """One task per chosen frame, each embedding its one crop (or the task started early for it)."""
+        ahead = early.embeddings(chosen) if early is not None else {}
+        return [ahead[i] if i in ahead else self._run(self._embed_one, observations[i].aligned_bgr) for i in chosen]
 
     def _embedded(self, observations: list[FaceObservation], chosen: Sequence[int], pending: Sequence[Future],
                   timer: _StageTimer, owned: list[np.ndarray]) -> list[FaceObservation]:
@@ -559,19 +633,26 @@ class VerificationPipeline:
             return Decision(TrueReason.CAPTURE_TIMING)
         try:
             coarse = self._coarse_burst(len(burst.frames), light)
+            # With a pool, the embeddings of frames that will surely be chosen start while later
+            # frames are still being detected (a lone request's last detection otherwise leaves
+            # a core idle); never on coarse faces, which are replaced before embedding.
+            early = None
+            if self._frame_pool is not None and not coarse:
+                early = _EarlyEmbeddings(self, len(burst.frames), timer, owned)
+                running.append(early.settle)
             try:
-                observations = self._detect_burst(burst.frames, timer, budget, owned, burst.headers, coarse)
+                observations = self._detect_burst(burst.frames, timer, budget, owned, burst.headers, coarse, early)
                 chosen = self._choose(observations)
                 if coarse:
                     observations, chosen = self._exact_where_needed(observations, chosen, timer, budget, owned)
             except _FrameFailure as failure:
                 return Decision(failure.reason, dict(timer.timings))
             budget.check("embed")
-            observations = self._refine(observations, chosen, timer, owned)
+            observations = self._refine(observations, chosen, timer, owned, early)
             # The k embeddings run on the pool while the request checks near-duplicates and the
             # liveness cues that read pixels start beside them (they need the faces, not the
             # embeddings); the identity cue and the decision wait for both.
-            embedding = self._start_embedding(observations, chosen)
+            embedding = self._start_embedding(observations, chosen, early)
             running.append(lambda: wait(embedding))
             if self._duplicates is not None and len(observations) > 1:
                 with timer.stage("duplicates"):

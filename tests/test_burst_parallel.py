@@ -303,3 +303,97 @@ def test_a_chosen_frame_that_fails_the_gate_at_full_size_sends_the_burst_to_full
                                  ClaimedReference("key", templates), ("TURN_LEFT", "TURN_RIGHT"), Budget(60))
     assert decision.true_reason.value == "VERIFIED"
     assert calls["detect"] == 24  # the 8 needed frames, then the other 16
+
+
+def test_embeddings_of_frames_sure_to_be_chosen_start_before_the_last_frame_is_detected(
+        pipelines, model_set, testdata, monkeypatch) -> None:
+    """A 5-frame burst, k = 3: the first run's sharpest frame is known once frames 0 and 1 are in,
+    so its embedding is handed to the pool before the last frame is detected (filling the core a
+    lone request's last detection leaves idle); the embeddings are the sequential path's, bit for
+    bit, and no embedding is computed twice."""
+    import idv.pipeline
+
+    pooled, sequential = pipelines
+    frames, reference = _bursts(testdata)["live-0001"]
+    started_after: list[int] = []  # frames detected when each early embedding was handed over
+    offer = idv.pipeline._EarlyEmbeddings.offer
+
+    def watched(self, prepared):
+        before = len(self._started)
+        offer(self, prepared)
+        started_after.extend([len(prepared)] * (len(self._started) - before))
+
+    embeds = {"count": 0}
+    embed = model_set.embedder.embed
+
+    def counted(crops):
+        embeds["count"] += 1
+        return embed(crops)
+
+    kept: dict[str, list] = {}
+
+    def keeping(label, pipeline):
+        original = pipeline._embedded
+
+        def capture(*args, **kwargs):
+            result = original(*args, **kwargs)
+            kept[label] = [o.embedding.copy() if o.embedding is not None else None for o in result]
+            return result
+        return capture
+
+    monkeypatch.setattr(idv.pipeline._EarlyEmbeddings, "offer", watched)
+    monkeypatch.setattr(model_set.embedder, "embed", counted)
+    monkeypatch.setattr(pooled, "_embedded", keeping("pooled", pooled))
+    monkeypatch.setattr(sequential, "_embedded", keeping("sequential", sequential))
+    for pipeline in (pooled, sequential):
+        templates = pipeline.templates(pipeline.check_references([reference]), Budget(30))
+        embeds["count"] = 0
+        decision = pipeline.evaluate(pipeline.check_burst(frames, with_challenge=False),
+                                     ClaimedReference("key", templates), None, Budget(30))
+        assert decision.true_reason.value == "VERIFIED"
+        assert embeds["count"] == 3  # each chosen frame embedded once, early or not
+    # Pooled: runs [0, 1], [2, 3], [4] handed over after 2, 4 and 5 frames; sequential: none early.
+    assert started_after == [2, 4, 5]
+    assert [e is None for e in kept["pooled"]] == [e is None for e in kept["sequential"]]
+    for a, b in zip(kept["pooled"], kept["sequential"]):
+        assert a is None or np.array_equal(a, b)
+
+
+def test_an_unusable_frame_stops_early_embeddings_and_the_choice_is_the_usual_one(
+        pipelines, model_set, testdata, monkeypatch) -> None:
+    """Once a frame fails the quality gate the runs may shift, so nothing more starts early: the
+    first run's embedding (frames 0-1, before the unusable frame 3) is used, the rest are started
+    as usual, each chosen frame is embedded once, and the decision is the sequential path's."""
+    import dataclasses
+
+    import idv.pipeline
+
+    pooled, sequential = pipelines
+    frames, reference = _bursts(testdata)["live-0001"]
+    assess = idv.pipeline.assess
+    calls = {"embed": 0}
+    embed = model_set.embedder.embed
+
+    def gate(face, aligned, limits):  # the fourth frame assessed is too blurred
+        report = assess(face, aligned, limits)
+        if abs(face.x - gate.x4) < 1e-6:
+            report = dataclasses.replace(report, passed=False, failure="sharpness")
+        return report
+
+    image = __import__("cv2").imdecode(np.frombuffer(frames[3], np.uint8), 1)
+    gate.x4 = max(model_set.detector.detect(image), key=lambda f: f.width).x
+
+    def counted(crops):
+        calls["embed"] += 1
+        return embed(crops)
+
+    monkeypatch.setattr(idv.pipeline, "assess", gate)
+    monkeypatch.setattr(model_set.embedder, "embed", counted)
+    reasons = []
+    for pipeline in (pooled, sequential):
+        templates = pipeline.templates(pipeline.check_references([reference]), Budget(30))
+        calls["embed"] = 0
+        reasons.append(pipeline.evaluate(pipeline.check_burst(frames, with_challenge=False),
+                                         ClaimedReference("key", templates), None, Budget(30)).true_reason.value)
+        assert calls["embed"] == 3
+    assert reasons == ["VERIFIED", "VERIFIED"]
