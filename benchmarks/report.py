@@ -100,7 +100,8 @@ def latency_section(data: dict[str, Any]) -> list[str]:
         out.append(f"SFace int8bq as shipped (dangling inputs dropped) p50 {_fmt(fold['int8bq_as_shipped_ms']['p50'])} ms"
                    f" / p99 {_fmt(fold['int8bq_as_shipped_ms']['p99'])} ms vs fp32-folded p50 "
                    f"{_fmt(fold['fp32_folded_ms']['p50'])} ms / p99 {_fmt(fold['fp32_folded_ms']['p99'])} ms: "
-                   f"speed-up {fold['speedup_p50']}x at p50; embeddings agree to cosine ≥ {fold['embedding_cosine_min']}.")
+                   f"the fold runs {fold['speedup_p50']}x as fast as the shipped file at p50 (shipped / folded); "
+                   f"embeddings agree to cosine ≥ {fold['embedding_cosine_min']}.")
         out.append("")
 
     e2e = data.get("e2e", {})
