@@ -10,7 +10,6 @@ import numpy as np
 from idv.face.types import FaceDetection
 from liveness.actions import Action, ActionConfig, FrameSignals, detect_actions, frame_signals
 from liveness.facemesh import FaceMesh
-from liveness.tasks import run_on
 
 
 class ActionVerifier:
@@ -18,41 +17,59 @@ class ActionVerifier:
         self._facemesh = facemesh
         self._config = config
 
-    def performed(self, frames: Sequence[np.ndarray], faces: Sequence[FaceDetection], actions: Sequence[str],
-                  owned: list[np.ndarray] | None = None) -> bool:
-        """`owned`: the request's buffer list; FaceMesh crops and inputs join it, to be zeroed."""
-        return self.begin(frames, faces, actions, owned).finish()
-
     def begin(self, frames: Sequence[np.ndarray], faces: Sequence[FaceDetection], actions: Sequence[str],
               owned: list[np.ndarray] | None = None, executor: Executor | None = None) -> PendingActions:
-        """Start FaceMesh on every frame (one task per frame on `executor`, else now, in order);
-        `finish` matches the actions. Each frame's signals depend on that frame alone, so the
-        answer is the same on either path."""
-        tasks = [run_on(executor, self._signals, frame, face, index, owned)
-                 for index, (frame, face) in enumerate(zip(frames, faces, strict=True))]
-        return PendingActions(tasks, tuple(Action(a) for a in actions), self._config)
+        """With `executor`, start FaceMesh on every frame now, one task per frame; without, nothing
+        runs until `finish` (then in frame order, on the caller's thread, as a sequential node
+        always did: a burst that fails earlier never pays for it). Each frame's signals depend on
+        that frame alone, so the answer is the same either way. `owned`: the request's buffer
+        list; FaceMesh crops and inputs join it, to be zeroed."""
+        jobs = [(frame, face, index, owned) for index, (frame, face) in enumerate(zip(frames, faces, strict=True))]
+        tasks: list[Future] | None = None
+        if executor is not None:
+            tasks = []
+            try:
+                for job in jobs:
+                    tasks.append(executor.submit(self._signals, *job))
+            except BaseException:  # the pool refused one (shutting down): the started ones end first
+                for task in tasks:
+                    task.cancel()
+                wait(tasks)
+                raise
+        return PendingActions(self, jobs, tasks, tuple(Action(a) for a in actions))
 
     def _signals(self, frame: np.ndarray, face: FaceDetection, index: int,
                  owned: list[np.ndarray] | None) -> FrameSignals:
         return frame_signals(self._facemesh.landmarks(frame, face.box_xywh, owned), index)
 
+    def _judge(self, signals: Sequence[FrameSignals], actions: Sequence[Action]) -> bool:
+        return detect_actions(signals, actions, self._config).passed
+
 
 class PendingActions:
-    """An action check whose FaceMesh tasks are running (`ActionVerifier.begin`)."""
+    """An action check begun by `ActionVerifier.begin`: its FaceMesh tasks running on a pool, or
+    its frames waiting for `finish`."""
 
-    def __init__(self, tasks: list[Future], actions: tuple[Action, ...], config: ActionConfig):
+    def __init__(self, verifier: ActionVerifier, jobs: list[tuple], tasks: list[Future] | None,
+                 actions: tuple[Action, ...]):
+        self._verifier = verifier
+        self._jobs = jobs
         self._tasks = tasks
         self._actions = actions
-        self._config = config
 
     def stop(self) -> None:
         """Drop the tasks that have not started (a request that fails earlier does not need them) and
         wait for the others: nothing appends to the caller's buffers after this returns."""
+        if self._tasks is None:
+            return
         for task in self._tasks:
             task.cancel()
         wait(self._tasks)
 
     def finish(self) -> bool:
-        wait(self._tasks)  # all of them, even when one failed
-        signals = [task.result() for task in self._tasks]  # re-raises the first failure, in frame order
-        return detect_actions(signals, self._actions, self._config).passed
+        if self._tasks is None:
+            signals = [self._verifier._signals(*job) for job in self._jobs]
+        else:
+            wait(self._tasks)  # all of them, even when one failed
+            signals = [task.result() for task in self._tasks]  # re-raises the first failure, in frame order
+        return self._verifier._judge(signals, self._actions)

@@ -290,6 +290,8 @@ class _EarlyEmbeddings:
             best = run[int(np.argmax([prepared[i].observation.sharpness for i in run]))]  # as pick_frames
             observation = prepared[best].observation
             assert observation is not None
+            # On the request thread: cheap, as every detector's refine is today (the landmarks
+            # are already the full-size run's); a costly refine would belong on the pool.
             refined = self._pipeline._refine_one(observation)
             self._owned.extend(refined.owned)
             self._timer.merge(refined.timings)
@@ -297,7 +299,12 @@ class _EarlyEmbeddings:
                 self._open = False
                 return
             assert refined.aligned is not None
-            self._started[best] = (refined, self._pipeline._run(self._pipeline._embed_one, refined.aligned))
+            try:
+                task = self._pipeline._run(self._pipeline._embed_one, refined.aligned)
+            except RuntimeError:  # the pool is shutting down: the pipeline's own submit will say so
+                self._open = False
+                return
+            self._started[best] = (refined, task)
 
     def refined(self, chosen: Sequence[int]) -> dict[int, _EmbeddedFrame]:
         """The chosen frames refined early (their buffers are already the request's)."""
@@ -311,12 +318,22 @@ class _EarlyEmbeddings:
         return found
 
     def settle(self) -> None:
-        """Wait for every early task; the unused ones' buffers join the request's, to be zeroed."""
-        tasks = [task for _, task in self._started.values()]
-        wait(tasks)
+        """Drop the unused early tasks not started yet, wait for the rest, and hand every task's
+        buffers to the request, to be zeroed (used ones too: the request may leave before it
+        collected them; zeroing twice is harmless)."""
         for index, (_, task) in self._started.items():
-            if index not in self._used and not task.cancelled():
-                self._owned.extend(task.result().owned)
+            if index not in self._used:
+                task.cancel()
+        _collect([task for _, task in self._started.values()], self._owned)
+
+
+def _collect(tasks: Sequence[Future], owned: list[np.ndarray]) -> None:
+    """Wait for `tasks` (each returning an _EmbeddedFrame) and add their buffers to `owned`, so a
+    request that leaves before it collected them still zeroes what they made."""
+    wait(tasks)
+    for task in tasks:
+        if not task.cancelled() and task.exception() is None:
+            owned.extend(task.result().owned)
 
 
 def select_subject(faces: Sequence[FaceDetection], bystander_ratio: float) -> tuple[FaceDetection | None, list[FaceDetection]]:
@@ -474,7 +491,7 @@ class VerificationPipeline:
     def _exact_where_needed(self, observations: list[FaceObservation], chosen: list[int], timer: _StageTimer,
                             budget: Budget, owned: list[np.ndarray]) -> tuple[list[FaceObservation], list[int]]:
         """A coarse burst's frames the recognizer or the liveness cues read, at full size: the chosen
-        ones and those liveness judges. Should a chosen frame fail the quality gate at full size
+        ones (chosen on the coarse crops' sharpness) and those liveness judges. Should a chosen frame fail the quality gate at full size
         (its coarse crop passed), the whole burst is detected at full size and chosen again, as
         the full-size path would have chosen."""
         judged = self._liveness.frames_judged(len(observations), chosen) if self._liveness is not None else []
@@ -653,7 +670,7 @@ class VerificationPipeline:
             # liveness cues that read pixels start beside them (they need the faces, not the
             # embeddings); the identity cue and the decision wait for both.
             embedding = self._start_embedding(observations, chosen, early)
-            running.append(lambda: wait(embedding))
+            running.append(lambda: _collect(embedding, owned))
             if self._duplicates is not None and len(observations) > 1:
                 with timer.stage("duplicates"):
                     thumbnails = burst_thumbnails([o.frame_bgr for o in observations],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import queue
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,7 +57,8 @@ class FaceMesh:
     An interpreter is not re-entrant, so each call borrows one for its duration; with as many
     interpreters as the frame pool has threads, a challenge burst's frames run side by side
     (one interpreter: calls are serialised). Every interpreter holds the same model bytes and
-    runs the same single-threaded kernels, so which one a frame gets does not change its output.
+    the same thread count, so which one a frame gets does not change its output (checked at load,
+    idv/models/model_set.py).
     """
 
     def __init__(self, interpreters: Sequence[Interpreter], fingerprint: str):
@@ -70,6 +72,7 @@ class FaceMesh:
         self._interpreters = tuple(interpreters)
         # FIFO: consecutive calls take the interpreters in turn (load-time warm-up reaches each).
         self._idle: queue.Queue[Interpreter] = queue.Queue()
+        self._inspecting = threading.Lock()  # two `input_tensors` at once would each hold part of the queue
         for interpreter in self._interpreters:
             self._idle.put(interpreter)
         self.fingerprint = fingerprint
@@ -116,13 +119,15 @@ class FaceMesh:
         scaled /= 255.0
         blob = scaled[np.newaxis]
         with self._borrowed() as interpreter:
-            interpreter.set_tensor(self._input_index, blob)
-            interpreter.invoke()
-            raw = interpreter.get_tensor(self._landmarks_index).reshape(NUM_LANDMARKS, 3).astype(np.float64)
-            logit = float(interpreter.get_tensor(self._presence_index).reshape(-1)[0])
-            if scratch is not None:  # the interpreter keeps its own copy of the input: overwrite it too
-                blob.fill(0)
+            try:
                 interpreter.set_tensor(self._input_index, blob)
+                interpreter.invoke()
+                raw = interpreter.get_tensor(self._landmarks_index).reshape(NUM_LANDMARKS, 3).astype(np.float64)
+                logit = float(interpreter.get_tensor(self._presence_index).reshape(-1)[0])
+            finally:
+                if scratch is not None:  # the interpreter keeps its own copy of the input: overwrite it, whatever happened
+                    blob.fill(0)
+                    interpreter.set_tensor(self._input_index, blob)
         scale = transform[0, 0]
         points = np.empty_like(raw)
         points[:, 0] = (raw[:, 0] - transform[0, 2]) / scale
@@ -134,12 +139,13 @@ class FaceMesh:
     def input_tensors(self) -> list[np.ndarray]:
         """A copy of what each interpreter holds as its input now (to check that no crop outlives a
         call); waits for every call in progress to end."""
-        borrowed = [self._idle.get() for _ in self._interpreters]
-        try:
-            return [np.array(interpreter.get_tensor(self._input_index)) for interpreter in borrowed]
-        finally:
-            for interpreter in borrowed:
-                self._idle.put(interpreter)
+        with self._inspecting:
+            borrowed = [self._idle.get() for _ in self._interpreters]
+            try:
+                return [np.array(interpreter.get_tensor(self._input_index)) for interpreter in borrowed]
+            finally:
+                for interpreter in borrowed:
+                    self._idle.put(interpreter)
 
 
 def _check_contract(interpreter: Interpreter, inputs: dict[str, tuple], outputs: dict[str, tuple]) -> None:

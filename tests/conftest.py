@@ -69,7 +69,8 @@ def model_set(model_dir: Path):
 
     settings = load_settings(environ={}, overrides={"model_dir": model_dir,
                                                     "model_manifest": os.environ.get("IDV_MODEL_MANIFEST")})
-    return load_models(manifest_for(settings.models), settings.models)
+    # Two FaceMesh interpreters whatever the runner's cores: the pooled challenge path is exercised.
+    return load_models(manifest_for(settings.models), settings.models, parallel_calls=2)
 
 
 @pytest.fixture()

@@ -397,3 +397,81 @@ def test_an_unusable_frame_stops_early_embeddings_and_the_choice_is_the_usual_on
                                          ClaimedReference("key", templates), None, Budget(30)).true_reason.value)
         assert calls["embed"] == 3
     assert reasons == ["VERIFIED", "VERIFIED"]
+
+
+@pytest.mark.parametrize("leave_at", ["liveness", "challenge"])
+def test_a_request_cancelled_after_its_embeddings_started_still_zeroes_them(pipelines, model_set, testdata,
+                                                                           monkeypatch, leave_at) -> None:
+    """Privacy: the caller goes away (Budget.check raises Cancelled) after the k embeddings were
+    started but before the pipeline collected them; every embedding vector is zeroed anyway, on the
+    pooled and the sequential path."""
+    from idv.errors import Cancelled
+    from tests.test_challenges import clip_frames
+
+    frames = clip_frames(testdata, "live_d12.mp4", 20, 105)
+    reference = clip_frames(testdata, "live_d12.mp4", 0, 0, 1)[0]
+    made: list[np.ndarray] = []
+    embed = model_set.embedder.embed
+
+    def keeping(crops):
+        vectors = embed(crops)
+        made.append(vectors)
+        return vectors
+
+    for pipeline in pipelines:
+        templates = pipeline.templates(pipeline.check_references([reference]), Budget(30))
+        gone = {"now": False}
+        monkeypatch.setattr(model_set.embedder, "embed", keeping)
+        if leave_at == "liveness":  # the last embedding started: the next check ("liveness") sees it
+            original_start = pipeline._start_embedding
+
+            def leaving(*args, _original=original_start, **kwargs):
+                started = _original(*args, **kwargs)
+                gone["now"] = True
+                return started
+            monkeypatch.setattr(pipeline, "_start_embedding", leaving)
+        else:  # liveness begun: the next check ("challenge") sees it
+            gate = pipeline._liveness
+            original_begin = gate.begin
+
+            def leaving(*args, _original=original_begin, **kwargs):
+                pending = _original(*args, **kwargs)
+                gone["now"] = True
+                return pending
+            monkeypatch.setattr(gate, "begin", leaving)
+        made.clear()
+        with pytest.raises(Cancelled):
+            pipeline.evaluate(pipeline.check_burst(frames, with_challenge=True), ClaimedReference("key", templates),
+                              ("TURN_LEFT", "TURN_RIGHT"), Budget(60, cancelled=lambda: gone["now"]))
+        monkeypatch.undo()
+        assert len(made) == 3, len(made)
+        assert all(not np.any(vectors) for vectors in made), "an embedding outlived a cancelled request"
+
+
+def test_without_a_pool_facemesh_runs_only_when_the_actions_are_judged(model_set, testdata, monkeypatch) -> None:
+    """A sequential node (no frame pool) runs the challenge's FaceMesh after liveness, as it always
+    did: `begin` computes nothing, `finish` runs every frame in order, `stop` drops it all."""
+    import cv2
+
+    from idv.action_check import ActionVerifier
+    from liveness.actions import ActionConfig
+    from tests.test_challenges import clip_frames
+
+    frames = [cv2.imdecode(np.frombuffer(f, np.uint8), cv2.IMREAD_COLOR)
+              for f in clip_frames(testdata, "live_d12.mp4", 20, 105)]
+    faces = [model_set.detector.detect(f)[0] for f in frames]
+    calls = {"n": 0}
+    landmarks = model_set.facemesh.landmarks
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return landmarks(*args, **kwargs)
+
+    monkeypatch.setattr(model_set.facemesh, "landmarks", counted)
+    verifier = ActionVerifier(model_set.facemesh, ActionConfig())
+    pending = verifier.begin(frames, faces, ("TURN_LEFT", "TURN_RIGHT"), [])
+    assert calls["n"] == 0
+    pending.stop()
+    assert calls["n"] == 0
+    assert verifier.begin(frames, faces, ("TURN_LEFT", "TURN_RIGHT"), []).finish() is True
+    assert calls["n"] == len(frames)

@@ -67,7 +67,9 @@ def _warm_facemesh(facemesh: FaceMesh) -> None:
     canvas = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     first = None
     for _ in range(facemesh.instances):  # calls take the interpreters in turn: each is warmed and checked
-        landmarks = facemesh.landmarks(canvas, (220.0, 140.0, 200.0, 200.0))
+        # With a scratch list each interpreter's input is overwritten after the call, so an interpreter
+        # no request has used yet holds zeros, not the warm-up canvas.
+        landmarks = facemesh.landmarks(canvas, (220.0, 140.0, 200.0, 200.0), [])
         if landmarks.points.shape != (468, 3) or not np.all(np.isfinite(landmarks.points)):
             raise ModelLoadError("facemesh: warm-up landmarks are malformed")
         if not (0.0 <= landmarks.presence <= 1.0):
