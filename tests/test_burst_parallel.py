@@ -422,23 +422,15 @@ def test_a_request_cancelled_after_its_embeddings_started_still_zeroes_them(pipe
         templates = pipeline.templates(pipeline.check_references([reference]), Budget(30))
         gone = {"now": False}
         monkeypatch.setattr(model_set.embedder, "embed", keeping)
-        if leave_at == "liveness":  # the last embedding started: the next check ("liveness") sees it
-            original_start = pipeline._start_embedding
+        # The caller goes away right after this step; the next Budget.check sees it.
+        owner, step = ((pipeline, "_start_embedding") if leave_at == "liveness"  # next check: "liveness"
+                       else (pipeline._liveness, "begin"))  # next check: "challenge"
 
-            def leaving(*args, _original=original_start, **kwargs):
-                started = _original(*args, **kwargs)
-                gone["now"] = True
-                return started
-            monkeypatch.setattr(pipeline, "_start_embedding", leaving)
-        else:  # liveness begun: the next check ("challenge") sees it
-            gate = pipeline._liveness
-            original_begin = gate.begin
-
-            def leaving(*args, _original=original_begin, **kwargs):
-                pending = _original(*args, **kwargs)
-                gone["now"] = True
-                return pending
-            monkeypatch.setattr(gate, "begin", leaving)
+        def leaving(*args, _original=getattr(owner, step), **kwargs):
+            result = _original(*args, **kwargs)
+            gone["now"] = True
+            return result
+        monkeypatch.setattr(owner, step, leaving)
         made.clear()
         with pytest.raises(Cancelled):
             pipeline.evaluate(pipeline.check_burst(frames, with_challenge=True), ClaimedReference("key", templates),
